@@ -1,0 +1,328 @@
+"""Lifts a torch.export ExportedProgram into the t2ir IR.
+
+High-level aten ops (linear, conv2d, layer_norm, scaled_dot_product_attention, ...) are kept as
+they are. Parameters and buffers become lazy constants. Symbolic integers (`x.size(0)`, `s0 + 1`)
+do not become nodes: they are folded into dimension expressions in the attributes of the ops
+that use them, so shape arithmetic is gone before the first pass runs.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+import re
+from typing import Any, Callable, Optional
+
+import sympy
+import torch
+import torch.fx
+
+from t2ir.errors import ExportError, Problem
+from t2ir.ir import Graph, InMemory, Loc, TensorSource, Value
+from t2ir.ops.registry import canonical_op_name
+from t2ir.types import DType, TensorType, UnsupportedDType, simplify_dim, symbol
+
+WeightSource = Callable[[str, torch.Tensor], Optional[TensorSource]]
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_DROPPED = {
+    "aten._assert_scalar", "aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size",
+    "aten._assert_async.msg", "aten.sym_constrain_range",
+}
+
+
+def node_loc(node: torch.fx.Node) -> Loc:
+    """Module path (from nn_module_stack) and the innermost source line outside torch itself."""
+    stack = node.meta.get("nn_module_stack") or {}
+    module = ""
+    if stack:
+        module = str(list(stack.values())[-1][0])
+        module = re.sub(r"^L\['self'\]\.?|^L__self___?", "", module)
+    file, line = "", 0
+    frames = _FRAME.findall(node.meta.get("stack_trace") or "")
+    for f, ln in reversed(frames):
+        if not f.startswith(_TORCH_DIR):
+            file, line = f, int(ln)
+            break
+    return Loc(module, _short_path(file), line)
+
+
+def _short_path(path: str) -> str:
+    """Paths inside site-packages are shown from the package on (stable across machines)."""
+    marker = "site-packages" + os.sep
+    return path.split(marker, 1)[1] if marker in path else path
+
+
+def op_name(target) -> str:
+    ns = target.namespace
+    packet = target._schema.name.split("::", 1)[1]
+    return canonical_op_name(f"{ns}.{packet}.{target._overloadname}")
+
+
+class SymbolTable:
+    """Maps torch's shape symbols (s0, s77, ...) to the user's names (batch, S, P)."""
+
+    def __init__(self):
+        self.names: dict[sympy.Symbol, sympy.Symbol] = {}
+
+    def bind(self, torch_sym: sympy.Symbol, name: str) -> None:
+        self.names[torch_sym] = symbol(name)
+
+    def to_dim(self, x) -> Any:
+        """A torch SymInt / sympy expression / int as an IR dimension."""
+        if isinstance(x, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            expr = x.node.expr
+        elif isinstance(x, sympy.Basic):
+            expr = x
+        else:
+            return x
+        expr = _plain_sympy(expr)
+        for s in expr.free_symbols:
+            if s not in self.names:
+                self.names[s] = symbol(str(s))
+        out = expr.xreplace(self.names)
+        if isinstance(x, torch.SymFloat):
+            return float(out) if out.is_number else out
+        if isinstance(x, torch.SymBool):
+            return bool(out) if out in (sympy.true, sympy.false) else out
+        return simplify_dim(out)
+
+
+def _plain_sympy(expr: sympy.Basic) -> sympy.Basic:
+    """Rewrite torch's own sympy functions (FloorDiv, ...) as plain sympy ones."""
+    from torch.utils._sympy import functions as F
+
+    rules = {
+        F.FloorDiv: lambda a, b: sympy.floor(a / b),
+        F.CeilDiv: lambda a, b: sympy.ceiling(a / b),
+        F.Mod: sympy.Mod,
+        F.PythonMod: sympy.Mod,
+        F.IntTrueDiv: lambda a, b: a / b,
+        F.TruncToInt: lambda a: sympy.floor(a),
+    }
+    for fn, repl in rules.items():
+        expr = expr.replace(fn, repl)
+    return expr
+
+
+def tensor_type(val, where: str, problems: list[Problem], loc: Loc = Loc(),
+                symbols: Optional[SymbolTable] = None) -> TensorType:
+    symbols = symbols or SymbolTable()
+    try:
+        dtype = DType.from_torch(val.dtype)
+    except UnsupportedDType as e:
+        problems.append(Problem(str(e), where, loc,
+                                "cast to a supported type in the model (e.g. .float())"))
+        dtype = DType.f32
+    return TensorType(dtype, tuple(symbols.to_dim(d) for d in val.shape))
+
+
+def _is_tensor(val) -> bool:
+    return isinstance(val, torch.Tensor)
+
+
+class FxLifter:
+    """One ExportedProgram -> one Graph; collects every problem before raising."""
+
+    def __init__(self, ep: torch.export.ExportedProgram, *, input_names=None, output_names=None,
+                 dim_names: Optional[dict[tuple[int, int], str]] = None,
+                 weight_source: Optional[WeightSource] = None, name: str = "main"):
+        self.ep = ep
+        self.input_names = list(input_names or [])
+        self.output_names = list(output_names or [])
+        self.dim_names = dict(dim_names or {})
+        self.weight_source = weight_source
+        self.g = Graph(name)
+        self.symbols = SymbolTable()
+        self.env: dict[torch.fx.Node, Any] = {}
+        self.problems: list[Problem] = []
+
+    # ---- placeholders ------------------------------------------------------------------------
+    def _lift_placeholders(self) -> None:
+        from torch.export.graph_signature import InputKind
+
+        specs = {s.arg.name: s for s in self.ep.graph_signature.input_specs}
+        user_index = 0
+        for node in self.ep.graph.nodes:
+            if node.op != "placeholder":
+                continue
+            spec = specs[node.name]
+            val = node.meta.get("val")
+            if spec.kind == InputKind.USER_INPUT:
+                if _is_tensor(val):
+                    self._lift_user_input(node, val, user_index)
+                else:
+                    self.env[node] = val
+                user_index += 1
+            else:
+                self._lift_weight(node, spec.target, spec.kind == InputKind.CONSTANT_TENSOR)
+
+    def _lift_user_input(self, node, val, index: int) -> None:
+        for axis, d in enumerate(val.shape):
+            name = self.dim_names.get((index, axis))
+            if isinstance(d, torch.SymInt) and name is not None:
+                expr = d.node.expr
+                if isinstance(expr, sympy.Symbol) and expr not in self.symbols.names:
+                    self.symbols.bind(expr, name)
+        name = self.input_names[index] if index < len(self.input_names) else node.name
+        t = tensor_type(val, f"input {name!r}", self.problems, symbols=self.symbols)
+        v = self.g.add_input(name, t)
+        if v.name != name:
+            self.problems.append(Problem(f"input name {name!r} is used twice or is invalid",
+                                         hint="give each input a distinct identifier"))
+        for s in sorted(_free(t.shape)):
+            self.g.declare_symbol(s)
+        self.env[node] = v
+
+    def _lift_weight(self, node, target: str, is_constant: bool) -> None:
+        tensor = self.ep.constants.get(target) if is_constant else None
+        if tensor is None:
+            tensor = self.ep.state_dict.get(target)
+        if tensor is None:
+            tensor = self.ep.constants.get(target)
+        if isinstance(tensor, torch.ScriptObject) or tensor is None:
+            self.problems.append(Problem(f"constant {target!r} is not a tensor", "placeholder"))
+            return
+        source = self.weight_source(target, tensor) if self.weight_source else None
+        if source is None:
+            if tensor.device.type == "meta":
+                self.problems.append(Problem(
+                    f"weight {target!r} is on the meta device and no weight source provides it",
+                    hint="load real weights or pass a safetensors weight source"))
+                return
+            source = InMemory(tensor.detach())
+        t = tensor_type(tensor, f"weight {target!r}", self.problems)
+        self.env[node] = self.g.add_const(target, t, source, label=target)
+
+    # ---- nodes --------------------------------------------------------------------------------
+    def _resolve(self, a):
+        """An FX argument as IR data: Value, dim expression, literal, or list of those."""
+        if isinstance(a, torch.fx.Node):
+            return self.env.get(a)
+        if isinstance(a, (list, tuple)):
+            return [self._resolve(x) for x in a]
+        if isinstance(a, torch.dtype):
+            try:
+                return DType.from_torch(a)
+            except UnsupportedDType as e:
+                raise _DTypeArg(str(e)) from None
+        if isinstance(a, (torch.device, torch.layout, torch.memory_format)):
+            return str(a)
+        if isinstance(a, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+            return self.symbols.to_dim(a)
+        if isinstance(a, torch.Tensor):
+            return self.g.add_const("lifted_tensor", TensorType(DType.from_torch(a.dtype), tuple(a.shape)),
+                                    InMemory(a.detach()))
+        return a
+
+    def _lift_call(self, node: torch.fx.Node) -> None:
+        target, val, loc = node.target, node.meta.get("val"), node_loc(node)
+        if target is operator.getitem:
+            src = self.env.get(node.args[0])
+            self.env[node] = src[node.args[1]] if isinstance(src, (list, tuple)) else None
+            return
+        if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool, int, float, bool)) and not _is_tensor(val):
+            self.env[node] = self.symbols.to_dim(val)
+            return
+        if not isinstance(target, torch._ops.OpOverload):
+            name = getattr(target, "__name__", str(target))
+            self.problems.append(Problem(
+                "is not an ATen/custom operator call (higher-order ops and Python functions "
+                "cannot be exported)", name, loc,
+                "rewrite the model so this part traces to plain operators"))
+            return
+        name = op_name(target)
+        if name in _DROPPED or val is None:
+            return
+        try:
+            inputs, attrs = self._split_args(node, target)
+        except _DTypeArg as e:
+            self.problems.append(Problem(str(e), name, loc, "use a dtype tract supports"))
+            return
+        vals = list(val) if isinstance(val, (list, tuple)) else [val]
+        types = [tensor_type(v, name, self.problems, loc, self.symbols) for v in vals if _is_tensor(v)]
+        if len(types) != len(vals):
+            self.problems.append(Problem("returns non-tensor values", name, loc))
+            return
+        with self.g.inserting_before(None):
+            out = self.g.add_node(name, inputs, types, attrs, name=node.name, loc=loc)
+        self.env[node] = out.outputs if isinstance(val, (list, tuple)) else out.outputs[0]
+
+    def _split_args(self, node, target) -> tuple[list[Value], dict[str, Any]]:
+        """Tensor arguments become inputs; everything else becomes a named attribute."""
+        inputs: list[Value] = []
+        attrs: dict[str, Any] = {}
+        schema = target._schema
+        given = dict(zip((a.name for a in schema.arguments), node.args))
+        given.update(node.kwargs)
+        for a in schema.arguments:
+            if a.name not in given:
+                continue
+            v = self._resolve(given[a.name])
+            if isinstance(v, Value):
+                inputs.append(v)
+            elif isinstance(v, list) and v and all(isinstance(x, Value) for x in v):
+                inputs.extend(v)
+            elif isinstance(v, list) and any(isinstance(x, Value) for x in v):
+                inputs.extend(x for x in v if isinstance(x, Value))
+                attrs[a.name] = ["*" if isinstance(x, Value) else x for x in v]
+            else:
+                attrs[a.name] = v
+        return inputs, attrs
+
+    def _lift_outputs(self, node: torch.fx.Node) -> None:
+        flat = torch.utils._pytree.tree_leaves(node.args[0])
+        outs: list[Value] = []
+        for i, a in enumerate(flat):
+            v = self.env.get(a) if isinstance(a, torch.fx.Node) else None
+            if not isinstance(v, Value):
+                self.problems.append(Problem(f"output {i} is not a tensor ({a!r})", "output",
+                                             hint="return only tensors from forward()"))
+                continue
+            outs.append(v)
+        names = self.output_names or (["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))])
+        if len(names) != len(outs):
+            self.problems.append(Problem(f"{len(names)} output names given for {len(outs)} outputs",
+                                         hint="pass one name per output tensor"))
+            return
+        final = []
+        for v, name in zip(outs, names):
+            if v.producer is None or v in final:
+                v = self.g.op("aten.clone", [v], v.type, name=name)
+            self.g.rename(v, name) if name not in self.g._names else None
+            if v.name != name:
+                self.problems.append(Problem(f"output name {name!r} clashes with another value",
+                                             hint="choose distinct input and output names"))
+            final.append(v)
+        self.g.set_outputs(final)
+
+    def lift(self) -> Graph:
+        self._lift_placeholders()
+        for node in self.ep.graph.nodes:
+            if node.op == "call_function":
+                self._lift_call(node)
+            elif node.op == "output":
+                self._lift_outputs(node)
+            elif node.op not in ("placeholder",):
+                self.problems.append(Problem(f"unexpected FX node kind {node.op!r}", str(node.target)))
+        if self.problems:
+            raise ExportError("the model could not be lifted into the t2ir IR:", self.problems)
+        for s in sorted({s.name for s in self.symbols.names.values()}):
+            self.g.declare_symbol(s)
+        return self.g
+
+
+class _DTypeArg(Exception):
+    pass
+
+
+def _free(shape) -> set[str]:
+    from t2ir.types import free_symbols
+
+    return free_symbols(shape)
+
+
+def lift_exported_program(ep, **kwargs) -> Graph:
+    """ExportedProgram -> IR graph. See `FxLifter` for the options."""
+    return FxLifter(ep, **kwargs).lift()

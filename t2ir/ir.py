@@ -1,0 +1,412 @@
+"""The SSA IR core: values, nodes, graphs and the one edit API that keeps use-lists right.
+
+Invariants (checked by `t2ir.verify`):
+- every value is defined once: a graph input, a constant, or one output of one node;
+- nodes are kept in a topological order in a doubly linked list;
+- `value.uses` lists exactly the (node, input index) pairs reading the value;
+- value names are unique in a graph.
+
+Editing while iterating is safe: `graph.nodes` walks the list by remembering the next node before
+yielding the current one, so erasing the current node (or inserting before it) does not disturb
+the walk. Nodes inserted after the current one are visited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from t2ir.types import DType, TensorType
+
+# Attribute values are plain data: None, bool, int, float, str, DType, dims (ints or sympy
+# expressions) and lists/tuples of those.
+Attr = Any
+
+
+@dataclass(frozen=True)
+class Loc:
+    """Where a node came from: a module path and a Python source line, for error messages."""
+
+    module: str = ""
+    file: str = ""
+    line: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.module or self.file)
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.file else ""
+        if self.module and where:
+            return f"{self.module} ({where})"
+        return self.module or where
+
+
+class TensorSource:
+    """A lazy handle on a constant's bytes: nothing is read until `load()` is called."""
+
+    def load(self):  # -> torch.Tensor
+        raise NotImplementedError(f"{type(self).__name__} must implement load()")
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+@dataclass
+class InMemory(TensorSource):
+    """A tensor already in memory (small models, folded constants)."""
+
+    tensor: Any
+
+    def load(self):
+        return self.tensor
+
+    def describe(self) -> str:
+        return "memory"
+
+
+@dataclass
+class SafetensorsEntry(TensorSource):
+    """One tensor of a safetensors file, read (memory-mapped) only when needed."""
+
+    path: str
+    key: str
+
+    def load(self):
+        from safetensors import safe_open
+
+        with safe_open(self.path, framework="pt") as f:
+            return f.get_tensor(self.key)
+
+    def describe(self) -> str:
+        return f"safetensors:{self.key}"
+
+
+@dataclass
+class Derived(TensorSource):
+    """A tensor computed from other sources on demand (folded transposes, casts, ...)."""
+
+    fn: Callable[..., Any]
+    sources: tuple[TensorSource, ...]
+    what: str = "derived"
+
+    def load(self):
+        return self.fn(*(s.load() for s in self.sources))
+
+    def describe(self) -> str:
+        return self.what
+
+
+class Detached(TensorSource):
+    """The handle of a constant read back from IR text: its data is not part of the dump."""
+
+    def load(self):
+        raise RuntimeError("this constant was parsed from IR text and has no data attached")
+
+    def describe(self) -> str:
+        return "detached"
+
+
+@dataclass
+class Constant:
+    """A weight or other constant tensor: its label (the .dat name) and how to get its bytes.
+
+    `encoding` says how the emitter stores it: "plain" or a registered compression method such
+    as "q4_0".
+    """
+
+    label: str
+    source: TensorSource
+    encoding: str = "plain"
+
+
+@dataclass(eq=False)
+class Use:
+    node: "Node"
+    index: int
+
+
+class Value:
+    """An SSA value. Exactly one of: graph input, constant, or output of `producer`."""
+
+    __slots__ = ("name", "type", "producer", "const", "uses", "graph")
+
+    def __init__(self, name: str, type: TensorType, producer: Optional["Node"] = None,
+                 const: Optional[Constant] = None):
+        self.name = name
+        self.type = type
+        self.producer = producer
+        self.const = const
+        self.uses: list[Use] = []
+        self.graph: Optional[Graph] = None
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def shape(self):
+        return self.type.shape
+
+    @property
+    def rank(self) -> int:
+        return self.type.rank
+
+    @property
+    def users(self) -> list["Node"]:
+        seen: dict[int, Node] = {}
+        for u in self.uses:
+            seen.setdefault(id(u.node), u.node)
+        return list(seen.values())
+
+    @property
+    def is_input(self) -> bool:
+        return self.producer is None and self.const is None
+
+    def replace_all_uses_with(self, other: "Value") -> None:
+        """Point every reader of this value (and graph outputs) at `other`."""
+        if other is self:
+            return
+        for use in list(self.uses):
+            use.node.set_input(use.index, other)
+        if self.graph is not None:
+            self.graph._replace_output(self, other)
+
+    def __repr__(self) -> str:
+        return f"%{self.name}: {self.type}"
+
+
+class Node:
+    """An operation: namespaced op name, input values, plain-data attributes, output values."""
+
+    __slots__ = ("op", "inputs", "attrs", "outputs", "loc", "graph", "_prev", "_next")
+
+    def __init__(self, op: str, inputs: Sequence[Value], attrs: dict[str, Attr],
+                 outputs: Sequence[Value], loc: Loc = Loc()):
+        self.op = op
+        self.inputs: list[Value] = []
+        self.attrs = dict(attrs)
+        self.outputs = list(outputs)
+        self.loc = loc
+        self.graph: Optional[Graph] = None
+        self._prev: Optional[Node] = None
+        self._next: Optional[Node] = None
+        for o in self.outputs:
+            o.producer = self
+        for v in inputs:
+            self._append_input(v)
+
+    @property
+    def output(self) -> Value:
+        if len(self.outputs) != 1:
+            raise ValueError(f"{self.op} has {len(self.outputs)} outputs, not one")
+        return self.outputs[0]
+
+    @property
+    def namespace(self) -> str:
+        return self.op.split(".", 1)[0]
+
+    def _append_input(self, v: Value) -> None:
+        if not isinstance(v, Value):
+            raise TypeError(f"node {self.op}: input must be a Value, got {type(v).__name__}")
+        v.uses.append(Use(self, len(self.inputs)))
+        self.inputs.append(v)
+
+    def set_input(self, index: int, v: Value) -> None:
+        old = self.inputs[index]
+        old.uses = [u for u in old.uses if not (u.node is self and u.index == index)]
+        v.uses.append(Use(self, index))
+        self.inputs[index] = v
+
+    def set_inputs(self, values: Sequence[Value]) -> None:
+        self._drop_input_uses()
+        self.inputs = []
+        for v in values:
+            self._append_input(v)
+
+    def _drop_input_uses(self) -> None:
+        for i, v in enumerate(self.inputs):
+            v.uses = [u for u in v.uses if not (u.node is self and u.index == i)]
+
+    def __repr__(self) -> str:
+        ins = ", ".join(f"%{v.name}" for v in self.inputs)
+        outs = ", ".join(f"%{v.name}" for v in self.outputs)
+        return f"{outs} = {self.op}({ins})"
+
+
+_NAME_OK = re.compile(r"[A-Za-z0-9_.]+")
+
+
+class Graph:
+    """Inputs, constants, nodes in topological order, and named outputs."""
+
+    def __init__(self, name: str = "main"):
+        self.name = name
+        self.inputs: list[Value] = []
+        self.consts: list[Value] = []
+        self.outputs: list[Value] = []
+        self.symbols: list[str] = []
+        self._head: Optional[Node] = None
+        self._tail: Optional[Node] = None
+        self._names: dict[str, Value] = {}
+        self._insert_before: Optional[Node] = None
+        self._counter = 0
+        self.default_loc = Loc()
+
+    # ---- names -------------------------------------------------------------------------
+    def fresh_name(self, hint: str = "v") -> str:
+        """A value name not used yet, derived from `hint` (sanitised for the IR text)."""
+        base = "_".join(_NAME_OK.findall(hint)) or "v"
+        if base not in self._names:
+            return base
+        while True:
+            self._counter += 1
+            name = f"{base}_{self._counter}"
+            if name not in self._names:
+                return name
+
+    def value(self, name: str) -> Value:
+        return self._names[name]
+
+    def _register(self, v: Value) -> Value:
+        if v.name in self._names:
+            raise ValueError(f"value name %{v.name} is already defined")
+        v.graph = self
+        self._names[v.name] = v
+        return v
+
+    def rename(self, v: Value, new_name: str) -> None:
+        if new_name == v.name:
+            return
+        if new_name in self._names:
+            raise ValueError(f"value name %{new_name} is already defined")
+        del self._names[v.name]
+        v.name = new_name
+        self._names[new_name] = v
+
+    # ---- definitions ----------------------------------------------------------------------
+    def add_input(self, name: str, type: TensorType) -> Value:
+        v = self._register(Value(self.fresh_name(name), type))
+        self.inputs.append(v)
+        return v
+
+    def add_const(self, name: str, type: TensorType, source: TensorSource,
+                  label: Optional[str] = None, encoding: str = "plain") -> Value:
+        v = Value(self.fresh_name(name), type, const=Constant(label or name, source, encoding))
+        self.consts.append(self._register(v))
+        return v
+
+    def declare_symbol(self, name: str) -> None:
+        if name not in self.symbols:
+            self.symbols.append(name)
+
+    def set_outputs(self, values: Sequence[Value]) -> None:
+        self.outputs = list(values)
+
+    def _replace_output(self, old: Value, new: Value) -> None:
+        self.outputs = [new if o is old else o for o in self.outputs]
+
+    # ---- nodes ------------------------------------------------------------------------------
+    @property
+    def nodes(self) -> Iterator[Node]:
+        node = self._head
+        while node is not None:
+            nxt = node._next
+            yield node
+            node = nxt
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.nodes)
+
+    @contextlib.contextmanager
+    def inserting_before(self, node: Optional[Node]):
+        """New nodes made inside this block go before `node` (None: at the end)."""
+        saved, saved_loc = self._insert_before, self.default_loc
+        self._insert_before = node
+        if node is not None and node.loc:
+            self.default_loc = node.loc
+        try:
+            yield
+        finally:
+            self._insert_before, self.default_loc = saved, saved_loc
+
+    def add_node(self, op: str, inputs: Sequence[Value], out_types: Sequence[TensorType],
+                 attrs: Optional[dict[str, Attr]] = None, *, name: Optional[str] = None,
+                 loc: Optional[Loc] = None) -> Node:
+        """Create a node at the insertion point; its outputs get fresh names from `name`."""
+        hint = name or op.rsplit(".", 1)[-1]
+        outputs = []
+        for i, t in enumerate(out_types):
+            outputs.append(self._register(Value(self.fresh_name(hint if i == 0 else f"{hint}_{i}"), t)))
+        node = Node(op, inputs, attrs or {}, outputs, loc if loc is not None else self.default_loc)
+        self._link(node, self._insert_before)
+        return node
+
+    def op(self, op: str, inputs: Sequence[Value], out_type: TensorType, name: Optional[str] = None,
+           **attrs: Attr) -> Value:
+        """Shorthand for one-output nodes: returns the output value."""
+        return self.add_node(op, inputs, [out_type], attrs, name=name).output
+
+    def _link(self, node: Node, before: Optional[Node]) -> None:
+        node.graph = self
+        if before is None:
+            node._prev, node._next = self._tail, None
+            if self._tail is not None:
+                self._tail._next = node
+            else:
+                self._head = node
+            self._tail = node
+        else:
+            node._prev, node._next = before._prev, before
+            if before._prev is not None:
+                before._prev._next = node
+            else:
+                self._head = node
+            before._prev = node
+
+    def move_before(self, node: Node, anchor: Node) -> None:
+        self._unlink(node)
+        self._link(node, anchor)
+
+    def _unlink(self, node: Node) -> None:
+        if node._prev is not None:
+            node._prev._next = node._next
+        else:
+            self._head = node._next
+        if node._next is not None:
+            node._next._prev = node._prev
+        else:
+            self._tail = node._prev
+        node._prev = node._next = None
+
+    def erase_node(self, node: Node) -> None:
+        """Remove a node whose outputs are unused (refused otherwise, to keep SSA valid)."""
+        for o in node.outputs:
+            if o.uses or o in self.outputs:
+                raise ValueError(f"cannot erase {node!r}: %{o.name} is still used")
+        node._drop_input_uses()
+        node.inputs = []
+        self._unlink(node)
+        for o in node.outputs:
+            del self._names[o.name]
+            o.graph = None
+        node.graph = None
+
+    def replace_node(self, node: Node, new_outputs: Sequence[Value]) -> None:
+        """Redirect the uses of `node`'s outputs to `new_outputs`, then erase it."""
+        for old, new in zip(node.outputs, new_outputs, strict=True):
+            old.replace_all_uses_with(new)
+        self.erase_node(node)
+
+    def remove_const(self, v: Value) -> None:
+        if v.uses or v in self.outputs:
+            raise ValueError(f"cannot remove constant %{v.name}: still used")
+        self.consts.remove(v)
+        del self._names[v.name]
+        v.graph = None
+
+    def __str__(self) -> str:
+        from t2ir.printer import print_graph
+
+        return print_graph(self)

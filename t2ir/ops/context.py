@@ -1,0 +1,103 @@
+"""What a translator sees: the node's arguments by name, and a builder for NNEF-level nodes."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Optional, Sequence
+
+from t2ir.ir import Graph, Node, Value
+from t2ir.types import DType, TensorType
+
+
+@functools.lru_cache(maxsize=None)
+def torch_schema(op: str):
+    """The torch schema of an IR op name (`aten.add.Tensor`, `aten.linear`, `mylib.my_op`)."""
+    import torch
+
+    parts = op.split(".")
+    packet = getattr(getattr(torch.ops, parts[0]), parts[1])
+    overload = parts[2] if len(parts) > 2 else "default"
+    return getattr(packet, overload)._schema
+
+
+def is_tensor_list_type(t) -> bool:
+    s = str(t)
+    return s.startswith("Tensor") and s.endswith("[]")
+
+
+def is_tensor_type(t) -> bool:
+    return str(t).rstrip("?") == "Tensor"
+
+
+def schema_args(node: Node) -> dict[str, Any]:
+    """Map a lifted torch op node back to its schema's argument names.
+
+    The frontend puts tensor arguments in `node.inputs` (a tensor list flattened in place)
+    and everything else (scalars, shapes, None, literal tensors) in `node.attrs` by name.
+    """
+    schema = torch_schema(node.op)
+    args: dict[str, Any] = {}
+    inputs = list(node.inputs)
+    tensor_slots = [a for a in schema.arguments
+                    if a.name not in node.attrs and (is_tensor_type(a.type) or is_tensor_list_type(a.type))]
+    singles_after = 0
+    for a in schema.arguments:
+        if a.name in node.attrs:
+            args[a.name] = node.attrs[a.name]
+        elif is_tensor_list_type(a.type):
+            rest = [s for s in tensor_slots[tensor_slots.index(a) + 1:]]
+            singles_after = len(rest)
+            n = len(inputs) - singles_after
+            args[a.name], inputs = inputs[:n], inputs[n:]
+        elif is_tensor_type(a.type):
+            args[a.name] = inputs.pop(0) if inputs else None
+        elif a.has_default_value():
+            args[a.name] = a.default_value
+        else:
+            args[a.name] = None
+    return args
+
+
+class LowerContext:
+    """Builder handed to translators; new nodes go right before the node being translated."""
+
+    def __init__(self, graph: Graph, node: Node, options: Any = None):
+        self.graph = graph
+        self.node = node
+        self.options = options
+        self._args: Optional[dict[str, Any]] = None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        """The node's arguments by their torch schema names."""
+        if self._args is None:
+            self._args = schema_args(self.node)
+        return self._args
+
+    def arg(self, name: str, default: Any = None) -> Any:
+        v = self.args.get(name, default)
+        return default if v is None else v
+
+    @property
+    def out(self) -> TensorType:
+        """Type of the node's (first) output."""
+        return self.node.outputs[0].type
+
+    def emit(self, op: str, inputs: Sequence[Value], out_type: TensorType, *,
+             name: Optional[str] = None, **attrs: Any) -> Value:
+        """Add an NNEF-level node before the translated node and return its output."""
+        with self.graph.inserting_before(self.node):
+            hint = name or self.node.outputs[0].name
+            return self.graph.op(op, list(inputs), out_type, name=hint, **attrs)
+
+    def cast(self, v: Value, dtype: DType) -> Value:
+        if v.dtype == dtype:
+            return v
+        return self.emit("tract_core.cast", [v], v.type.with_dtype(dtype), to=dtype.value)
+
+    def const(self, name: str, tensor, label: Optional[str] = None) -> Value:
+        """A new constant from an in-memory tensor (small things: folded shapes, tables)."""
+        from t2ir.ir import InMemory
+
+        t = TensorType(DType.from_torch(tensor.dtype), tuple(tensor.shape))
+        return self.graph.add_const(name, t, InMemory(tensor), label=label)

@@ -1,0 +1,66 @@
+"""Signatures of the NNEF-level ops t2ir emits (standard NNEF plus tract's registries).
+
+Each row: IR name, positional tensor parameters (`*` = list of tensors), keyword attributes.
+A parameter may also be given as a literal attribute (`sub(1.0, x)` is `nnef.sub(%x, x=1.0)`).
+"""
+
+from __future__ import annotations
+
+from t2ir.ops.registry import register_nnef_op
+
+_UNARY = (
+    "exp log sin cos tan abs neg sign rcp floor ceil round sqrt rsqrt tanh sigmoid relu not copy "
+    "softplus asin acos atan sinh cosh asinh acosh atanh square"
+).split()
+_BINARY = "add sub mul div pow min max and or eq ne lt gt le ge".split()
+
+_TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    *[(f"nnef.{op}", ("x",), ()) for op in _UNARY],
+    *[(f"nnef.{op}", ("x", "y"), ()) for op in _BINARY],
+    ("nnef.select", ("condition", "true_value", "false_value"), ()),
+    ("nnef.clamp", ("x", "a", "b"), ()),
+    ("nnef.leaky_relu", ("x",), ("alpha",)),
+    ("nnef.elu", ("x",), ("alpha",)),
+    ("nnef.matmul", ("A", "B"), ("transposeA", "transposeB")),
+    ("nnef.conv", ("input", "filter", "bias"),
+     ("border", "padding", "stride", "dilation", "groups")),
+    ("nnef.deconv", ("input", "filter", "bias"),
+     ("border", "padding", "stride", "dilation", "groups", "output_shape")),
+    ("nnef.max_pool", ("input",), ("size", "border", "padding", "stride", "dilation")),
+    ("nnef.avg_pool", ("input",), ("size", "border", "padding", "stride", "dilation")),
+    ("nnef.box", ("input",), ("size", "border", "padding", "stride", "dilation", "normalize")),
+    ("nnef.batch_normalization", ("input", "mean", "variance", "offset", "scale"), ("epsilon",)),
+    ("nnef.reshape", ("input",), ("shape", "axis_start", "axis_count")),
+    ("nnef.transpose", ("input",), ("axes",)),
+    ("nnef.squeeze", ("input",), ("axes",)),
+    ("nnef.unsqueeze", ("input",), ("axes",)),
+    ("nnef.slice", ("input",), ("axes", "begin", "end", "stride")),
+    ("nnef.concat", ("*values",), ("axis",)),
+    ("nnef.stack", ("*values",), ("axis",)),
+    ("nnef.tile", ("input",), ("repeats",)),
+    ("nnef.pad", ("input",), ("padding", "border", "value")),
+    ("nnef.sum_reduce", ("input",), ("axes", "normalize")),
+    ("nnef.mean_reduce", ("input",), ("axes",)),
+    ("nnef.max_reduce", ("input",), ("axes",)),
+    ("nnef.min_reduce", ("input",), ("axes",)),
+    ("nnef.argmax_reduce", ("input",), ("axes",)),
+    ("nnef.argmin_reduce", ("input",), ("axes",)),
+    ("nnef.softmax", ("x",), ("axes",)),
+    ("tract_core.cast", ("input",), ("to",)),
+    ("tract_core.gather", ("input", "indices"), ("axis", "datum_type")),
+    ("tract_core.gather_elements", ("input", "indices"), ("axis",)),
+    ("tract_core.range", ("start", "end", "step"), ()),
+    ("tract_core.trilu", ("input", "k"), ("upper",)),
+    ("tract_core.einsum", ("*inputs",), ("expr", "acc", "output")),
+    ("tract_core.erf", ("x",), ()),
+    ("tract_core.gelu_approx", ("x",), ()),
+    ("tract_core.broadcast", ("input",), ("shape",)),
+    ("tract_core.product_reduce", ("input",), ("axes",)),
+    ("tract_core.dyn_slice", ("input", "start", "end"), ("axis", "len")),
+    ("tract_core.fmod", ("x", "y"), ()),
+    ("tract_transformers.silu", ("x",), ()),
+    ("tract_transformers.rms_norm", ("input",), ("axis", "eps")),
+]
+
+for _name, _params, _attrs in _TABLE:
+    register_nnef_op(_name, _params, _attrs)

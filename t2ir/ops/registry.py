@@ -1,0 +1,153 @@
+"""The operator registry: one entry per op, read by the lowering pass, verifier and emitter.
+
+Two kinds of entries:
+- source-level ops (`aten.linear`, `mylib.my_op`) have a *translator* that rewrites a node into
+  NNEF-level nodes;
+- NNEF-level ops (`nnef.conv`, `tract_core.gather`, `fragment.my_fragment`) have a *signature*
+  that tells the emitter how to write the call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from t2ir.ir import Node
+
+# Namespaces whose ops are written to NNEF as they are; everything else must be translated.
+NNEF_NAMESPACES = ("nnef", "tract_core", "tract_transformers", "fragment")
+
+
+@dataclass(frozen=True)
+class NnefSignature:
+    """How an NNEF-level op is called: positional tensor parameters, then keyword attributes.
+
+    A parameter written `*name` takes a list of tensors (`concat([a, b], axis = 1)`). A
+    parameter found in the node's attributes is written as a literal instead of a value.
+    """
+
+    params: tuple[str, ...]
+    attrs: frozenset[str] = frozenset()
+    fragment: Optional[str] = None  # NNEF `fragment` definition written into the document
+
+    @property
+    def variadic(self) -> bool:
+        return any(p.startswith("*") for p in self.params)
+
+
+@dataclass
+class OpDef:
+    name: str
+    translate: Optional[Callable] = None
+    signature: Optional[NnefSignature] = None
+    origin: str = "builtin"
+
+
+@dataclass
+class Registry:
+    ops: dict[str, OpDef] = field(default_factory=dict)
+
+    def lookup(self, op: str) -> Optional[OpDef]:
+        """Exact name first (`aten.add.Tensor`), then the overload packet (`aten.add`)."""
+        if op in self.ops:
+            return self.ops[op]
+        parts = op.split(".")
+        if len(parts) == 3:
+            return self.ops.get(".".join(parts[:2]))
+        return None
+
+
+REGISTRY = Registry()
+
+
+def canonical_op_name(name: str) -> str:
+    """`mylib::my_op` and `mylib.my_op` both name the IR op `mylib.my_op`."""
+    name = name.replace("::", ".")
+    if name.endswith(".default"):
+        name = name[: -len(".default")]
+    return name
+
+
+def register_op(name: str, *, override: bool = False, origin: str = "user"):
+    """Decorator registering a translator for a source-level op.
+
+    The translator receives the IR node and a `LowerContext` and returns the values that
+    replace the node's outputs (one value or a sequence), built with `ctx.emit(...)`.
+
+        @t2ir.register_op("mylib::scaled_tanh")
+        def scaled_tanh(node, ctx):
+            x = ctx.input(node, "x")
+            return ctx.emit("nnef.mul", [ctx.emit("nnef.tanh", [x], x.type)], x.type,
+                            y=ctx.attr(node, "scale"))
+
+    Registering an op that already has a translation fails unless `override=True`, which is
+    how a built-in translation is replaced.
+    """
+    key = canonical_op_name(name)
+    if key.split(".")[0] in NNEF_NAMESPACES:
+        raise ValueError(f"{name!r} is an NNEF-level name; use register_nnef_op for those")
+
+    def wrap(fn: Callable) -> Callable:
+        existing = REGISTRY.ops.get(key)
+        if existing is not None and existing.translate is not None and not override:
+            raise ValueError(
+                f"op {key!r} already has a translation ({existing.origin}); "
+                "pass override=True to replace it"
+            )
+        REGISTRY.ops[key] = OpDef(key, translate=fn, origin=origin)
+        return fn
+
+    return wrap
+
+
+def builtin(*names: str):
+    """Register one translator for several built-in ops (used by t2ir's own op modules)."""
+
+    def wrap(fn: Callable) -> Callable:
+        for n in names:
+            register_op(n, origin="builtin")(fn)
+        return fn
+
+    return wrap
+
+
+def register_nnef_op(name: str, params: Sequence[str], attrs: Sequence[str] = (),
+                     fragment: Optional[str] = None, *, override: bool = False) -> None:
+    """Declare an NNEF-level op (a tract operator, or a fragment defined in NNEF text)."""
+    key = canonical_op_name(name)
+    if key.split(".")[0] not in NNEF_NAMESPACES:
+        raise ValueError(f"NNEF-level op names start with one of {NNEF_NAMESPACES}: got {name!r}")
+    if key in REGISTRY.ops and not override:
+        raise ValueError(f"NNEF op {key!r} is already declared")
+    REGISTRY.ops[key] = OpDef(key, signature=NnefSignature(tuple(params), frozenset(attrs), fragment))
+
+
+def nnef_call_name(op: str) -> str:
+    """IR name -> NNEF name: `nnef.conv` -> `conv`, `tract_core.gather` -> `tract_core_gather`."""
+    ns, name = op.split(".", 1)
+    if ns in ("nnef", "fragment"):
+        return name
+    return f"{ns}_{name}"
+
+
+def is_nnef_level(op: str) -> bool:
+    return op.split(".", 1)[0] in NNEF_NAMESPACES
+
+
+def check_node(node: Node) -> list[str]:
+    """Schema problems of one node (only NNEF-level ops have a checked schema)."""
+    if not is_nnef_level(node.op):
+        return []
+    entry = REGISTRY.lookup(node.op)
+    if entry is None or entry.signature is None:
+        return [f"unknown NNEF-level op {node.op!r}"]
+    sig = entry.signature
+    problems = []
+    bare = [p.lstrip("*") for p in sig.params]
+    unknown = set(node.attrs) - sig.attrs - set(bare)
+    if unknown:
+        problems.append(f"unknown attributes {sorted(unknown)}")
+    tensor_params = [p for p in sig.params if p.lstrip("*") not in node.attrs]
+    if not sig.variadic and len(node.inputs) != len(tensor_params):
+        problems.append(f"expects {len(tensor_params)} inputs, has {len(node.inputs)}")
+    return problems
