@@ -21,12 +21,11 @@ def torch_schema(op: str):
 
 
 def is_tensor_list_type(t) -> bool:
-    s = str(t)
-    return s.startswith("Tensor") and s.endswith("[]")
+    return str(t) in ("List[Tensor]", "List[Optional[Tensor]]")
 
 
 def is_tensor_type(t) -> bool:
-    return str(t).rstrip("?") == "Tensor"
+    return str(t) in ("Tensor", "Optional[Tensor]")
 
 
 def schema_args(node: Node) -> dict[str, Any]:

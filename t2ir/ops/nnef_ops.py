@@ -1,7 +1,7 @@
 """Signatures of the NNEF-level ops t2ir emits (standard NNEF plus tract's registries).
 
 Each row: IR name, positional tensor parameters (`*` = list of tensors), keyword attributes.
-A parameter may also be given as a literal attribute (`sub(1.0, x)` is `nnef.sub(%x, x=1.0)`).
+A `?` parameter is an optional trailing tensor. A parameter may also be given as a literal attribute (`sub(1.0, x)` is `nnef.sub(%x, x=1.0)`).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from t2ir.ops.registry import register_nnef_op
 
 _UNARY = (
-    "exp log sin cos tan abs neg sign rcp floor ceil round sqrt rsqrt tanh sigmoid relu not copy "
+    "exp log sin cos tan abs neg sign recip floor ceil round sqrt rsqrt tanh sigmoid relu not copy "
     "softplus asin acos atan sinh cosh asinh acosh atanh square"
 ).split()
 _BINARY = "add sub mul div pow min max and or eq ne lt gt le ge".split()
@@ -53,11 +53,27 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.trilu", ("input", "k"), ("upper",)),
     ("tract_core.einsum", ("*inputs",), ("expr", "acc", "output")),
     ("tract_core.erf", ("x",), ()),
-    ("tract_core.gelu_approx", ("x",), ()),
+    ("tract_core.gelu_approx", ("x",), ("fast_impl",)),
+    ("tract_core.round_even", ("x",), ()),
+    ("tract_core.silu", ("x",), ()),
+    ("tract_core.rms_norm", ("input",), ("axis", "eps")),
+    ("tract_core.scaled_rms_norm", ("input",), ("scale", "axis", "eps")),
+    ("tract_core.cumsum", ("input",), ("axis", "exclusive", "reverse")),
+    ("tract_core.topk", ("input",), ("k", "axis", "largest")),
+    ("tract_core.argmax_reduce_last", ("input",), ("axes",)),
+    ("tract_core.argmin_reduce_last", ("input",), ("axes",)),
+    ("tract_core.scatter_elements", ("input", "indices", "updates"), ("axis", "reduction")),
+    ("tract_core.hard_swish", ("x",), ()),
+    ("tract_core.log_softmax", ("x",), ("axes",)),
+    ("nnef.moments", ("input",), ("axes",)),
+    ("nnef.any_reduce", ("input",), ("axes",)),
+    ("nnef.all_reduce", ("input",), ("axes",)),
+    ("tract_core.xor", ("x", "y"), ()),
+    ("tract_transformers.apply_rope", ("input", "cos", "sin"), ()),
+    ("tract_transformers.sdpa", ("q", "k", "v", "?mask"), ("datum_type", "acc_datum_type", "is_causal", "scale")),
     ("tract_core.broadcast", ("input",), ("shape",)),
     ("tract_core.product_reduce", ("input",), ("axes",)),
     ("tract_core.dyn_slice", ("input", "start", "end"), ("axis", "len")),
-    ("tract_core.fmod", ("x", "y"), ()),
     ("tract_transformers.silu", ("x",), ()),
     ("tract_transformers.rms_norm", ("input",), ("axis", "eps")),
 ]

@@ -22,7 +22,8 @@ NNEF_NAMESPACES = ("nnef", "tract_core", "tract_transformers", "fragment")
 class NnefSignature:
     """How an NNEF-level op is called: positional tensor parameters, then keyword attributes.
 
-    A parameter written `*name` takes a list of tensors (`concat([a, b], axis = 1)`). A
+    A parameter written `*name` takes a list of tensors (`concat([a, b], axis = 1)`); one
+    written `?name` is an optional trailing tensor (left out when no input is left). A
     parameter found in the node's attributes is written as a literal instead of a value.
     """
 
@@ -143,11 +144,12 @@ def check_node(node: Node) -> list[str]:
         return [f"unknown NNEF-level op {node.op!r}"]
     sig = entry.signature
     problems = []
-    bare = [p.lstrip("*") for p in sig.params]
+    bare = [p.lstrip("*?") for p in sig.params]
     unknown = set(node.attrs) - sig.attrs - set(bare)
     if unknown:
         problems.append(f"unknown attributes {sorted(unknown)}")
-    tensor_params = [p for p in sig.params if p.lstrip("*") not in node.attrs]
-    if not sig.variadic and len(node.inputs) != len(tensor_params):
+    tensor_params = [p for p in sig.params if p.lstrip("*?") not in node.attrs]
+    required = [p for p in tensor_params if not p.startswith("?")]
+    if not sig.variadic and not len(required) <= len(node.inputs) <= len(tensor_params):
         problems.append(f"expects {len(tensor_params)} inputs, has {len(node.inputs)}")
     return problems

@@ -1,0 +1,49 @@
+"""How constants are stored on disk: "plain" tensors, and packed encodings such as Q4_0.
+
+An encoding turns one loaded weight into the bytes of its .dat file. The emitter looks the
+constant's `encoding` up here, so a new storage format is one `register_encoding` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Callable
+
+import torch
+
+from t2ir.ir import Value
+
+WriteFn = Callable[[BinaryIO, torch.Tensor, Value], None]
+
+
+@dataclass(frozen=True)
+class Encoding:
+    name: str
+    write: WriteFn
+    bits_per_weight: float
+
+
+ENCODINGS: dict[str, Encoding] = {}
+
+
+def register_encoding(name: str, write: WriteFn, bits_per_weight: float, *, override: bool = False) -> None:
+    if name in ENCODINGS and not override:
+        raise ValueError(f"encoding {name!r} is already registered")
+    ENCODINGS[name] = Encoding(name, write, bits_per_weight)
+
+
+def to_ir_dtype(tensor: torch.Tensor, v: Value) -> torch.Tensor:
+    """The tensor in the dtype the IR says the constant has (bf16 -> f16 and so on)."""
+    target = v.dtype.torch
+    if tensor.dtype != target:
+        tensor = tensor.to(target)
+    return tensor
+
+
+def write_plain(f: BinaryIO, tensor: torch.Tensor, v: Value) -> None:
+    from t2ir.emitters.dat import write_dat
+
+    write_dat(f, to_ir_dtype(tensor, v).detach().contiguous().cpu().numpy())
+
+
+register_encoding("plain", write_plain, bits_per_weight=0)

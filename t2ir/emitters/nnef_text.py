@@ -1,0 +1,213 @@
+"""Builds the data of `graph.nnef` from an NNEF-level graph; the Jinja template owns the syntax."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import sympy
+
+from t2ir.ir import Graph, Node, Value
+from t2ir.ops.registry import REGISTRY, nnef_call_name
+from t2ir.types import DType, free_symbols
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+)
+_F32_MAX = 3.4028234663852886e38
+
+
+@dataclass
+class Statement:
+    lhs: str
+    op: str
+    args: list[str]
+
+
+@dataclass
+class NnefDocument:
+    name: str
+    extensions: list[str]
+    symbols: list[str]
+    fragments: list[str]
+    inputs: list[str]
+    outputs: list[str]
+    statements: list[Statement] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # constant value name -> .dat label
+
+    def render(self) -> str:
+        return _TEMPLATES.get_template("graph.nnef.jinja").render(**self.__dict__)
+
+
+def format_dim_expr(d) -> str:
+    """A dimension as tract reads it: `S + P`, `2 * S`, `(S + 1) / 2` (integer division)."""
+    if isinstance(d, int):
+        return str(d)
+    d = sympy.sympify(d)
+    if isinstance(d, sympy.floor) and isinstance(d.args[0], sympy.Mul):
+        num, den = d.args[0].as_numer_denom()
+        return f"({format_dim_expr(num)}) / {format_dim_expr(den)}"
+    if d.is_Integer:
+        return str(int(d))
+    if d.is_Symbol:
+        return d.name
+    if d.is_Add:
+        terms = sorted(d.args, key=lambda t: (t.is_number, sympy.default_sort_key(t)))
+        out = format_dim_expr(terms[0])
+        for t in terms[1:]:
+            if t.could_extract_minus_sign():
+                out += " - " + format_dim_expr(-t)
+            else:
+                out += " + " + format_dim_expr(t)
+        return out
+    if d.is_Mul:
+        return " * ".join(f"({format_dim_expr(a)})" if a.is_Add else format_dim_expr(a) for a in d.args)
+    raise ValueError(f"dimension expression {d} cannot be written for tract")
+
+
+def format_literal(v: Any, pairs: bool = False) -> str:
+    """A Python/IR attribute as an NNEF literal. `pairs` writes [[a, b]] as [(a, b)]."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, DType):
+        return f'"{v.value}"'
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            raise ValueError("NaN cannot be written as an NNEF literal")
+        if math.isinf(v):  # tract has no inf literal; f32's extreme rounds to inf in f16 too
+            v = _F32_MAX if v > 0 else -_F32_MAX
+        text = repr(v)
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, sympy.Expr):
+        return format_dim_expr(v)
+    if isinstance(v, (list, tuple)):
+        if pairs and all(isinstance(x, (list, tuple)) and len(x) == 2 for x in v):
+            return "[" + ", ".join(f"({format_literal(a)}, {format_literal(b)})" for a, b in v) + "]"
+        return "[" + ", ".join(format_literal(x) for x in v) + "]"
+    if v is None:
+        raise ValueError("None cannot be written as an NNEF literal")
+    raise TypeError(f"cannot write {v!r} as an NNEF literal")
+
+
+_IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
+
+
+class _Names:
+    """Value names -> unique NNEF identifiers (graph inputs and outputs keep theirs when valid)."""
+
+    def __init__(self):
+        self.ids: dict[int, str] = {}
+        self.taken: set[str] = set()
+
+    def assign(self, v: Value) -> str:
+        base = _IDENT_BAD.sub("_", v.name)
+        if not base or base[0].isdigit():
+            base = "v_" + base
+        name, i = base, 0
+        while name in self.taken:
+            i += 1
+            name = f"{base}_{i}"
+        self.taken.add(name)
+        self.ids[id(v)] = name
+        return name
+
+    def __getitem__(self, v: Value) -> str:
+        return self.ids[id(v)]
+
+
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+def dat_labels(consts: list[Value]) -> dict[str, str]:
+    """A safe, unique .dat label per constant: no path separators, no leading dot, no `..`."""
+    out: dict[str, str] = {}
+    taken: set[str] = set()
+    for v in consts:
+        label = _LABEL_BAD.sub("_", v.const.label).replace("..", "_").lstrip(".-") or "tensor"
+        label = label[:180]
+        base, i = label, 0
+        while label.lower() in taken:
+            i += 1
+            label = f"{base}_{i}"
+        taken.add(label.lower())
+        out[v.name] = label
+    return out
+
+
+def _type_kind(dtype: DType) -> str:
+    return "logical" if dtype == DType.bool else ("scalar" if dtype.is_float else "integer")
+
+
+def _input_statement(v: Value, name: str) -> Statement:
+    shape = f"shape = {format_literal(list(v.shape))}"
+    if v.dtype in (DType.f32, DType.i64, DType.bool):
+        return Statement(name, f"external<{_type_kind(v.dtype)}>", [shape])
+    return Statement(name, "tract_core_external", [shape, f'datum_type = "{v.dtype.value}"'])
+
+
+def _call_args(node: Node, names: _Names) -> list[str]:
+    sig = REGISTRY.lookup(node.op).signature
+    inputs = iter(node.inputs)
+    args: list[str] = []
+    for p in sig.params:
+        bare = p.lstrip("*?")
+        if bare in node.attrs:
+            args.append(format_literal(node.attrs[bare]))
+        elif p.startswith("*"):
+            args.append("[" + ", ".join(names[v] for v in inputs) + "]")
+        elif p.startswith("?"):
+            args += [names[v] for v in inputs]
+        else:
+            args.append(names[next(inputs)])
+    params = {p.lstrip("*?") for p in sig.params}
+    for k, v in node.attrs.items():
+        if k not in params:
+            args.append(f"{k} = {format_literal(v, pairs=(k == 'padding'))}")
+    return args
+
+
+def build_document(g: Graph) -> NnefDocument:
+    names = _Names()
+    for v in g.inputs + g.outputs:
+        if id(v) not in names.ids:
+            names.assign(v)
+    labels = dat_labels(g.consts)
+    symbols = list(g.symbols)
+    stmts: list[Statement] = []
+    for v in g.inputs:
+        stmts.append(_input_statement(v, names[v]))
+    for v in g.consts:
+        names.assign(v)
+        shape = format_literal(list(v.shape))
+        stmts.append(Statement(names[v], f"variable<{_type_kind(v.dtype)}>",
+                               [f'label = "{labels[v.name]}"', f"shape = {shape}"]))
+    uses_transformers, fragments = False, {}
+    for node in g.nodes:
+        for o in node.outputs:
+            if id(o) not in names.ids:
+                names.assign(o)
+            symbols += [s for s in sorted(free_symbols(o.shape)) if s not in symbols]
+        entry = REGISTRY.lookup(node.op)
+        if entry.signature.fragment:
+            fragments[node.op] = entry.signature.fragment
+        uses_transformers |= node.op.startswith("tract_transformers.")
+        lhs = ", ".join(names[o] for o in node.outputs)
+        lhs = f"( {lhs} )" if len(node.outputs) > 1 else lhs
+        stmts.append(Statement(lhs, nnef_call_name(node.op), _call_args(node, names)))
+    exts = ["tract_registry tract_core"]
+    if uses_transformers:
+        exts.append("tract_registry tract_transformers")
+    return NnefDocument(
+        name=_IDENT_BAD.sub("_", g.name) or "main", extensions=exts, symbols=symbols,
+        fragments=list(fragments.values()), inputs=[names[v] for v in g.inputs],
+        outputs=[names[v] for v in g.outputs], statements=stmts, labels=labels,
+    )

@@ -1,0 +1,91 @@
+"""Writes an NNEF-level graph to disk: graph.nnef plus one streamed .dat per constant, as a
+folder or a .tgz, atomically (temporary place first, moved into place at the end)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+from t2ir.compression.registry import ENCODINGS
+from t2ir.emitters.nnef_text import build_document
+from t2ir.errors import T2IRError
+from t2ir.ir import Graph
+
+ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".nnef.tgz")
+
+
+class OutputExistsError(T2IRError):
+    pass
+
+
+def is_archive_path(path: Path) -> bool:
+    return str(path).endswith(ARCHIVE_SUFFIXES)
+
+
+def write_dats(g: Graph, folder: Path, labels: dict[str, str],
+               progress: Optional[Callable[[str, int], None]] = None) -> int:
+    """Stream each constant to its .dat (one weight in memory at a time); returns bytes written."""
+    total = 0
+    for v in g.consts:
+        path = folder / f"{labels[v.name]}.dat"
+        encoding = ENCODINGS[v.const.encoding]
+        tensor = v.const.source.load()
+        with open(path, "wb") as f:
+            encoding.write(f, tensor, v)
+        del tensor
+        size = path.stat().st_size
+        total += size
+        if progress:
+            progress(v.name, size)
+    return total
+
+
+@contextlib.contextmanager
+def atomic_output(target: Path, overwrite: bool) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; on success it replaces `target` in one rename.
+
+    A failure leaves no trace; an existing target is replaced only after the new one is
+    complete, and only with `overwrite`.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise OutputExistsError(f"{target} already exists; choose another path or allow overwriting "
+                                f"(overwrite=True / --force)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".t2ir-tmp", dir=target.parent))
+    staged = tmp_root / target.name
+    try:
+        yield staged
+        if target.exists():
+            old = tmp_root / (target.name + ".old")
+            os.replace(target, old)
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+def write_folder(g: Graph, folder: Path, progress=None) -> int:
+    folder.mkdir(parents=True)
+    doc = build_document(g)
+    (folder / "graph.nnef").write_text(doc.render())
+    return write_dats(g, folder, doc.labels, progress)
+
+
+def write_model(g: Graph, path: Path | str, *, overwrite: bool = False, progress=None) -> Path:
+    """Write `g` to `path`: a folder, or a gzip'd tar when the name ends in .tgz / .tar.gz."""
+    path = Path(path)
+    with atomic_output(path, overwrite) as staged:
+        if is_archive_path(path):
+            folder = staged.parent / "content"
+            write_folder(g, folder, progress)
+            with tarfile.open(staged, "w:gz", compresslevel=1) as tar:
+                for f in sorted(folder.iterdir()):
+                    tar.add(f, arcname=f.name)
+        else:
+            write_folder(g, staged, progress)
+    return path

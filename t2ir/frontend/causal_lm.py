@@ -1,0 +1,239 @@
+"""torch.export frontend for transformers causal LMs with the KV cache as explicit graph inputs/outputs."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
+
+
+def cache_layout(config: PretrainedConfig) -> tuple[int, int, int]:
+    """(num_layers, num_kv_heads, head_dim) of the per-layer KV tensors, so callers can build empty caches."""
+    config = config.get_text_config(decoder=True)
+    # GPT-2 style configs alias these through attribute_map; the fallbacks cover configs that do not.
+    num_layers = _first_attr(config, "num_hidden_layers", "n_layer", "num_layers")
+    num_heads = _first_attr(config, "num_attention_heads", "n_head", "num_heads")
+    hidden = _first_attr(config, "hidden_size", "n_embd", "d_model")
+    num_kv_heads = getattr(config, "num_key_value_heads", None) or num_heads
+    head_dim = getattr(config, "head_dim", None) or hidden // num_heads
+    return int(num_layers), int(num_kv_heads), int(head_dim)
+
+
+def _first_attr(config: PretrainedConfig, *names: str) -> Any:
+    """First non-None attribute among `names`: configs spell the same notion differently."""
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    raise AttributeError(f"{type(config).__name__} has none of {names}")
+
+
+def cache_input_names(num_layers: int) -> list[str]:
+    """Graph input names of the past caches, in the positional order forward() takes them."""
+    return [f"in_cache_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def cache_output_names(num_layers: int) -> list[str]:
+    """Names for the updated caches; ExportedProgram names outputs after their producing node, so keep these."""
+    return [name.replace("in_cache_", "out_cache_") for name in cache_input_names(num_layers)]
+
+
+class _ExplicitLayer(DynamicLayer):
+    """Full-length cache layer pre-filled from graph inputs.
+
+    DynamicLayer.get_seq_length branches on `keys.numel() == 0`, which under export would guard P != 0 and
+    forbid the empty-cache prefill; here the length is simply the symbolic size. Sliding-window layers use
+    this class too: the cache stays full length and the window is enforced by the mask alone (masks are built
+    from absolute positions), which gives the same attention as transformers' truncating sliding layer.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor):
+        super().__init__()
+        self.keys, self.values = keys, values
+        self.device = keys.device
+        self.is_initialized = True
+
+    def get_seq_length(self) -> int:
+        return self.keys.shape[-2]
+
+
+class CausalLMWithExplicitCache(torch.nn.Module):
+    """forward(input_ids [1,S], k_0, v_0, k_1, v_1, ...) -> (logits, k_0', v_0', ...).
+
+    Past caches are [1, kv_heads, P, head_dim] (P may be 0), updated ones [1, kv_heads, P+S, head_dim].
+    The wrapped model's children are registered directly on this module, so parameter names are the
+    transformers checkpoint names ("model.layers.0...", "lm_head.weight") and weights can be matched to
+    safetensors files by name.
+    """
+
+    def __init__(self, model: torch.nn.Module, num_logits_to_keep: int | None = None):
+        super().__init__()
+        if next(model.parameters(recurse=False), None) is not None or next(model.buffers(recurse=False), None) is not None:
+            raise NotImplementedError(f"{type(model).__name__} holds tensors at top level; cannot re-root its names")
+        # Keep the model unregistered (its own name would prefix every parameter) and adopt its children instead.
+        object.__setattr__(self, "lm", model)
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        self.num_logits_to_keep = num_logits_to_keep
+        self.num_layers, self.num_kv_heads, self.head_dim = cache_layout(model.config)
+        model_params = inspect.signature(model.forward).parameters
+        self._takes_logits_to_keep = "logits_to_keep" in model_params
+        # transformers 5.x renamed past_key_values -> cache (the old name is a deprecated alias).
+        self._cache_kwarg = "cache" if "cache" in model_params else "past_key_values"
+
+        # torch.export names user inputs after forward's parameters; the count depends on the layer count,
+        # so the signature is built per instance rather than written in the class.
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        names = ["input_ids", *cache_input_names(self.num_layers)]
+        signature = inspect.Signature([inspect.Parameter(n, kind) for n in names])
+
+        def forward(*args: torch.Tensor, **kwargs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self.run(*signature.bind(*args, **kwargs).args)
+
+        forward.__signature__ = signature  # type: ignore[attr-defined]
+        self.forward = forward
+
+    def train(self, mode: bool = True) -> CausalLMWithExplicitCache:
+        """Propagate to the wrapped model too: its own `training` flag is not reached through our children."""
+        self.lm.train(mode)
+        return super().train(mode)
+
+    def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The computation; `forward` only gives it a named per-layer signature."""
+        if len(past) != 2 * self.num_layers:
+            raise ValueError(f"expected {2 * self.num_layers} cache tensors, got {len(past)}")
+        cache = DynamicCache()
+        cache.layers = [_ExplicitLayer(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
+        past_len, seq_len = past[0].shape[2], input_ids.shape[1]
+        # Explicit positions P + arange(S): the model would otherwise ask the cache (same value, more graph).
+        position_ids = (torch.arange(seq_len, device=input_ids.device) + past_len).unsqueeze(0)
+        kwargs: dict[str, Any] = {self._cache_kwarg: cache}
+        if self.num_logits_to_keep and self._takes_logits_to_keep:
+            # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
+            kwargs["logits_to_keep"] = self.num_logits_to_keep
+        out = self.lm(input_ids=input_ids, position_ids=position_ids, use_cache=True, **kwargs)
+        logits = out.logits
+        if self.num_logits_to_keep and not self._takes_logits_to_keep:
+            logits = logits[:, -self.num_logits_to_keep :, :]  # correct, but projects every position first
+        updated: list[torch.Tensor] = []
+        for layer in cache.layers:
+            updated += [layer.keys, layer.values]
+        return (logits, *updated)
+
+
+def export_causal_lm(
+    model: torch.nn.Module,
+    *,
+    num_logits_to_keep: int | None = None,
+    example_seq: int = 3,
+    example_past: int = 5,
+) -> torch.export.ExportedProgram:
+    """Export with symbolic S (new tokens) and P (past length) so one graph serves prefill (P=0) and decode.
+
+    A model whose parameters are on the meta device (see `build_meta_model`) is traced with zero-stride CPU
+    stand-ins, giving the same graph as the real model; the returned ep.state_dict holds the original meta
+    tensors, to be replaced by checkpoint weights by name.
+    """
+    if example_seq < 2 or example_past < 2:
+        raise ValueError("example sizes must be >= 2: export specialises dimensions of size 0 and 1")
+    model.eval()
+    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=num_logits_to_keep).eval()
+    num_layers, num_kv_heads, head_dim = cache_layout(model.config)
+    dtype = _float_dtype(model)
+    ids = torch.zeros(1, example_seq, dtype=torch.long)
+    past = [torch.zeros(1, num_kv_heads, example_past, head_dim, dtype=dtype) for _ in range(2 * num_layers)]
+    # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, kv, 0, hd] caches).
+    seq, past_len = torch.export.Dim("S", min=1), torch.export.Dim("P", min=0)
+    dynamic_shapes = {"input_ids": {1: seq}, **{name: {2: past_len} for name in cache_input_names(num_layers)}}
+    with _meta_standins(wrapper) as originals, torch.no_grad():
+        ep = torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False)
+    for name, tensor in ep.state_dict.items():
+        if id(tensor) in originals:
+            ep.state_dict[name] = originals[id(tensor)]
+    return ep
+
+
+def _float_dtype(model: torch.nn.Module) -> torch.dtype:
+    """Activation dtype (the caches use it): the first floating parameter's dtype."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.get_default_dtype()
+
+
+@contextlib.contextmanager
+def _meta_standins(module: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]:
+    """Temporarily swap meta parameters/persistent buffers for zero-stride CPU tensors of the same shape.
+
+    Meta weights would make every activation meta while inputs and recomputed buffers are CPU, and tracing
+    fails on the device mix. A 0-dim zero expanded to the full shape costs one element of memory. Tied
+    weights share one stand-in, so the tie stays visible in the exported state_dict. Yields stand-in id ->
+    original tensor so the caller can put the meta tensors back into the exported state_dict.
+    """
+    swapped: list[tuple[dict[str, Any], str, torch.Tensor]] = []
+    by_original: dict[int, torch.Tensor] = {}
+    originals: dict[int, torch.Tensor] = {}
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for name, tensor in store.items():
+                if tensor is None or not tensor.is_meta:
+                    continue
+                if store is sub._buffers and name in sub._non_persistent_buffers_set:
+                    raise ValueError(
+                        f"{type(sub).__name__}.{name} is a meta non-persistent buffer: its value is part of the"
+                        " graph semantics; build the model with build_meta_model()"
+                    )
+                standin = by_original.get(id(tensor))
+                if standin is None:
+                    standin = torch.zeros((), dtype=tensor.dtype).expand(tensor.shape)
+                    if isinstance(tensor, torch.nn.Parameter):
+                        standin = torch.nn.Parameter(standin, requires_grad=False)
+                    by_original[id(tensor)] = standin
+                    originals[id(standin)] = tensor
+                swapped.append((store, name, tensor))
+                store[name] = standin
+    try:
+        yield originals
+    finally:
+        for store, name, tensor in swapped:
+            store[name] = tensor
+
+
+def build_meta_model(
+    config: PretrainedConfig, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+) -> torch.nn.Module:
+    """Instantiate without allocating weights: parameters stay on meta, non-persistent buffers become real.
+
+    Computed buffers (rotary inv_freq, Gemma's embed_scale, ...) are absent from checkpoints and their values
+    end up in the exported program, so they must be real. transformers itself re-creates them with
+    `_init_weights` after a meta-device load; reusing that hook (model-specific overrides included) covers
+    every rotary variant without knowing their classes.
+    """
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    owners: list[torch.nn.Module] = []
+    for module in model.modules():
+        names = [n for n in module._non_persistent_buffers_set if module._buffers.get(n) is not None]
+        for name in names:
+            meta = module._buffers[name]
+            # NaN-filled, so a buffer that _init_weights does not cover is caught below instead of used.
+            fill = float("nan") if meta.is_floating_point() else 0
+            module._buffers[name] = torch.full(meta.shape, fill, dtype=meta.dtype, device="cpu")
+        if names:
+            owners.append(module)
+    with torch.no_grad():
+        for module in owners:
+            model._init_weights(module)
+    for module in owners:
+        for name in module._non_persistent_buffers_set:
+            buf = module._buffers.get(name)
+            if buf is not None and buf.is_floating_point() and torch.isnan(buf).any():
+                raise NotImplementedError(
+                    f"{type(module).__name__}.{name}: non-persistent buffer not recomputed by _init_weights"
+                )
+    return model.eval()

@@ -1,0 +1,223 @@
+"""Elementwise aten ops: arithmetic, comparisons, logic, activations."""
+
+from __future__ import annotations
+
+import math
+
+from t2ir.ir import Node, Value
+from t2ir.ops.aten._util import literal, promote, scalar_or_value, unsqueeze_to_rank
+from t2ir.ops.context import LowerContext
+from t2ir.ops.registry import builtin
+from t2ir.types import DType, TensorType
+
+
+def binary(ctx: LowerContext, op: str, a, b, dtype: DType, out: TensorType) -> Value:
+    """`op(a, b)` where each side is a Value or a Python number; values are cast to `dtype`."""
+    a = scalar_or_value(ctx, a, dtype)
+    b = scalar_or_value(ctx, b, dtype)
+    rank = out.rank
+    if isinstance(a, Value) and isinstance(b, Value):
+        return ctx.emit(op, [unsqueeze_to_rank(ctx, a, rank), unsqueeze_to_rank(ctx, b, rank)], out)
+    if isinstance(a, Value):
+        return ctx.emit(op, [a], out, y=b)
+    if isinstance(b, Value):
+        return ctx.emit(op, [b], out, x=a)
+    raise AssertionError("binary op on two literals should have been folded by torch.export")
+
+
+def _operands(ctx: LowerContext) -> tuple:
+    return ctx.args["self"], ctx.args["other"]
+
+
+def compute_dtype(ctx: LowerContext, *operands) -> DType:
+    """The dtype an op computes in: promoted among tensor operands (scalars follow tensors)."""
+    tensors = [o.dtype for o in operands if isinstance(o, Value)]
+    out = ctx.out.dtype
+    if out.is_float or not tensors:
+        return out if out != DType.bool else promote(*tensors)
+    floats = [o for o in operands if isinstance(o, float)]
+    return promote(*tensors) if not floats else DType.f32
+
+
+_ARITH = {"add": "nnef.add", "sub": "nnef.sub", "mul": "nnef.mul", "div": "nnef.div",
+          "pow": "nnef.pow", "maximum": "nnef.max", "minimum": "nnef.min",
+          "fmax": "nnef.max", "fmin": "nnef.min"}
+
+
+@builtin(*(f"aten.{n}.{o}" for n in ["add", "sub", "mul", "maximum", "minimum"] for o in ["Tensor", "Scalar"]),
+         "aten.maximum", "aten.minimum", "aten.add", "aten.sub", "aten.mul", "aten.rsub.Scalar", "aten.rsub.Tensor")
+def arith(node: Node, ctx: LowerContext) -> Value:
+    kind = node.op.split(".")[1]
+    a, b = _operands(ctx)
+    dtype = ctx.out.dtype
+    if kind == "rsub":
+        a, b, kind = b, a, "sub"
+    alpha = ctx.arg("alpha", 1)
+    if alpha != 1 and kind in ("add", "sub"):
+        b = binary(ctx, "nnef.mul", b, alpha, dtype, ctx.out) if isinstance(b, Value) else b * alpha
+    return binary(ctx, _ARITH[kind], a, b, dtype, ctx.out)
+
+
+@builtin("aten.div.Tensor", "aten.div.Scalar", "aten.div.Tensor_mode", "aten.div.Scalar_mode",
+         "aten.true_divide.Tensor", "aten.floor_divide", "aten.floor_divide.Scalar")
+def div(node: Node, ctx: LowerContext) -> Value:
+    a, b = _operands(ctx)
+    mode = ctx.arg("rounding_mode") or ("floor" if "floor_divide" in node.op else None)
+    out = ctx.out
+    if mode is None:
+        return binary(ctx, "nnef.div", a, b, out.dtype, out)
+    work = out.with_dtype(DType.f32 if not out.dtype.is_float else out.dtype)
+    q = binary(ctx, "nnef.div", a, b, work.dtype, work)
+    q = ctx.emit("nnef.floor", [q], work) if mode == "floor" else _trunc(ctx, q)
+    return ctx.cast(q, out.dtype)
+
+
+def _trunc(ctx: LowerContext, q: Value) -> Value:
+    """trunc(q) = sign(q) * floor(|q|)."""
+    t = q.type
+    mag = ctx.emit("nnef.floor", [ctx.emit("nnef.abs", [q], t)], t)
+    return ctx.emit("nnef.mul", [ctx.emit("nnef.sign", [q], t), mag], t)
+
+
+@builtin("aten.pow.Tensor_Scalar", "aten.pow.Tensor_Tensor", "aten.pow.Scalar")
+def pow_(node: Node, ctx: LowerContext) -> Value:
+    a = ctx.args.get("self")
+    b = ctx.args["exponent"]
+    out = ctx.out
+    if isinstance(a, Value) and not isinstance(b, Value):
+        if b == 2:
+            return ctx.emit("nnef.square", [ctx.cast(a, out.dtype)], out)
+        if b == 0.5:
+            return ctx.emit("nnef.sqrt", [ctx.cast(a, out.dtype)], out)
+        if b == 1:
+            return ctx.cast(a, out.dtype)
+    return binary(ctx, "nnef.pow", a, b, out.dtype, out)
+
+
+_COMPARE = {"eq": "nnef.eq", "ne": "nnef.ne", "lt": "nnef.lt", "gt": "nnef.gt", "le": "nnef.le", "ge": "nnef.ge"}
+
+
+@builtin(*(f"aten.{n}.{o}" for n in _COMPARE for o in ["Tensor", "Scalar"]))
+def compare(node: Node, ctx: LowerContext) -> Value:
+    a, b = _operands(ctx)
+    dtype = compute_dtype(ctx, a, b)
+    return binary(ctx, _COMPARE[node.op.split(".")[1]], a, b, dtype, ctx.out)
+
+
+_LOGIC = {"logical_and": "nnef.and", "logical_or": "nnef.or", "bitwise_and": "nnef.and",
+          "bitwise_or": "nnef.or", "__and__": "nnef.and", "__or__": "nnef.or"}
+
+
+@builtin("aten.logical_and", "aten.logical_or", "aten.bitwise_and.Tensor", "aten.bitwise_or.Tensor",
+         "aten.__and__.Tensor", "aten.__or__.Tensor")
+def logic(node: Node, ctx: LowerContext) -> Value:
+    a, b = _operands(ctx)
+    op = _LOGIC[node.op.split(".")[1]]
+    if ctx.out.dtype != DType.bool:
+        from t2ir.passes.lower_to_nnef import TranslationError
+
+        raise TranslationError("bitwise ops are only supported on bool tensors")
+    return binary(ctx, op, a, b, DType.bool, ctx.out)
+
+
+@builtin("aten.logical_not", "aten.bitwise_not")
+def logical_not(node: Node, ctx: LowerContext) -> Value:
+    return ctx.emit("nnef.not", [ctx.cast(node.inputs[0], DType.bool)], ctx.out)
+
+
+@builtin("aten.logical_xor")
+def logical_xor(node: Node, ctx: LowerContext) -> Value:
+    a, b = (ctx.cast(v, DType.bool) for v in node.inputs)
+    return binary(ctx, "nnef.ne", a, b, DType.bool, ctx.out)
+
+
+_UNARY = {
+    "relu": "nnef.relu", "sigmoid": "nnef.sigmoid", "tanh": "nnef.tanh", "exp": "nnef.exp",
+    "log": "nnef.log", "sqrt": "nnef.sqrt", "rsqrt": "nnef.rsqrt", "abs": "nnef.abs", "neg": "nnef.neg",
+    "sign": "nnef.sign", "floor": "nnef.floor", "ceil": "nnef.ceil", "reciprocal": "nnef.recip",
+    "sin": "nnef.sin", "cos": "nnef.cos", "tan": "nnef.tan", "erf": "tract_core.erf",
+    "asin": "nnef.asin", "acos": "nnef.acos", "atan": "nnef.atan", "sinh": "nnef.sinh", "cosh": "nnef.cosh",
+    "asinh": "nnef.asinh", "acosh": "nnef.acosh", "atanh": "nnef.atanh", "square": "nnef.square",
+    "round": "tract_core.round_even",
+}
+
+
+@builtin(*(f"aten.{n}" for n in _UNARY))
+def unary(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    return ctx.emit(_UNARY[node.op.split(".")[1]], [x], ctx.out)
+
+
+@builtin("aten.silu")
+def silu(node: Node, ctx: LowerContext) -> Value:
+    x = node.inputs[0]
+    return ctx.emit("nnef.mul", [x, ctx.emit("nnef.sigmoid", [x], x.type)], ctx.out)
+
+
+@builtin("aten.gelu")
+def gelu(node: Node, ctx: LowerContext) -> Value:
+    x, t = node.inputs[0], ctx.out
+    if ctx.arg("approximate", "none") == "tanh":
+        return ctx.emit("tract_core.gelu_approx", [x], t, fast_impl=False)
+    # 0.5 * x * (1 + erf(x / sqrt(2)))
+    e = ctx.emit("tract_core.erf", [ctx.emit("nnef.mul", [x], t, y=1.0 / math.sqrt(2.0))], t)
+    half_x = ctx.emit("nnef.mul", [x], t, y=0.5)
+    return ctx.emit("nnef.mul", [half_x, ctx.emit("nnef.add", [e], t, y=1.0)], t)
+
+
+@builtin("aten.leaky_relu")
+def leaky_relu(node: Node, ctx: LowerContext) -> Value:
+    return ctx.emit("nnef.leaky_relu", [node.inputs[0]], ctx.out, alpha=float(ctx.arg("negative_slope", 0.01)))
+
+
+@builtin("aten.hardtanh", "aten.clamp", "aten.clamp.Tensor", "aten.clip", "aten.relu6")
+def clamp(node: Node, ctx: LowerContext) -> Value:
+    x, out = node.inputs[0], ctx.out
+    if node.op == "aten.relu6":
+        lo, hi = 0.0, 6.0
+    elif node.op == "aten.hardtanh":
+        lo, hi = ctx.arg("min_val", -1.0), ctx.arg("max_val", 1.0)
+    else:
+        lo, hi = ctx.args.get("min"), ctx.args.get("max")
+    y = ctx.cast(x, out.dtype)
+    if lo is not None:
+        y = binary(ctx, "nnef.max", y, lo, out.dtype, out)
+    if hi is not None:
+        y = binary(ctx, "nnef.min", y, hi, out.dtype, out)
+    return y
+
+
+@builtin("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
+def where(node: Node, ctx: LowerContext) -> Value:
+    cond, a, b = ctx.args["condition"], ctx.args["self"], ctx.args["other"]
+    out = ctx.out
+    cond = unsqueeze_to_rank(ctx, ctx.cast(cond, DType.bool), out.rank)
+    vals = []
+    for v in (a, b):
+        v = scalar_or_value(ctx, v, out.dtype)
+        vals.append(unsqueeze_to_rank(ctx, v, out.rank) if isinstance(v, Value) else v)
+    inputs = [cond] + [v for v in vals if isinstance(v, Value)]
+    attrs = {k: v for k, v in zip(("true_value", "false_value"), vals) if not isinstance(v, Value)}
+    return ctx.emit("nnef.select", inputs, out, **attrs)
+
+
+@builtin("aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
+def masked_fill(node: Node, ctx: LowerContext) -> Value:
+    x, mask, value = ctx.args["self"], ctx.args["mask"], ctx.args["value"]
+    out = ctx.out
+    mask = unsqueeze_to_rank(ctx, ctx.cast(mask, DType.bool), out.rank)
+    value = scalar_or_value(ctx, value, out.dtype)
+    if isinstance(value, Value):
+        return ctx.emit("nnef.select", [mask, unsqueeze_to_rank(ctx, value, out.rank), x], out)
+    return ctx.emit("nnef.select", [mask, x], out, true_value=value)
+
+
+@builtin("aten._to_copy", "aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten.type_as")
+def to_dtype(node: Node, ctx: LowerContext) -> Value:
+    return ctx.cast(node.inputs[0], ctx.out.dtype)
+
+
+@builtin("aten.clone", "aten.contiguous", "aten.detach", "aten.alias", "aten.dropout", "aten.lift_fresh_copy",
+         "aten.feature_dropout", "aten.alpha_dropout", "aten.lift_fresh")
+def identity(node: Node, ctx: LowerContext) -> Value:
+    return node.inputs[0]

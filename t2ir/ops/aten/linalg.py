@@ -1,0 +1,95 @@
+"""Matrix products: linear, matmul/mm/bmm, addmm, einsum."""
+
+from __future__ import annotations
+
+from t2ir.ir import Node, Value
+from t2ir.ops.aten._util import unsqueeze_to_rank
+from t2ir.ops.context import LowerContext
+from t2ir.ops.registry import builtin
+from t2ir.types import TensorType
+
+
+def add_bias(ctx: LowerContext, y: Value, bias: Value | None) -> Value:
+    if bias is None:
+        return y
+    return ctx.emit("nnef.add", [y, unsqueeze_to_rank(ctx, ctx.cast(bias, y.dtype), y.rank)], y.type)
+
+
+def linear_matmul(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Value:
+    """x [..., K] @ w[N, K]^T; the weight keeps PyTorch's [out, in] layout (Q4_0 needs it)."""
+    if x.rank == 1:
+        x1 = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,) + tuple(x.shape)), axes=[0])
+        y = ctx.emit("nnef.matmul", [x1, w], out.with_shape((1,) + tuple(out.shape)), transposeB=True)
+        return ctx.emit("nnef.squeeze", [y], out, axes=[0])
+    w = unsqueeze_to_rank(ctx, w, x.rank)
+    return ctx.emit("nnef.matmul", [x, w], out, transposeB=True)
+
+
+@builtin("aten.linear")
+def linear(node: Node, ctx: LowerContext) -> Value:
+    x, w, b = ctx.args["input"], ctx.args["weight"], ctx.args.get("bias")
+    out = ctx.out
+    y = linear_matmul(ctx, ctx.cast(x, out.dtype), w, out)
+    return add_bias(ctx, y, b)
+
+
+@builtin("aten.matmul", "aten.mm", "aten.bmm")
+def matmul(node: Node, ctx: LowerContext) -> Value:
+    a, b = node.inputs
+    out = ctx.out
+    a, b = ctx.cast(a, out.dtype), ctx.cast(b, out.dtype)
+    if a.rank == 1 and b.rank == 1:  # dot product
+        prod = ctx.emit("nnef.mul", [a, b], a.type)
+        return ctx.emit("nnef.squeeze", [ctx.emit("nnef.sum_reduce", [prod], a.type.with_shape((1,)), axes=[0])],
+                        out, axes=[0])
+    squeeze = []
+    if a.rank == 1:
+        a = ctx.emit("nnef.unsqueeze", [a], a.type.with_shape((1,) + tuple(a.shape)), axes=[0])
+        squeeze.append(-2)
+    if b.rank == 1:
+        b = ctx.emit("nnef.unsqueeze", [b], b.type.with_shape(tuple(b.shape) + (1,)), axes=[1])
+        squeeze.append(-1)
+    rank = max(a.rank, b.rank)
+    a, b = unsqueeze_to_rank(ctx, a, rank), unsqueeze_to_rank(ctx, b, rank)
+    if not squeeze:
+        return ctx.emit("nnef.matmul", [a, b], out)
+    full = out.with_shape(_unsqueezed(out.shape, squeeze, rank))
+    y = ctx.emit("nnef.matmul", [a, b], full)
+    return ctx.emit("nnef.squeeze", [y], out, axes=sorted(s % rank for s in squeeze))
+
+
+def _unsqueezed(shape, squeezed: list[int], rank: int) -> tuple:
+    dims = list(shape)
+    for s in sorted(s % rank for s in squeezed):
+        dims.insert(s, 1)
+    return tuple(dims)
+
+
+@builtin("aten.addmm")
+def addmm(node: Node, ctx: LowerContext) -> Value:
+    bias, a, b = ctx.args["self"], ctx.args["mat1"], ctx.args["mat2"]
+    out = ctx.out
+    y = ctx.emit("nnef.matmul", [a, b], out)
+    beta, alpha = ctx.arg("beta", 1), ctx.arg("alpha", 1)
+    if alpha != 1:
+        y = ctx.emit("nnef.mul", [y], out, y=float(alpha))
+    if beta != 1:
+        bias = ctx.emit("nnef.mul", [bias], bias.type, y=float(beta))
+    return add_bias(ctx, y, bias)
+
+
+@builtin("aten.einsum")
+def einsum(node: Node, ctx: LowerContext) -> Value:
+    expr = ctx.args["equation"].replace(" ", "")
+    if "->" not in expr:
+        raise_implicit(expr)
+    out = ctx.out
+    inputs = [ctx.cast(v, out.dtype) for v in node.inputs]
+    return ctx.emit("tract_core.einsum", inputs, out, expr=expr, acc=out.dtype.value, output="")
+
+
+def raise_implicit(expr: str) -> None:
+    from t2ir.passes.lower_to_nnef import TranslationError
+
+    raise TranslationError(f"einsum {expr!r} without '->' is not supported",
+                           "write the output subscripts explicitly, e.g. 'ij,jk->ik'")

@@ -1,0 +1,251 @@
+"""Neural-network aten ops: convolution, pooling, normalisation, softmax."""
+
+from __future__ import annotations
+
+from t2ir.ir import Node, Value
+from t2ir.ops.aten._util import norm_axes, norm_axis, unsqueeze_to_rank
+from t2ir.ops.context import LowerContext
+from t2ir.ops.registry import builtin
+from t2ir.passes.lower_to_nnef import TranslationError
+from t2ir.types import DType
+
+
+def _spatial(v, n: int) -> list:
+    if isinstance(v, int):
+        return [v] * n
+    v = list(v)
+    return v * n if len(v) == 1 else v
+
+
+def _bias(ctx: LowerContext, b: Value | None):
+    """NNEF conv bias is [1, C] (or the literal 0.0 when absent)."""
+    if b is None:
+        return {"bias": 0.0}, []
+    return {}, [ctx.emit("nnef.unsqueeze", [b], b.type.with_shape((1,) + tuple(b.shape)), axes=[0])]
+
+
+@builtin("aten.conv1d", "aten.conv2d", "aten.conv3d", "aten.conv1d.padding", "aten.conv2d.padding",
+         "aten.conv3d.padding", "aten.convolution", "aten._convolution")
+def conv(node: Node, ctx: LowerContext) -> Value:
+    x, w = ctx.args["input"], ctx.args["weight"]
+    n = x.rank - 2
+    stride, dilation = _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n)
+    padding = ctx.arg("padding", 0)
+    if ctx.arg("transposed", False):
+        return _deconv(node, ctx, n, stride, dilation)
+    attrs, bias = _bias(ctx, ctx.args.get("bias"))
+    if padding == "same":
+        pads = []
+        for k, d in zip(w.shape[2:], dilation):
+            total = d * (k - 1)
+            pads.append([total // 2, total - total // 2])
+    elif padding == "valid":
+        pads = [[0, 0]] * n
+    else:
+        pads = [[p, p] for p in _spatial(padding, n)]
+    return ctx.emit("nnef.conv", [x, w, *bias], ctx.out, **attrs, border="constant", padding=pads,
+                    stride=stride, dilation=dilation, groups=int(ctx.arg("groups", 1)))
+
+
+@builtin("aten.conv_transpose1d", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input")
+def conv_transpose(node: Node, ctx: LowerContext) -> Value:
+    n = ctx.args["input"].rank - 2
+    return _deconv(node, ctx, n, _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n))
+
+
+def _deconv(node: Node, ctx: LowerContext, n: int, stride, dilation) -> Value:
+    x, w = ctx.args["input"], ctx.args["weight"]
+    attrs, bias = _bias(ctx, ctx.args.get("bias"))
+    pad = _spatial(ctx.arg("padding", 0), n)
+    outpad = _spatial(ctx.arg("output_padding", 0), n)
+    pads = [[p, p - op] for p, op in zip(pad, outpad)]
+    return ctx.emit("nnef.deconv", [x, w, *bias], ctx.out, **attrs, border="constant", padding=pads,
+                    stride=stride, dilation=dilation, groups=int(ctx.arg("groups", 1)),
+                    output_shape=list(ctx.out.shape))
+
+
+def _pool_attrs(ctx: LowerContext, x: Value, n: int) -> dict:
+    kernel = _spatial(ctx.args["kernel_size"], n)
+    stride = _spatial(ctx.arg("stride") or kernel, n)
+    pad = _spatial(ctx.arg("padding", 0), n)
+    dilation = _spatial(ctx.arg("dilation", 1), n)
+    pads = [[p, p] for p in pad]
+    if ctx.arg("ceil_mode", False):
+        for i, (size, k, s, d) in enumerate(zip(x.shape[2:], kernel, stride, dilation)):
+            if not isinstance(size, int):
+                raise TranslationError("ceil_mode pooling needs static spatial sizes")
+            span = size + 2 * pad[i] - d * (k - 1) - 1
+            extra = (-span) % s
+            if (span + extra) // s * s >= size + pad[i]:  # last window would start in the padding
+                extra = max(extra - s, 0)
+            pads[i][1] += extra
+    return dict(size=[1, 1] + kernel, padding=[[0, 0], [0, 0]] + pads, stride=[1, 1] + stride,
+                dilation=[1, 1] + dilation)
+
+
+@builtin("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d")
+def max_pool(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.args["self"]
+    return ctx.emit("nnef.max_pool", [x], ctx.out, border="ignore", **_pool_attrs(ctx, x, x.rank - 2))
+
+
+@builtin("aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d")
+def avg_pool(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.args["self"]
+    if ctx.args.get("divisor_override") is not None:
+        raise TranslationError("avg_pool with divisor_override is not supported")
+    border = "constant" if ctx.arg("count_include_pad", True) else "ignore"
+    return ctx.emit("nnef.avg_pool", [x], ctx.out, border=border, **_pool_attrs(ctx, x, x.rank - 2))
+
+
+@builtin("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d")
+def adaptive_avg_pool(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.args["self"]
+    n = x.rank - 2
+    out_size = _spatial(ctx.args["output_size"], n)
+    if all(o == 1 for o in out_size):
+        return ctx.emit("nnef.mean_reduce", [x], ctx.out, axes=list(range(2, x.rank)))
+    kernel = []
+    for size, o in zip(x.shape[2:], out_size):
+        if not isinstance(size, int) or size % o:
+            raise TranslationError(
+                f"adaptive pooling from {size} to {o} is only supported when the size divides evenly",
+                "use output size 1 or an input size that is a multiple of the output size")
+        kernel.append(size // o)
+    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore", size=[1, 1] + kernel,
+                    padding=[[0, 0]] * x.rank, stride=[1, 1] + kernel, dilation=[1] * x.rank)
+
+
+def _channel_param(ctx: LowerContext, v: Value, rank: int) -> Value:
+    """[C] -> [1, C, 1, ...] so it broadcasts over an NC... tensor."""
+    t = v.type.with_shape((1,) + tuple(v.shape) + (1,) * (rank - 2))
+    return ctx.emit("nnef.reshape", [v], t, shape=list(t.shape))
+
+
+@builtin("aten.batch_norm", "aten._native_batch_norm_legit_no_training", "aten.native_batch_norm",
+         "aten._native_batch_norm_legit_functional")
+def batch_norm(node: Node, ctx: LowerContext):
+    a = ctx.args
+    x, w, b = a["input"], a.get("weight"), a.get("bias")
+    mean, var = a.get("running_mean"), a.get("running_var")
+    if a.get("training") or mean is None:
+        raise TranslationError("batch norm in training mode cannot be exported",
+                               "call model.eval() before exporting")
+    t = x.type
+    eps = float(a.get("eps") or 1e-5)
+    centered = ctx.emit("nnef.sub", [x, _channel_param(ctx, ctx.cast(mean, t.dtype), x.rank)], t)
+    denom = ctx.emit("nnef.rsqrt", [ctx.emit("nnef.add", [_channel_param(ctx, ctx.cast(var, t.dtype), x.rank)],
+                                             _channel_param_type(var, x, t.dtype), y=eps)],
+                     _channel_param_type(var, x, t.dtype))
+    y = ctx.emit("nnef.mul", [centered, denom], t)
+    if w is not None:
+        y = ctx.emit("nnef.mul", [y, _channel_param(ctx, ctx.cast(w, t.dtype), x.rank)], t)
+    if b is not None:
+        y = ctx.emit("nnef.add", [y, _channel_param(ctx, ctx.cast(b, t.dtype), x.rank)], t)
+    if len(node.outputs) > 1:  # native_batch_norm also returns (empty) saved statistics
+        raise TranslationError("batch norm returning saved statistics is not supported")
+    return y
+
+
+def _channel_param_type(v: Value, x: Value, dtype: DType):
+    return v.type.with_dtype(dtype).with_shape((1,) + tuple(v.shape) + (1,) * (x.rank - 2))
+
+
+def normalize(ctx: LowerContext, x: Value, axes: list[int], eps: float, subtract_mean: bool = True) -> Value:
+    """(x - mean) / sqrt(var + eps) over `axes` (RMS norm when subtract_mean is False)."""
+    t = x.type
+    red_t = t.with_shape(tuple(1 if i in axes else d for i, d in enumerate(t.shape)))
+    if subtract_mean:
+        x = ctx.emit("nnef.sub", [x, ctx.emit("nnef.mean_reduce", [x], red_t, axes=axes)], t)
+    var = ctx.emit("nnef.mean_reduce", [ctx.emit("nnef.square", [x], t)], red_t, axes=axes)
+    inv = ctx.emit("nnef.rsqrt", [ctx.emit("nnef.add", [var], red_t, y=float(eps))], red_t)
+    return ctx.emit("nnef.mul", [x, inv], t)
+
+
+def affine(ctx: LowerContext, y: Value, w: Value | None, b: Value | None) -> Value:
+    if w is not None:
+        y = ctx.emit("nnef.mul", [y, unsqueeze_to_rank(ctx, ctx.cast(w, y.dtype), y.rank)], y.type)
+    if b is not None:
+        y = ctx.emit("nnef.add", [y, unsqueeze_to_rank(ctx, ctx.cast(b, y.dtype), y.rank)], y.type)
+    return y
+
+
+@builtin("aten.layer_norm")
+def layer_norm(node: Node, ctx: LowerContext) -> Value:
+    a = ctx.args
+    x = a["input"]
+    k = len(a["normalized_shape"])
+    y = normalize(ctx, x, list(range(x.rank - k, x.rank)), a.get("eps") or 1e-5)
+    return affine(ctx, y, a.get("weight"), a.get("bias"))
+
+
+@builtin("aten.rms_norm")
+def rms_norm(node: Node, ctx: LowerContext) -> Value:
+    a = ctx.args
+    x = a["input"]
+    k = len(a["normalized_shape"])
+    eps = a.get("eps")
+    if eps is None:
+        import torch
+
+        eps = float(torch.finfo(x.dtype.torch).eps)
+    y = normalize(ctx, x, list(range(x.rank - k, x.rank)), eps, subtract_mean=False)
+    return affine(ctx, y, a.get("weight"), None)
+
+
+@builtin("aten.group_norm")
+def group_norm(node: Node, ctx: LowerContext) -> Value:
+    a = ctx.args
+    x, groups = a["input"], a["num_groups"]
+    n, c = x.shape[0], x.shape[1]
+    grouped_t = x.type.with_shape((n, groups, -1))
+    if not isinstance(c, int):
+        raise TranslationError("group_norm needs a static channel count")
+    spatial = 1
+    for d in x.shape[2:]:
+        spatial = spatial * d
+    grouped_t = x.type.with_shape((n, groups, (c // groups) * spatial))
+    g = ctx.emit("nnef.reshape", [x], grouped_t, shape=list(grouped_t.shape))
+    y = normalize(ctx, g, [2], a.get("eps") or 1e-5)
+    y = ctx.emit("nnef.reshape", [y], x.type, shape=list(x.shape))
+    w, b = a.get("weight"), a.get("bias")
+    if w is not None:
+        y = ctx.emit("nnef.mul", [y, _channel_param(ctx, ctx.cast(w, y.dtype), x.rank)], y.type)
+    if b is not None:
+        y = ctx.emit("nnef.add", [y, _channel_param(ctx, ctx.cast(b, y.dtype), x.rank)], y.type)
+    return y
+
+
+@builtin("aten.softmax.int", "aten._softmax", "aten.softmax")
+def softmax(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    return ctx.emit("nnef.softmax", [x], ctx.out, axes=[norm_axis(ctx.args["dim"], x.rank)])
+
+
+@builtin("aten.log_softmax.int", "aten._log_softmax")
+def log_softmax(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    axis = norm_axis(ctx.args["dim"], x.rank)
+    t = x.type
+    red_t = t.with_shape(tuple(1 if i == axis else d for i, d in enumerate(t.shape)))
+    shifted = ctx.emit("nnef.sub", [x, ctx.emit("nnef.max_reduce", [x], red_t, axes=[axis])], t)
+    lse = ctx.emit("nnef.log", [ctx.emit("nnef.sum_reduce", [ctx.emit("nnef.exp", [shifted], t)], red_t,
+                                         axes=[axis])], red_t)
+    return ctx.emit("nnef.sub", [shifted, lse], t)
+
+
+@builtin("aten.mean.dim", "aten.sum.dim_IntList", "aten.amax", "aten.amin", "aten.mean", "aten.sum",
+         "aten.prod.dim_int")
+def reduce(node: Node, ctx: LowerContext) -> Value:
+    x = node.inputs[0]
+    out = ctx.out
+    kind = node.op.split(".")[1]
+    axes = norm_axes(ctx.args.get("dim"), x.rank)
+    x = ctx.cast(x, out.dtype)
+    kept = x.type.with_shape(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+    op = {"mean": "nnef.mean_reduce", "sum": "nnef.sum_reduce", "amax": "nnef.max_reduce",
+          "amin": "nnef.min_reduce", "prod": "tract_core.product_reduce"}[kind]
+    y = ctx.emit(op, [x], kept, axes=axes)
+    if ctx.arg("keepdim", False) or kept.shape == out.shape:
+        return y
+    return ctx.emit("nnef.squeeze", [y], out, axes=axes)

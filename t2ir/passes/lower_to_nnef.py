@@ -1,0 +1,82 @@
+"""lower-to-nnef: translates every source-level op (aten.*, user ops) into NNEF-level ops using
+the registry, and reports every op that has no translation in one error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from t2ir.errors import ExportError, Problem, UnsupportedOpsError
+from t2ir.ir import Graph, Node, Value
+from t2ir.ops.context import LowerContext
+from t2ir.ops.registry import REGISTRY, is_nnef_level
+from t2ir.passes.base import Pass, PassResult
+
+
+class TranslationError(Exception):
+    """Raised by a translator for a case it cannot express; becomes a Problem with location."""
+
+    def __init__(self, what: str, hint: str = ""):
+        super().__init__(what)
+        self.what, self.hint = what, hint
+
+
+def _as_values(result) -> list[Value]:
+    if isinstance(result, Value):
+        return [result]
+    return list(result)
+
+
+def translate_node(graph: Graph, node: Node, translator, options: Any) -> None:
+    ctx = LowerContext(graph, node, options)
+    outs = _as_values(translator(node, ctx))
+    if len(outs) != len(node.outputs):
+        raise TranslationError(f"translator returned {len(outs)} values for {len(node.outputs)} outputs")
+    for old, new in zip(node.outputs, outs):
+        if new.dtype != old.dtype or new.rank != old.rank:
+            raise TranslationError(
+                f"translator produced {new.type} where {old.type} was expected (a t2ir bug)")
+    names = [o.name for o in node.outputs]
+    graph.replace_node(node, outs)
+    for name, new in zip(names, outs):
+        keep_output_name(graph, new, name)
+
+
+def keep_output_name(graph: Graph, v: Value, name: str) -> None:
+    """A graph output keeps its user-given name after `v` took its place."""
+    if v not in graph.outputs or v.name == name:
+        return
+    if v.producer is None or graph.outputs.count(v) > 1 or v.name in {o.name for o in graph.outputs if o is not v}:
+        with graph.inserting_before(None):
+            copy = graph.op("nnef.copy", [v], v.type, name=name)
+        index = graph.outputs.index(v)
+        graph.outputs[index] = copy
+        graph.rename(copy, name)
+    else:
+        graph.rename(v, name)
+
+
+class LowerToNnef(Pass):
+    name = "lower-to-nnef"
+    ensures = frozenset({"nnef-level"})
+
+    def run(self, graph: Graph, options: Any) -> PassResult:
+        unsupported: list[Problem] = []
+        failed: list[Problem] = []
+        count = 0
+        for node in graph.nodes:
+            if is_nnef_level(node.op):
+                continue
+            entry = REGISTRY.lookup(node.op)
+            if entry is None or entry.translate is None:
+                unsupported.append(Problem("no translation registered", node.op, node.loc))
+                continue
+            try:
+                translate_node(graph, node, entry.translate, options)
+                count += 1
+            except TranslationError as e:
+                failed.append(Problem(e.what, node.op, node.loc, e.hint))
+        if unsupported:
+            raise UnsupportedOpsError(unsupported + failed)
+        if failed:
+            raise ExportError("some operators could not be translated to NNEF:", failed)
+        return PassResult(count > 0, {"lowered": count})

@@ -1,0 +1,77 @@
+"""The one ordered list of passes, and the runner that dumps the IR after each of them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from t2ir.errors import PassError, T2IRError
+from t2ir.ir import Graph
+from t2ir.options import ExportOptions
+from t2ir.passes.base import Pass, PassResult
+from t2ir.passes.cleanup import Cleanup
+from t2ir.passes.lower_to_nnef import LowerToNnef
+from t2ir.verify import verify
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pass and the condition (on the options) under which it runs."""
+
+    make: Callable[[], Pass]
+    when: Callable[[ExportOptions], bool] = lambda o: True
+
+
+def _stages() -> list[Stage]:
+    return [
+        Stage(Cleanup),
+        Stage(LowerToNnef),
+        Stage(Cleanup),
+    ]
+
+
+@dataclass
+class PassRecord:
+    name: str
+    result: PassResult
+    seconds: float
+    nodes_after: int
+
+
+def dump_name(index: int, name: str) -> str:
+    return f"{index:02d}-{name}.t2ir"
+
+
+def run_pipeline(graph: Graph, options: ExportOptions, *, dump_dir: Optional[Path] = None,
+                 check: bool = True, on_pass: Optional[Callable[[str], None]] = None) -> list[PassRecord]:
+    """Run the enabled passes in order. `dump_dir` gets `00-lift.t2ir`, `01-<pass>.t2ir`, ..."""
+    if dump_dir is not None:
+        dump_dir = Path(dump_dir)
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        (dump_dir / dump_name(0, "lift")).write_text(str(graph))
+    records: list[PassRecord] = []
+    ensured: set[str] = set()
+    passes = [s.make() for s in _stages() if s.when(options)]
+    for i, p in enumerate(passes, 1):
+        missing = p.requires - ensured
+        if missing:
+            raise PassError(f"pass {p.name} requires {sorted(missing)}, which no earlier pass ensures")
+        if on_pass:
+            on_pass(p.name)
+        start = time.perf_counter()
+        try:
+            result = p.run(graph, options)
+            if check:
+                verify(graph)
+        except T2IRError:
+            raise
+        except Exception as e:
+            before = ", ".join(r.name for r in records) or "none"
+            raise PassError(f"pass {p.name!r} failed ({type(e).__name__}: {e}); passes run before it: {before}") from e
+        ensured |= p.ensures
+        records.append(PassRecord(p.name, result, time.perf_counter() - start, len(graph)))
+        if dump_dir is not None:
+            (dump_dir / dump_name(i, p.name)).write_text(str(graph))
+    return records
