@@ -15,10 +15,15 @@ import torch
 
 from t2ir.errors import ExportError, Problem
 
+def _scalar_div(a, b, rounding_mode=None):
+    """aten::div on sizes: the tracer records `div(size, n, "floor"/"trunc")` for shape math."""
+    return a / b if rounding_mode is None else a // b
+
+
 _SCALAR_OPS = {
     "aten::add": operator.add, "aten::sub": operator.sub, "aten::mul": operator.mul,
     "aten::floordiv": operator.floordiv, "aten::floor_divide": operator.floordiv,
-    "aten::div": operator.truediv, "aten::neg": operator.neg, "aten::remainder": operator.mod,
+    "aten::div": _scalar_div, "aten::neg": operator.neg, "aten::remainder": operator.mod,
 }
 _PASS_THROUGH = {"prim::NumToTensor", "aten::Int", "aten::Float", "aten::ScalarImplicit", "aten::IntImplicit",
                  "aten::FloatImplicit", "prim::device"}
@@ -91,7 +96,8 @@ class JitInterpreter(torch.nn.Module):
             env[outs[0]] = _SCALAR_OPS[kind](*ins)
         elif kind.startswith("aten::") or "::" in kind and not kind.startswith("prim::"):
             ns, name = kind.split("::", 1)
-            result = getattr(getattr(torch.ops, ns), name)(*ins)
+            args, kwargs = _split_kwarg_only(node, ins)
+            result = getattr(getattr(torch.ops, ns), name)(*args, **kwargs)
             if len(outs) == 1:
                 env[outs[0]] = result
             else:
@@ -100,6 +106,21 @@ class JitInterpreter(torch.nn.Module):
         else:
             raise ExportError("the TorchScript graph cannot be lifted:",
                               [Problem("unsupported TorchScript node", kind, hint=_loc(node))])
+
+
+def _split_kwarg_only(node: torch._C.Node, ins: list) -> tuple[list, dict]:
+    """TorchScript passes keyword-only arguments positionally; torch.ops wants them by name."""
+    try:
+        schema = torch._C.parse_schema(node.schema())
+    except Exception:
+        return ins, {}
+    args, kwargs = [], {}
+    for a, x in zip(schema.arguments, ins):
+        if a.kwarg_only:
+            kwargs[a.name] = x
+        else:
+            args.append(x)
+    return args, kwargs
 
 
 def export_via_jit(module: torch.nn.Module, args: tuple, dims: dict[tuple[int, int], str]) -> torch.export.ExportedProgram:

@@ -1,0 +1,9 @@
+"""pytest configuration: deterministic seeds for every test."""
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
