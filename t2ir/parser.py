@@ -89,6 +89,7 @@ def _parse_loc(comment: str) -> Loc:
 
 
 def parse_type(c: _Cursor) -> TensorType:
+    c.skip_ws()
     start = c.pos
     name = c.match(r"[a-z0-9]+", "a type like f32[2, S]").group(0)
     if name not in _DTYPES:
@@ -139,6 +140,7 @@ def parse_attr(c: _Cursor):
 
 
 def _value(c: _Cursor, g: Graph):
+    c.skip_ws()
     start = c.pos
     name = c.match(_NAME, "a value like %x").group(1)
     try:

@@ -53,6 +53,15 @@ def packed_nbytes(shape: Sequence[int]) -> int:
     return math.prod(shape) // BLOCK * BYTES_PER_BLOCK
 
 
+def check_payload_size(shape: Sequence[int], nbytes: int) -> None:
+    """Refuse a buffer that cannot be the Q4_0 form of ``shape`` (truncated or foreign)."""
+    expected = packed_nbytes(shape)
+    if nbytes != expected:
+        raise ValueError(
+            f"Q4_0 payload for shape {list(shape)} must be {expected} bytes, got {nbytes}"
+        )
+
+
 def quantize_q4_0(w: ArrayLike, *, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """Quantize ``w`` (numpy or torch, any float dtype) to GGML Q4_0 bytes.
 
@@ -76,7 +85,8 @@ def quantize_q4_0(w: ArrayLike, *, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray
             try:
                 _quantize_blocks(blocks, out[b0 : b0 + blocks.shape[0]], scratch)
             except _NonFiniteError as err:
-                raise ValueError(f"cannot quantize tensor of shape {list(shape)} to Q4_0: {err}") from None
+                msg = f"cannot quantize tensor of shape {list(shape)} to Q4_0: {err}"
+                raise ValueError(msg) from None
     return out.view(np.uint8).reshape(out_shape)
 
 
@@ -84,10 +94,7 @@ def dequantize_q4_0(buf: bytes | memoryview | np.ndarray, shape: Sequence[int]) 
     """Expand Q4_0 bytes back to a float32 array of ``shape`` (same values as gguf-py)."""
     shape = _check_shape(shape)
     raw = np.frombuffer(buf, dtype=np.uint8)
-    if raw.size != packed_nbytes(shape):
-        raise ValueError(
-            f"Q4_0 payload for shape {list(shape)} must be {packed_nbytes(shape)} bytes, got {raw.size}"
-        )
+    check_payload_size(shape, raw.size)
     records = raw.reshape(-1, BYTES_PER_BLOCK)
     out = np.empty((records.shape[0], BLOCK), dtype=np.float32)
     step = max(1, CHUNK_BYTES // (4 * BLOCK))

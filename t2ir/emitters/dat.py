@@ -10,9 +10,10 @@ Plain numpy dtypes use the Khronos codes (vendor 0). Q4_0 weights use tract's ow
 
 Example::
 
-    >>> write_dat(folder / "w.dat", np.ones((2, 3), np.float32))
-    >>> read_dat_header(folder / "w.dat").shape
-    (2, 3)
+    write_dat(folder / "w.dat", np.ones((2, 3), np.float32))
+    read_dat_header(folder / "w.dat").shape            # (2, 3)
+    write_q4_0_dat(folder / "q.dat", w.shape, quantize_q4_0(w))
+    read_q4_0_dat(folder / "q.dat").dequantize()       # float32, w.shape
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from t2ir.compression.q4_0 import dequantize_q4_0, packed_nbytes
+from t2ir.compression.q4_0 import check_payload_size, dequantize_q4_0
 
 MAGIC = b"\x4e\xef"
 VERSION = (1, 0)
@@ -145,7 +146,8 @@ def dat_header(
         raise ValueError(f".dat dimensions must fit in a u32; got shape {list(shape)}")
     if not 0 <= nbytes <= U32_MAX:
         raise ValueError(
-            f".dat payloads are limited to 4 GiB (u32 length); shape {list(shape)} needs {nbytes} bytes"
+            f".dat payloads are limited to 4 GiB (u32 length); "
+            f"shape {list(shape)} needs {nbytes} bytes"
         )
     dims = shape + (0,) * (MAX_RANK - len(shape))
     return _HEADER.pack(
@@ -199,10 +201,7 @@ def write_q4_0_dat(
     if len(shape) < 2:
         raise ValueError(f"tract reads Q4_0 tensors of rank >= 2; got shape {list(shape)}")
     data = memoryview(payload).cast("B")
-    if data.nbytes != packed_nbytes(shape):
-        raise ValueError(
-            f"Q4_0 payload for shape {list(shape)} must be {packed_nbytes(shape)} bytes, got {data.nbytes}"
-        )
+    check_payload_size(shape, data.nbytes)
     header = dat_header(shape, data.nbytes, Q4_0_KIND.item_type, Q4_0_KIND.bits, Q4_0_KIND.vendor)
     with _open_for_write(target) as f:
         f.write(header)
@@ -237,9 +236,7 @@ def read_q4_0_dat(path: str | os.PathLike[str]) -> Q4_0Dat:
     header = read_dat_header(path)
     if not header.is_q4_0:
         raise ValueError(f"{path} is not a Q4_0 tensor (item type {header.item_type:#x})")
-    expected = packed_nbytes(header.shape)
-    if header.nbytes != expected:
-        raise ValueError(f"{path}: Q4_0 shape {list(header.shape)} needs {expected} bytes")
+    check_payload_size(header.shape, header.nbytes)
     return Q4_0Dat(header, _read_payload(path, header.nbytes))
 
 

@@ -17,6 +17,8 @@ from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".nnef.tgz")
+# The final IR is saved beside graph.nnef (tract ignores it) so `t2ir dump` can show it later.
+IR_DUMP_NAME = "graph.t2ir"
 
 
 class OutputExistsError(T2IRError):
@@ -73,6 +75,7 @@ def write_folder(g: Graph, folder: Path, progress=None) -> int:
     folder.mkdir(parents=True)
     doc = build_document(g)
     (folder / "graph.nnef").write_text(doc.render())
+    (folder / IR_DUMP_NAME).write_text(str(g))
     return write_dats(g, folder, doc.labels, progress)
 
 

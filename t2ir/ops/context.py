@@ -65,6 +65,7 @@ class LowerContext:
         self.node = node
         self.options = options
         self._args: Optional[dict[str, Any]] = None
+        self.created: list[Value] = []  # outputs of the nodes this translation added
 
     @property
     def args(self) -> dict[str, Any]:
@@ -87,7 +88,9 @@ class LowerContext:
         """Add an NNEF-level node before the translated node and return its output."""
         with self.graph.inserting_before(self.node):
             hint = name or self.node.outputs[0].name
-            return self.graph.op(op, list(inputs), out_type, name=hint, **attrs)
+            v = self.graph.op(op, list(inputs), out_type, name=hint, **attrs)
+        self.created.append(v)
+        return v
 
     def cast(self, v: Value, dtype: DType) -> Value:
         if v.dtype == dtype:

@@ -37,7 +37,10 @@ def translate_node(graph: Graph, node: Node, translator, options: Any) -> None:
                 f"translator produced {new.type} where {old.type} was expected (a t2ir bug)")
     names = [o.name for o in node.outputs]
     graph.replace_node(node, outs)
+    created = set(map(id, ctx.created))
     for name, new in zip(names, outs):
+        if id(new) in created and new not in graph.outputs:
+            graph.rename(new, name)  # the result keeps the name of the value it replaces
         keep_output_name(graph, new, name)
 
 

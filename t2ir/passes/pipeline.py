@@ -32,6 +32,11 @@ def _stages() -> list[Stage]:
     ]
 
 
+def passes_by_name() -> dict[str, type[Pass]]:
+    """Every pass class the pipeline knows, by its name (for tests and tools)."""
+    return {s.make.name: s.make for s in _stages() if isinstance(s.make, type)}
+
+
 @dataclass
 class PassRecord:
     name: str

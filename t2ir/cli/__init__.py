@@ -1,0 +1,27 @@
+"""The `t2ir` command line: one typer app, one module per group of commands."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="t2ir",
+    help="Compile PyTorch models to NNEF for the tract inference engine, and inspect the IR.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from t2ir.cli import inspect_cmds  # noqa: F401
+
+    try:
+        from t2ir.cli import llm_cmds  # noqa: F401
+    except ImportError:  # the LLM commands need transformers
+        pass
+
+
+def main() -> None:
+    _register()
+    app()
