@@ -12,8 +12,7 @@ from t2ir.types import DType
 class ExportOptions:
     """Options shared by `t2ir.export` and `t2ir export-llm` (each maps to passes)."""
 
-    # Precision: weights/activations dtype of the exported graph (None: keep the model's; bf16 -> f16).
-    dtype: Optional[DType] = None
+    bf16_as: DType = DType.f16      # tract has no bf16: what bf16 values become (f16 or f32)
     f32_norm: bool = False          # compute normalisations in f32 when the graph is f16
     f32_attn: bool = False          # compute attention (scores, softmax) in f32
     fuse_attention: bool = True     # fold attention patterns into one tract sdpa node

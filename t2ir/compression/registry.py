@@ -6,6 +6,7 @@ constant's `encoding` up here, so a new storage format is one `register_encoding
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
@@ -32,10 +33,19 @@ def register_encoding(name: str, write: WriteFn, bits_per_weight: float, *, over
     ENCODINGS[name] = Encoding(name, write, bits_per_weight)
 
 
+F16_MAX = 65504.0
+
+
 def to_ir_dtype(tensor: torch.Tensor, v: Value) -> torch.Tensor:
     """The tensor in the dtype the IR says the constant has (bf16 -> f16 and so on)."""
     target = v.dtype.torch
     if tensor.dtype != target:
+        if target == torch.float16 and tensor.is_floating_point() and tensor.numel():
+            peak = float(tensor.abs().max())
+            if peak > F16_MAX and peak != float("inf"):
+                warnings.warn(f"constant {v.const.label!r} has values up to {peak:.3g}, beyond f16's range "
+                              f"({F16_MAX}); they become inf. Export with f32 (bf16_as=f32 / --dtype f32) "
+                              "to keep them.", stacklevel=2)
         tensor = tensor.to(target)
     return tensor
 

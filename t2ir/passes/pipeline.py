@@ -12,6 +12,7 @@ from t2ir.ir import Graph
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.cleanup import Cleanup
+from t2ir.passes.convert_dtypes import ConvertDtypes
 from t2ir.passes.lower_to_nnef import LowerToNnef
 from t2ir.verify import verify
 
@@ -27,6 +28,7 @@ class Stage:
 def _stages() -> list[Stage]:
     return [
         Stage(Cleanup),
+        Stage(ConvertDtypes),
         Stage(LowerToNnef),
         Stage(Cleanup),
     ]
