@@ -39,7 +39,7 @@ def cache_input_names(num_layers: int) -> list[str]:
 
 
 def cache_output_names(num_layers: int) -> list[str]:
-    """Names for the updated caches; ExportedProgram names outputs after their producing node, so keep these."""
+    """Names for the updated caches: ExportedProgram names outputs after their producing nodes (cat_3, ...)."""
     return [name.replace("in_cache_", "out_cache_") for name in cache_input_names(num_layers)]
 
 
@@ -73,8 +73,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
 
     def __init__(self, model: torch.nn.Module, num_logits_to_keep: int | None = None):
         super().__init__()
-        if next(model.parameters(recurse=False), None) is not None or next(model.buffers(recurse=False), None) is not None:
-            raise NotImplementedError(f"{type(model).__name__} holds tensors at top level; cannot re-root its names")
+        if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
+            raise NotImplementedError(f"{type(model).__name__} holds tensors at top level; cannot adopt its names")
         # Keep the model unregistered (its own name would prefix every parameter) and adopt its children instead.
         object.__setattr__(self, "lm", model)
         for name, child in model.named_children():
@@ -156,6 +156,14 @@ def export_causal_lm(
         if id(tensor) in originals:
             ep.state_dict[name] = originals[id(tensor)]
     return ep
+
+
+def dim_symbols(ep: torch.export.ExportedProgram) -> dict[str, Any]:
+    """{"S": sympy symbol, "P": sympy symbol}: the exported program keeps no Dim names, only symbols (s43, ...)."""
+    placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
+    seq = placeholders["input_ids"].meta["val"].shape[1]
+    past = placeholders["in_cache_key_0"].meta["val"].shape[2]
+    return {"S": seq.node.expr, "P": past.node.expr}
 
 
 def _float_dtype(model: torch.nn.Module) -> torch.dtype:
