@@ -245,3 +245,20 @@ def build_meta_model(
                     f"{type(module).__name__}.{name}: non-persistent buffer not recomputed by _init_weights"
                 )
     return model.eval()
+
+
+def lift_causal_lm(model: torch.nn.Module, *, num_logits_to_keep: int | None = None,
+                   weight_source=None, name: str = "main"):
+    """Export and lift a causal LM into the IR with torch_to_nnef's LLM signature:
+    inputs `input_ids [1, S]`, `in_cache_{key,value}_{i} [1, kv, P, hd]`; outputs `outputs`
+    (logits) and `out_cache_{key,value}_{i} [1, kv, P+S, hd]`."""
+    from t2ir.api import _ensure_registered
+    from t2ir.frontend.fx import lift_exported_program
+
+    _ensure_registered()
+    ep = export_causal_lm(model, num_logits_to_keep=num_logits_to_keep)
+    num_layers = cache_layout(model.config)[0]
+    inputs = ["input_ids", *cache_input_names(num_layers)]
+    dim_names = {(0, 1): "S", **{(i, 2): "P" for i in range(1, len(inputs))}}
+    return lift_exported_program(ep, input_names=inputs, output_names=["outputs", *cache_output_names(num_layers)],
+                                 dim_names=dim_names, weight_source=weight_source, name=name)

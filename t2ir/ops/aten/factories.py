@@ -1,0 +1,66 @@
+"""Tensor factories: arange, zeros/ones/full and their `_like` / `new_` forms, scalar_tensor."""
+
+from __future__ import annotations
+
+from t2ir.ir import Node, Value
+from t2ir.ops.aten._util import literal
+from t2ir.ops.context import LowerContext
+from t2ir.ops.registry import builtin
+from t2ir.types import DType, TensorType
+
+
+def _bound(v, dtype):
+    """A range bound: symbolic sizes stay symbolic, numbers follow the output's kind."""
+    return v if not isinstance(v, (int, float)) or isinstance(v, bool) else literal(v, dtype)
+
+
+@builtin("aten.arange", "aten.arange.start", "aten.arange.start_step", "aten.arange.start_out")
+def arange(node: Node, ctx: LowerContext) -> Value:
+    out = ctx.out
+    start = ctx.args.get("start", 0) if node.op != "aten.arange" else 0
+    end = ctx.args["end"]
+    step = ctx.arg("step", 1)
+    kind = out.dtype if out.dtype.is_float else None
+    attrs = dict(start=_bound(start, kind) if kind else start, end=_bound(end, kind) if kind else end,
+                 step=_bound(step, kind) if kind else step)
+    produced = out if out.dtype.is_float else out.with_dtype(DType.i64)
+    r = ctx.emit("tract_core.range", [], produced, **attrs)
+    return ctx.cast(r, out.dtype)
+
+
+def fill(ctx: LowerContext, value, out: TensorType) -> Value:
+    """A tensor of `out`'s shape filled with `value` (shapes may be symbolic)."""
+    scalar = literal(value, out.dtype)
+    if out.dtype.is_float:
+        src = scalar
+    else:
+        src = ctx.emit("tract_core.cast", [], TensorType(out.dtype, ()), input=scalar, to=out.dtype.value)
+    if out.rank == 0:
+        return src if isinstance(src, Value) else ctx.emit("tract_core.cast", [], out, input=scalar, to=out.dtype.value)
+    if isinstance(src, Value):
+        return ctx.emit("tract_core.broadcast", [src], out, shape=list(out.shape))
+    return ctx.emit("tract_core.broadcast", [], out, input=src, shape=list(out.shape))
+
+
+_FILL_VALUE = {"zeros": 0, "ones": 1, "new_zeros": 0, "new_ones": 1, "zeros_like": 0, "ones_like": 1}
+
+
+@builtin("aten.zeros", "aten.ones", "aten.new_zeros", "aten.new_ones", "aten.zeros_like", "aten.ones_like",
+         "aten.full", "aten.new_full", "aten.full_like", "aten.scalar_tensor", "aten.empty.memory_format",
+         "aten.empty_like", "aten.new_empty")
+def full(node: Node, ctx: LowerContext) -> Value:
+    kind = node.op.split(".")[1]
+    if kind in _FILL_VALUE:
+        value = _FILL_VALUE[kind]
+    elif kind == "scalar_tensor":
+        value = ctx.args["s"]
+    elif kind.startswith("empty") or kind == "new_empty":
+        value = 0  # uninitialised in PyTorch; zeros are one valid content
+    else:
+        value = ctx.args["fill_value"]
+    if not isinstance(value, (int, float, bool)):
+        from t2ir.ops.aten._util import symbol_scalar
+
+        return ctx.emit("tract_core.broadcast", [symbol_scalar(ctx, value, ctx.out.dtype)], ctx.out,
+                        shape=list(ctx.out.shape)) if ctx.out.rank else symbol_scalar(ctx, value, ctx.out.dtype)
+    return fill(ctx, value, ctx.out)
