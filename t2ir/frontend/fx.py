@@ -137,6 +137,7 @@ class FxLifter:
         self.symbols = SymbolTable()
         self.env: dict[torch.fx.Node, Any] = {}
         self.problems: list[Problem] = []
+        self._weights_by_id: dict[int, Value] = {}
 
     # ---- placeholders ------------------------------------------------------------------------
     def _lift_placeholders(self) -> None:
@@ -184,6 +185,9 @@ class FxLifter:
         if isinstance(tensor, torch.ScriptObject) or tensor is None:
             self.problems.append(Problem(f"constant {target!r} is not a tensor", "placeholder"))
             return
+        if id(tensor) in self._weights_by_id:  # tied weights (lm_head = embeddings): one constant
+            self.env[node] = self._weights_by_id[id(tensor)]
+            return
         source = self.weight_source(target, tensor) if self.weight_source else None
         if source is None:
             if tensor.device.type == "meta":
@@ -193,7 +197,7 @@ class FxLifter:
                 return
             source = InMemory(tensor.detach())
         t = tensor_type(tensor, f"weight {target!r}", self.problems)
-        self.env[node] = self.g.add_const(target, t, source, label=target)
+        self.env[node] = self._weights_by_id[id(tensor)] = self.g.add_const(target, t, source, label=target)
 
     # ---- nodes --------------------------------------------------------------------------------
     def _resolve(self, a):

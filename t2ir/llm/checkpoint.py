@@ -1,0 +1,171 @@
+"""Reading a `save_pretrained` folder: config, safetensors shards (lazily), tokenizer, PEFT adapters.
+
+Nothing here loads all weights: `Checkpoint.source(name)` returns a lazy handle on one tensor,
+read from its shard only when the emitter writes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from t2ir.errors import T2IRError
+from t2ir.ir import Derived, SafetensorsEntry, TensorSource
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja")
+
+
+class CheckpointError(T2IRError):
+    """The model folder is missing something or holds something broken."""
+
+
+@dataclass
+class LoraAdapter:
+    """A PEFT LoRA adapter: W' = W + scale * B @ A for each adapted linear weight."""
+
+    path: Path
+    scale: float
+    pairs: dict[str, tuple[SafetensorsEntry, SafetensorsEntry]]  # base weight name -> (A, B)
+
+
+@dataclass
+class Checkpoint:
+    folder: Path
+    config: dict
+    index: dict[str, Path]  # tensor name -> shard file
+    adapter: Optional[LoraAdapter] = None
+    files: list[Path] = field(default_factory=list)
+
+    def has(self, name: str) -> bool:
+        return name in self.index
+
+    def source(self, name: str) -> TensorSource:
+        base = SafetensorsEntry(str(self.index[name]), name)
+        if self.adapter and name in self.adapter.pairs:
+            a, b = self.adapter.pairs[name]
+            scale = self.adapter.scale
+            return Derived(lambda w, a_, b_: _merge_lora(w, a_, b_, scale), (base, a, b), "lora-merged")
+        return base
+
+    def tensor_nbytes(self) -> int:
+        """Total bytes of the weights on disk (for memory ratios and size predictions)."""
+        return sum(p.stat().st_size for p in set(self.index.values()))
+
+    def file_hashes(self) -> dict[str, str]:
+        """sha256 of every input file, for the export manifest."""
+        out = {}
+        for p in sorted(self.files):
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 22), b""):
+                    h.update(chunk)
+            out[p.name] = h.hexdigest()
+        return out
+
+
+def _merge_lora(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:
+    merged = w.float() + scale * (b.float() @ a.float())
+    return merged.to(w.dtype)
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: a model folder written by save_pretrained has {what}") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): re-save the model") from None
+
+
+def _shard_index(folder: Path) -> dict[str, Path]:
+    from safetensors import safe_open
+
+    index_file = folder / "model.safetensors.index.json"
+    if index_file.exists():
+        weight_map = _read_json(index_file, "an index of its shards").get("weight_map", {})
+        index = {name: folder / shard for name, shard in weight_map.items()}
+        missing = sorted({p.name for p in index.values() if not p.exists()})
+        if missing:
+            raise CheckpointError(f"{index_file.name} lists shards that are missing: {', '.join(missing)}")
+        return index
+    shards = sorted(folder.glob("*.safetensors"))
+    shards = [s for s in shards if not s.name.startswith("adapter_")]
+    if not shards:
+        found = ", ".join(sorted(p.name for p in folder.glob("*.bin"))) or "no weight files"
+        raise CheckpointError(f"{folder} has no *.safetensors weights ({found}); re-save the model with "
+                              "save_pretrained(..., safe_serialization=True)")
+    index: dict[str, Path] = {}
+    for shard in shards:
+        try:
+            with safe_open(shard, framework="pt") as f:
+                for name in f.keys():
+                    index[name] = shard
+        except Exception as e:
+            raise CheckpointError(f"{shard} is not a readable safetensors file ({e}); re-save the model") from None
+    return index
+
+
+def _lora_adapter(folder: Path, base_index: dict[str, Path]) -> LoraAdapter:
+    from safetensors import safe_open
+
+    cfg = _read_json(folder / "adapter_config.json", "adapter_config.json")
+    if cfg.get("peft_type", "LORA") != "LORA":
+        raise CheckpointError(f"only LoRA adapters can be merged, this one is {cfg.get('peft_type')}")
+    weights = folder / "adapter_model.safetensors"
+    if not weights.exists():
+        raise CheckpointError(f"{weights} is missing: save the adapter with safetensors")
+    r, alpha = cfg.get("r", 8), cfg.get("lora_alpha", 8)
+    with safe_open(weights, framework="pt") as f:
+        keys = list(f.keys())
+    pairs = {}
+    for k in keys:
+        if ".lora_A." not in k:
+            continue
+        stem = k.split(".lora_A.")[0]
+        base = stem.removeprefix("base_model.model.") + ".weight"
+        b_key = k.replace(".lora_A.", ".lora_B.")
+        if base not in base_index or b_key not in keys:
+            raise CheckpointError(f"adapter tensor {k} does not match a base weight ({base})")
+        pairs[base] = (SafetensorsEntry(str(weights), k), SafetensorsEntry(str(weights), b_key))
+    return LoraAdapter(folder, alpha / r, pairs)
+
+
+def open_checkpoint(folder: Path | str, *, merge_peft: bool = False) -> Checkpoint:
+    """Index a model folder without reading any weight data."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is not a folder: pass the directory written by save_pretrained")
+    adapter_cfg = folder / "adapter_config.json"
+    if adapter_cfg.exists():
+        if not merge_peft:
+            raise CheckpointError(f"{folder} is a PEFT adapter folder: pass --merge-peft to merge it into its base model")
+        base_path = _read_json(adapter_cfg, "adapter_config.json").get("base_model_name_or_path", "")
+        base = Path(base_path) if Path(base_path).is_absolute() else (folder / base_path).resolve()
+        ckpt = open_checkpoint(base)
+        ckpt.adapter = _lora_adapter(folder, ckpt.index)
+        ckpt.files += [adapter_cfg, folder / "adapter_model.safetensors"]
+        return ckpt
+    config = _read_json(folder / "config.json", "config.json")
+    if "model_type" not in config:
+        raise CheckpointError(f"{folder / 'config.json'} has no model_type: is it a transformers config?")
+    index = _shard_index(folder)
+    files = [folder / "config.json", *sorted(set(index.values()))]
+    return Checkpoint(folder, config, index, files=files)
+
+
+def load_config(ckpt: Checkpoint):
+    """The transformers config object; an unknown architecture gets a clear error."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(ckpt.folder))
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(
+            f"transformers does not know the architecture {ckpt.config.get('model_type')!r} ({e}); "
+            "upgrade transformers or check config.json") from None

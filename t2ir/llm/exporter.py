@@ -1,0 +1,247 @@
+"""`t2ir export-llm`: a local Hugging Face causal LM folder to a tract package.
+
+    OUT/model/model.nnef.tgz   OUT/model/config.json   OUT/tokenizer/...
+    OUT/tests/{export,prompt,prompt_with_past,text_generation}_io.npz   OUT/manifest.json
+
+The model is built on the meta device and traced there; each weight streams from its safetensors
+shard through conversion (and packing) to its .dat, one at a time. The whole OUT folder is staged
+next to its final place and moved there at the end.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from t2ir.emitters.writer import atomic_output, write_model
+from t2ir.errors import T2IRError
+from t2ir.ir import Graph
+from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
+from t2ir.options import ExportOptions
+from t2ir.progress import Reporter
+from t2ir.types import DType
+
+DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class LLMExportOptions:
+    model_dir: Path
+    out_dir: Path
+    dtype: str = "f32"
+    f32_norm: bool = False
+    f32_attn: bool = False
+    compression: Optional[str] = None
+    with_tokenizer_and_config: bool = False
+    check_io: Optional[str] = None
+    num_logits_to_keep: Optional[int] = None
+    dump_ir: Optional[Path] = None
+    dry_run: bool = False
+    force: bool = False
+    merge_peft: bool = False
+    tests: bool = True
+    attn_implementation: str = "sdpa"
+
+    def export_options(self) -> ExportOptions:
+        return ExportOptions(f32_norm=self.f32_norm, f32_attn=self.f32_attn, compression=self.compression)
+
+
+@dataclass
+class ExportSummary:
+    out_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    ops_before: dict[str, int] = field(default_factory=dict)
+    ops_after: dict[str, int] = field(default_factory=dict)
+    packed: dict[str, int] = field(default_factory=dict)
+    output_bytes: int = 0
+    weight_bytes: int = 0
+    checks: list = field(default_factory=list)
+    check_passed: Optional[bool] = None
+
+    def fusion_lines(self) -> list[str]:
+        a = self.ops_after
+        attention = a.get("tract_transformers.sdpa", 0)
+        norms = a.get("tract_core.rms_norm", 0) + a.get("tract_core.scaled_rms_norm", 0) + a.get("tract_transformers.rms_norm", 0)
+        rope = a.get("tract_transformers.apply_rope", 0)
+        return [f"attention nodes fused into tract sdpa: {attention}", f"rms norms fused: {norms}",
+                f"rotary embeddings fused: {rope}", f"matmuls: {a.get('nnef.matmul', 0)}",
+                *(f"weights stored as {enc}: {n}" for enc, n in self.packed.items())]
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("t2ir", "torch", "transformers", "tract", "safetensors"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _op_counts(g: Graph) -> dict[str, int]:
+    return dict(sorted(collections.Counter(n.op for n in g.nodes).items()))
+
+
+def _check_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise T2IRError(f"--dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
+    """Meta-device model -> IR graph whose weights are lazy safetensors handles."""
+    from t2ir.frontend.causal_lm import build_meta_model, lift_causal_lm
+
+    config = load_config(ckpt)
+    dtype = _check_dtype(opts.dtype)
+    try:
+        model = build_meta_model(config, dtype, attn_implementation=opts.attn_implementation)
+    except ValueError as e:
+        raise T2IRError(f"transformers cannot build {config.model_type} with attn_implementation="
+                        f"{opts.attn_implementation!r}: {e}") from None
+    except Exception as e:
+        raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
+    names = {}
+    for name, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
+        if ckpt.has(name):
+            names.setdefault(id(t), name)
+
+    def weight_source(target: str, tensor: torch.Tensor):
+        if ckpt.has(target):
+            return ckpt.source(target)
+        if tensor.is_meta:
+            if id(tensor) in names:  # tied weights: read the entry that holds them
+                return ckpt.source(names[id(tensor)])
+            raise T2IRError(f"weight {target!r} is missing from the checkpoint in {ckpt.folder}")
+        return None  # computed buffers (rotary inv_freq, ...) are real tensors already
+
+    graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source)
+    return model, config, graph
+
+
+def _predicted_bytes(g: Graph) -> int:
+    from t2ir.compression.q4_0 import packed_nbytes
+
+    total = 0
+    for v in g.consts:
+        shape = [int(d) for d in v.shape]
+        n = 1
+        for d in shape:
+            n *= d
+        total += 128 + (packed_nbytes(shape) if v.const.encoding == "q4_0" else n * v.dtype.itemsize)
+    return total
+
+
+def plan_lines(g: Graph, ckpt: Checkpoint) -> list[str]:
+    """What --dry-run prints: ops after passes, packing, predicted sizes and memory."""
+    largest = max((v for v in g.consts), key=lambda v: v.type.numel() if isinstance(v.type.numel(), int) else 0)
+    largest_bytes = int(largest.type.numel()) * 4
+    packed = [v.const.label for v in g.consts if v.const.encoding != "plain"]
+    lines = ["ops after passes:"] + [f"  {n:5d}  {op}" for op, n in _op_counts(g).items()]
+    lines.append(f"weights: {len(g.consts)} tensors, {len(packed)} packed"
+                 + (f" ({', '.join(packed[:6])}{', ...' if len(packed) > 6 else ''})" if packed else ""))
+    lines.append(f"predicted model size: {_predicted_bytes(g) / 1e6:.1f} MB (checkpoint: {ckpt.tensor_nbytes() / 1e6:.1f} MB)")
+    lines.append(f"predicted peak memory for weights: ~{3 * largest_bytes / 1e6:.1f} MB "
+                 f"(largest tensor {largest.const.label}, streamed one at a time)")
+    return lines
+
+
+def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> ExportSummary:
+    from t2ir.passes.pipeline import run_pipeline
+
+    reporter = reporter or Reporter(quiet=True)
+    out_dir = Path(opts.out_dir)
+    if out_dir.exists() and not opts.force and not opts.dry_run:
+        raise T2IRError(f"{out_dir} already exists: pass --force to replace it (the old export stays until the new one is complete)")
+    summary = ExportSummary(out_dir)
+    with reporter.phase("load"):
+        ckpt = open_checkpoint(opts.model_dir, merge_peft=opts.merge_peft)
+        summary.weight_bytes = ckpt.tensor_nbytes()
+    with reporter.phase("trace"):
+        model, config, graph = trace_graph(ckpt, opts, reporter)
+    summary.ops_before = _op_counts(graph)
+    with reporter.phase("passes"):
+        records = run_pipeline(graph, opts.export_options(), dump_dir=opts.dump_ir,
+                               on_pass=lambda name: reporter.advance(name))
+    summary.ops_after = _op_counts(graph)
+    summary.packed = dict(collections.Counter(v.const.encoding for v in graph.consts if v.const.encoding != "plain"))
+    if opts.dry_run:
+        for line in plan_lines(graph, ckpt):
+            reporter.line(line)
+        summary.timings = dict(reporter.timings)
+        return summary
+    with atomic_output(out_dir, overwrite=opts.force) as staged:
+        with reporter.phase("write", total=len(graph.consts)):
+            model_path = staged / "model" / "model.nnef.tgz"
+            write_model(graph, model_path, progress=lambda name, size: reporter.advance(name))
+            shutil.copy(ckpt.folder / "config.json", staged / "model" / "config.json")
+            if opts.with_tokenizer_and_config:
+                _copy_tokenizer(ckpt.folder, staged / "tokenizer")
+        if opts.tests or opts.check_io:
+            with reporter.phase("reference"):
+                case_files = _write_cases(model, config, ckpt, opts, staged)
+        if opts.check_io:
+            with reporter.phase("check"):
+                from t2ir.llm.check import check_cases
+
+                summary.checks = check_cases(model_path, case_files, [v.name for v in graph.inputs],
+                                             [v.name for v in graph.outputs], opts.check_io)
+                summary.check_passed = all(c.passed for c in summary.checks)
+        summary.timings = dict(reporter.timings)
+        summary.output_bytes = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
+        _write_manifest(staged / "manifest.json", ckpt, opts, records, summary)
+    return summary
+
+
+def _copy_tokenizer(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    found = [f for f in TOKENIZER_FILES if (src / f).exists()]
+    if "tokenizer.json" not in found and "tokenizer.model" not in found:
+        raise T2IRError(f"{src} has no tokenizer files (tokenizer.json): save the tokenizer next to the model "
+                        "or drop --with-tokenizer-and-config")
+    for f in found:
+        shutil.copy(src / f, dst / f)
+    shutil.copy(src / "config.json", dst / "config.json")
+
+
+def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path) -> list[Path]:
+    from t2ir.frontend.causal_lm import CausalLMWithExplicitCache, cache_layout
+    from t2ir.llm.io_cases import make_cases, save_cases
+    from t2ir.llm.reference import streamed_weights
+
+    num_layers, kv, hd = cache_layout(config)
+    dtype = DTYPES[opts.dtype]
+    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep).eval()
+    vocab = config.get_text_config(decoder=True).vocab_size
+    with streamed_weights(model, ckpt, dtype):
+        cases = make_cases(wrapper, num_layers=num_layers, kv_heads=kv, head_dim=hd, vocab_size=vocab,
+                           dtype=dtype, tokenizer_dir=ckpt.folder)
+    return save_cases(cases, staged / "tests")
+
+
+def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, records, summary: ExportSummary) -> None:
+    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    manifest = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+        "inputs": ckpt.file_hashes(),
+        "options": options,
+        "passes": [{"name": r.name, "changed": r.result.changed, "stats": r.result.stats,
+                    "seconds": round(r.seconds, 3)} for r in records],
+        "ops_after": summary.ops_after,
+        "check": {"level": opts.check_io, "passed": summary.check_passed,
+                  "results": [c.as_dict() for c in summary.checks]},
+        "timings": {k: round(v, 3) for k, v in summary.timings.items()},
+        "output_bytes": summary.output_bytes,
+    }
+    path.write_text(json.dumps(manifest, indent=2, default=str))

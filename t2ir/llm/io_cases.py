@@ -1,0 +1,82 @@
+"""The test cases stored in OUT/tests/*_io.npz: inputs and PyTorch outputs for tract to replay.
+
+Names follow torch_to_nnef's LLM export so existing runners read them: `input_ids`,
+`in_cache_{key,value}_{i}`, `outputs`, `out_cache_{key,value}_{i}`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from t2ir.frontend.causal_lm import cache_input_names, cache_output_names
+
+CASES = ("export", "prompt", "prompt_with_past", "text_generation")
+Forward = Callable[..., Sequence[torch.Tensor]]
+
+
+def _np(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    t = t.detach()
+    if t.is_floating_point():
+        t = t.to(torch.float16 if dtype in (torch.float16, torch.bfloat16) else torch.float32)
+    return t.numpy()
+
+
+def _record(forward: Forward, ids: torch.Tensor, past: list[torch.Tensor], num_layers: int,
+            dtype: torch.dtype) -> tuple[dict[str, np.ndarray], list[torch.Tensor]]:
+    with torch.no_grad():
+        out = forward(ids, *past)
+    case = {"input_ids": ids.numpy()}
+    case.update({n: _np(p, dtype) for n, p in zip(cache_input_names(num_layers), past)})
+    case["outputs"] = _np(out[0], dtype)
+    case.update({n: _np(t, dtype) for n, t in zip(cache_output_names(num_layers), out[1:])})
+    return case, list(out[1:])
+
+
+def prompt_ids(tokenizer_dir: Optional[Path], vocab_size: int, n: int) -> torch.Tensor:
+    """A real prompt when a tokenizer is there, else deterministic pseudo-random ids."""
+    if tokenizer_dir is not None and (tokenizer_dir / "tokenizer.json").exists():
+        from tokenizers import Tokenizer
+
+        ids = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json")).encode(
+            "Once upon a time, a small model was exported to tract and it said").ids
+        if len(ids) >= n:
+            return torch.tensor([ids[:n]], dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, vocab_size, (1, n), generator=g)
+
+
+def make_cases(forward: Forward, *, num_layers: int, kv_heads: int, head_dim: int, vocab_size: int,
+               dtype: torch.dtype, tokenizer_dir: Optional[Path] = None, n_tokens: int = 8) -> dict[str, dict]:
+    """prompt: n tokens from an empty cache; prompt_with_past: the second half after the first;
+    text_generation: one token after n - 1; export: 3 tokens after 5 (the traced sizes)."""
+    ids = prompt_ids(tokenizer_dir, vocab_size, n_tokens)
+    empty = [torch.zeros(1, kv_heads, 0, head_dim, dtype=dtype) for _ in range(2 * num_layers)]
+    cases = {}
+    cases["prompt"], _ = _record(forward, ids, empty, num_layers, dtype)
+    half = n_tokens // 2
+    _, past_half = _record(forward, ids[:, :half], empty, num_layers, dtype)
+    cases["prompt_with_past"], _ = _record(forward, ids[:, half:], past_half, num_layers, dtype)
+    _, past_most = _record(forward, ids[:, :-1], empty, num_layers, dtype)
+    cases["text_generation"], _ = _record(forward, ids[:, -1:], past_most, num_layers, dtype)
+    _, past5 = _record(forward, ids[:, :5], empty, num_layers, dtype)
+    cases["export"], _ = _record(forward, ids[:, 5:8], past5, num_layers, dtype)
+    return cases
+
+
+def save_cases(cases: dict[str, dict], folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, arrays in cases.items():
+        path = folder / f"{name}_io.npz"
+        np.savez(path, **arrays)
+        paths.append(path)
+    return paths
+
+
+def load_case(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
