@@ -27,10 +27,12 @@ class Reporter:
     def phase(self, name: str, total: Optional[int] = None) -> Iterator["Reporter"]:
         start = time.perf_counter()
         if self.rich:
+            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-            with Progress(*columns, transient=False) as progress:
+            console = Console(file=self.stream, force_terminal=True)
+            with Progress(*columns, transient=False, console=console) as progress:
                 self._progress, self._task = progress, progress.add_task(name, total=total)
                 try:
                     yield self
