@@ -93,3 +93,16 @@ def test_sdpa_block(tmp_path, frontend):
                                 more_args=[(torch.randn(1, 11, 32),)], frontend=frontend,
                                 input_names=["x"], dynamic_axes={"x": {0: "batch", 1: "S"}})
     assert sum(n.op == "tract_transformers.sdpa" for n in result.graph.nodes) == 1
+
+
+def test_scripted_module_through_jit_frontend(tmp_path):
+    scripted = torch.jit.script(MLP().eval())
+    export_and_compare(scripted, (torch.randn(3, 16),), tmp_path, more_args=[(torch.randn(6, 16),)],
+                       frontend="jit", input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+
+
+def test_weights_keep_their_state_dict_labels_through_jit(tmp_path):
+    from t2ir.api import lift
+
+    g = lift(CNN(), (torch.randn(2, 3, 16, 16),), frontend="jit")
+    assert {v.const.label for v in g.consts} >= {"features.0.weight", "head.weight", "head.bias"}
