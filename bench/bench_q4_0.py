@@ -1,7 +1,10 @@
 """Throughput of t2ir's Q4_0 quantizer vs gguf-py's, in MB/s of f32 input; prints a markdown table.
 
+The last column times what an export does per weight: quantize, measure the relative error for
+the quantization report (dequantize and compare), and write the .dat (to /dev/null).
+
 Run by hand: ``python bench/bench_q4_0.py [--reps 5] [--shapes 4096x4096 11008x4096]``.
-Runs of the two quantizers alternate so background load hits both alike; the median is reported.
+Runs of the three alternate so background load hits them alike; the median is reported.
 """
 
 from __future__ import annotations
@@ -19,10 +22,13 @@ import numpy as np
 import torch
 from gguf.quants import quantize as gguf_quantize
 
+from t2ir.compression.encodings import write_q4_0
 from t2ir.compression.q4_0 import quantize_q4_0
+from t2ir.ir import Graph, InMemory
+from t2ir.types import DType, TensorType
 
 MB = 1e6
-DEFAULT_SHAPES = ["4096x4096", "11008x4096"]
+DEFAULT_SHAPES = ["4096x4096", "11008x4096", "32000x4096"]
 
 
 def parse_shape(text: str) -> tuple[int, int]:
@@ -52,11 +58,20 @@ def bench_shape(shape: tuple[int, int], reps: int) -> str:
     w = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     if not np.array_equal(quantize_q4_0(w), gguf_q4_0(w)):
         raise AssertionError(f"t2ir and gguf disagree on {shape}")
-    secs = time_alternating({"gguf": lambda: gguf_q4_0(w), "t2ir": lambda: quantize_q4_0(w)}, reps)
+    tensor = torch.from_numpy(w)
+    const = Graph().add_const("w", TensorType(DType.f32, shape), InMemory(tensor))
+    with open(os.devnull, "wb") as sink:
+        fns = {
+            "gguf": lambda: gguf_q4_0(w),
+            "t2ir": lambda: quantize_q4_0(w),
+            "writer": lambda: write_q4_0(sink, tensor, const),
+        }
+        secs = time_alternating(fns, reps)
     mb = w.nbytes / MB
-    ours, theirs = mb / secs["t2ir"], mb / secs["gguf"]
+    ours, theirs, writer = mb / secs["t2ir"], mb / secs["gguf"], mb / secs["writer"]
     return (
-        f"| {shape[0]}x{shape[1]} | {mb:.0f} | {theirs:.0f} | {ours:.0f} | {ours / theirs:.1f}x |"
+        f"| {shape[0]}x{shape[1]} | {mb:.0f} | {theirs:.0f} | {ours:.0f} | {ours / theirs:.1f}x "
+        f"| {writer:.0f} |"
     )
 
 
@@ -70,8 +85,8 @@ def main() -> None:
         f"numpy {np.__version__}, torch {torch.__version__}, gguf {version('gguf')}; "
         f"median of {args.reps} runs\n"
     )
-    print("| matrix (f32) | input MB | gguf-py MB/s | t2ir MB/s | speed-up |")
-    print("|---|---:|---:|---:|---:|")
+    print("| matrix (f32) | input MB | gguf-py MB/s | t2ir MB/s | speed-up | t2ir + error + .dat MB/s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for text in args.shapes:
         print(bench_shape(parse_shape(text), args.reps), flush=True)
 

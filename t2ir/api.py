@@ -9,15 +9,18 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
+from t2ir.compression.report import QuantReport
 from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph
 from t2ir.options import ExportOptions
+from t2ir.passes.pack_weights import quant_report_of
 from t2ir.passes.pipeline import PassRecord, run_pipeline
 
 
 def _ensure_registered() -> None:
     import t2ir.ops.aten  # noqa: F401  (registers built-in translations)
     import t2ir.ops.nnef_ops  # noqa: F401
+    import t2ir.ops.transformer  # noqa: F401  (t2ir.rms_norm, t2ir.rope, t2ir.silu)
 
 
 @dataclass
@@ -26,6 +29,7 @@ class ExportResult:
     graph: Graph
     passes: list[PassRecord] = field(default_factory=list)
     check: Optional[list] = None
+    quant_report: Optional[QuantReport] = None  # with options.compression; also saved beside `path`
 
 
 def forward_arg_names(module: torch.nn.Module, n: int, kwargs: Mapping[str, Any]) -> list[str]:
@@ -68,22 +72,44 @@ def normalize_dynamic_axes(dynamic_axes, names: Sequence[str], examples: Sequenc
 
 
 def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.ExportedProgram:
-    syms: dict[str, torch.export.Dim] = {}
+    """Trace with every dynamic axis marked `Dim.DYNAMIC` (like torch.onnx): torch may then
+    refine an axis's range (`L >= 3` after a conv) instead of refusing the export; an axis it
+    had to specialise to a constant is reported by `check_still_dynamic`."""
     shapes: dict[str, Any] = {}
     examples = list(args) + list(kwargs.values())
     for i, name in enumerate(names):
-        spec = {axis: syms.setdefault(sym, torch.export.Dim(sym)) for (j, axis), sym in dims.items() if j == i}
+        spec = {axis: torch.export.Dim.DYNAMIC for (j, axis), sym in dims.items() if j == i}
         shapes[name] = spec or None if isinstance(examples[i], torch.Tensor) else None
     params = list(inspect.signature(module.forward).parameters)
     if any(n not in params for n in names):  # *args forwards: positional specs
         shapes = tuple(shapes[n] for n in names)
     try:
-        return torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)
+        ep = torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)
     except Exception as e:  # torch's own messages are long; keep the first lines
         msg = str(e).strip().splitlines()
         raise ExportError("torch.export could not trace the model:", [Problem(
             " ".join(msg[:3])[:600], type(e).__name__,
             hint="data-dependent control flow or shapes cannot be exported; see the torch.export docs")]) from None
+    check_still_dynamic(ep, names, dims)
+    return ep
+
+
+def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims) -> None:
+    """Every axis the user declared dynamic must still be symbolic after tracing."""
+    from torch.export.graph_signature import InputKind
+
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    vals = {n.name: n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"}
+    problems = []
+    for (i, axis), sym in dims.items():
+        val = vals.get(user[i]) if i < len(user) else None
+        if isinstance(val, torch.Tensor) and isinstance(val.shape[axis], int):
+            problems.append(Problem(
+                f"dynamic axis {axis} ({sym}) of input {names[i]!r} was specialised to {val.shape[axis]} "
+                "by the model's code", hint="the model only works for that size on this axis "
+                "(e.g. a reshape to a fixed size); make the axis static or change the model"))
+    if problems:
+        raise ExportError("torch.export could not keep every dynamic axis symbolic:", problems)
 
 
 def lift(module: torch.nn.Module, args: tuple, *, kwargs=None, input_names=None, output_names=None,
@@ -128,19 +154,26 @@ def export(module: torch.nn.Module, args, path, *, kwargs: Optional[dict] = None
     graph = lift(module, args, kwargs=kwargs, input_names=input_names, output_names=output_names,
                  dynamic_axes=dynamic_axes, frontend=frontend)
     records = run_pipeline(graph, options, dump_dir=Path(dump_ir) if dump_ir else None)
-    path = write_model(graph, path, overwrite=overwrite)
-    result = ExportResult(Path(path), graph, records)
+    report = quant_report_of(records)
+    path = write_model(graph, path, overwrite=overwrite, report=report)
+    if report is not None:
+        report.print()
+    result = ExportResult(Path(path), graph, records, quant_report=report)
     if check_io:
-        result.check = check_exported(path, module, args, kwargs or {}, graph, atol)
+        result.check = check_exported(path, module, args, kwargs or {}, graph, atol, report)
     return result
 
 
-def check_exported(path, module, args, kwargs, graph: Graph, atol: float):
-    """Run the export in tract on the example inputs and compare with PyTorch."""
+def check_exported(path, module, args, kwargs, graph: Graph, atol: float,
+                   report: Optional[QuantReport] = None):
+    """Run the export in tract on the example inputs and compare with PyTorch (run with the
+    packed weights' dequantized values when a compression `report` is given)."""
+    from t2ir.compression.methods import reference_weights
     from t2ir.tract_run import check_close, compare_outputs, load_runnable, run_tract
 
+    swapped = reference_weights(module, report) if report is not None else {}
     with torch.no_grad():
-        want = module(*args, **kwargs)
+        want = torch.func.functional_call(module, swapped, tuple(args), dict(kwargs))
     want = [t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
             for t in torch.utils._pytree.tree_leaves(want) if isinstance(t, torch.Tensor)]
     inputs = [t.detach().numpy() for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]

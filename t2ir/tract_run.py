@@ -24,14 +24,18 @@ def load_runnable(path: Path | str):
 
 
 def _short(e: Exception) -> str:
-    """tract errors carry a Rust backtrace; keep the 'Caused by' chain only."""
-    lines = [l for l in str(e).splitlines() if l.strip() and not l.startswith(" ")]
-    return " / ".join(lines[:6])
+    """tract errors carry a Rust backtrace; keep the message and its 'Caused by' chain only."""
+    text = str(e).split("Stack backtrace:", 1)[0]
+    lines = [l.strip() for l in text.splitlines() if l.strip() and l.strip() != "Caused by:"]
+    if len(lines) > 8:  # the innermost causes say what is wrong
+        lines = lines[:2] + ["..."] + lines[-5:]
+    return " / ".join(lines)
 
 
 def run_tract(runnable, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
     try:
-        return [o.to_numpy() for o in runnable.run([np.ascontiguousarray(i) for i in inputs])]
+        # np.ascontiguousarray would turn a rank-0 input into rank 1
+        return [o.to_numpy() for o in runnable.run([np.require(i, requirements="C") for i in inputs])]
     except Exception as e:
         raise T2IRError(f"tract failed to run the model: {_short(e)}") from None
 

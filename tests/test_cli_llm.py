@@ -159,3 +159,17 @@ def test_peft_adapter_is_merged(model_dir, tmp_path):
         raw = tar.extractfile("model.layers.0.self_attn.q_proj.weight.dat").read()
     merged = np.frombuffer(raw[128:], dtype=np.float32).reshape(64, 64)
     np.testing.assert_allclose(merged, (base + 2.0 * b @ a).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["q4_0", "q4_0_with_embeddings"])
+def test_compressed_export_checks_against_dequantized_reference(tmp_path, method):
+    tied = make_tiny_llm_folder(tmp_path / "tied-qwen2", arch="qwen2", tie_word_embeddings=True)
+    out = tmp_path / "out"
+    result = run_cli("export-llm", "-d", str(tied), "-e", str(out), "--compression", method,
+                     "--check-io", "very")
+    assert "Quantization report" in result.output
+    report = json.loads((out / "model" / "model.nnef.tgz.quant_report.json").read_text())
+    packed = {t["name"] for t in report["tensors"] if t["status"] == "packed"}
+    assert "model.layers.0.mlp.up_proj.weight" in packed
+    assert ("model.embed_tokens.weight" in packed) == (method == "q4_0_with_embeddings")
+    assert json.loads((out / "manifest.json").read_text())["check"]["passed"] is True

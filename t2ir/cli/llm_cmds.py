@@ -79,6 +79,8 @@ def export_llm_cmd(
     reporter.line(f"ops: {sum(summary.ops_before.values())} after lifting, {sum(summary.ops_after.values())} after passes")
     for line in summary.fusion_lines():
         reporter.line("  " + line)
+    if summary.quant_report is not None and not quiet:
+        summary.quant_report.print(reporter.stream)
     if summary.checks:
         worst = {}
         for c in summary.checks:

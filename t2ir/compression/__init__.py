@@ -1,1 +1,1 @@
-"""Weight compression codecs (Q4_0) that tract can consume directly."""
+"""Weight compression: the Q4_0 codec, encodings (how constants are stored), pluggable methods, the report."""

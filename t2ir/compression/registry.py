@@ -1,20 +1,22 @@
 """How constants are stored on disk: "plain" tensors, and packed encodings such as Q4_0.
 
 An encoding turns one loaded weight into the bytes of its .dat file. The emitter looks the
-constant's `encoding` up here, so a new storage format is one `register_encoding` call.
+constant's `encoding` up here, so a new storage format is one `register_encoding` call. A writer
+may return a dict of what it measured (e.g. {"rel_error": 0.1}) for the quantization report.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Optional
 
 import torch
 
+from t2ir.compression.encodings import write_q4_0
 from t2ir.ir import Value
 
-WriteFn = Callable[[BinaryIO, torch.Tensor, Value], None]
+WriteFn = Callable[[BinaryIO, torch.Tensor, Value], Optional[dict]]
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,5 @@ def write_plain(f: BinaryIO, tensor: torch.Tensor, v: Value) -> None:
 
 
 register_encoding("plain", write_plain, bits_per_weight=0)
+
+register_encoding("q4_0", write_q4_0, bits_per_weight=4.5)

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from t2ir.compression.registry import ENCODINGS
+from t2ir.compression.report import QuantReport, report_path
+from t2ir.emitters.dat import HEADER_SIZE
 from t2ir.emitters.nnef_text import build_document
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
@@ -30,18 +32,23 @@ def is_archive_path(path: Path) -> bool:
 
 
 def write_dats(g: Graph, folder: Path, labels: dict[str, str],
-               progress: Optional[Callable[[str, int], None]] = None) -> int:
-    """Stream each constant to its .dat (one weight in memory at a time); returns bytes written."""
+               progress: Optional[Callable[[str, int], None]] = None,
+               report: Optional[QuantReport] = None) -> int:
+    """Stream each constant to its .dat (one weight in memory at a time); returns bytes written.
+
+    With a `report`, each constant's payload size and what its encoding measured are recorded."""
     total = 0
     for v in g.consts:
         path = folder / f"{labels[v.name]}.dat"
         encoding = ENCODINGS[v.const.encoding]
         tensor = v.const.source.load()
         with open(path, "wb") as f:
-            encoding.write(f, tensor, v)
+            measured = encoding.write(f, tensor, v)
         del tensor
         size = path.stat().st_size
         total += size
+        if report is not None:
+            report.record_written(v, size - HEADER_SIZE, measured)
         if progress:
             progress(v.name, size)
     return total
@@ -71,24 +78,32 @@ def atomic_output(target: Path, overwrite: bool) -> Iterator[Path]:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
 
-def write_folder(g: Graph, folder: Path, progress=None) -> int:
+def write_folder(g: Graph, folder: Path, progress=None, report: Optional[QuantReport] = None) -> int:
     folder.mkdir(parents=True)
     doc = build_document(g)
     (folder / "graph.nnef").write_text(doc.render())
     (folder / IR_DUMP_NAME).write_text(str(g))
-    return write_dats(g, folder, doc.labels, progress)
+    return write_dats(g, folder, doc.labels, progress, report)
 
 
-def write_model(g: Graph, path: Path | str, *, overwrite: bool = False, progress=None) -> Path:
-    """Write `g` to `path`: a folder, or a gzip'd tar when the name ends in .tgz / .tar.gz."""
+def write_model(g: Graph, path: Path | str, *, overwrite: bool = False, progress=None,
+                report: Optional[QuantReport] = None) -> Path:
+    """Write `g` to `path`: a folder, or a gzip'd tar when the name ends in .tgz / .tar.gz.
+
+    A quantization `report` is completed while the weights stream and saved beside the model
+    as `<path>.quant_report.json`; a stale one from an earlier export of `path` is removed."""
     path = Path(path)
     with atomic_output(path, overwrite) as staged:
         if is_archive_path(path):
             folder = staged.parent / "content"
-            write_folder(g, folder, progress)
+            write_folder(g, folder, progress, report)
             with tarfile.open(staged, "w:gz", compresslevel=1) as tar:
                 for f in sorted(folder.iterdir()):
                     tar.add(f, arcname=f.name)
         else:
-            write_folder(g, staged, progress)
+            write_folder(g, staged, progress, report)
+    if report is not None:
+        report.save(report_path(path))
+    else:
+        report_path(path).unlink(missing_ok=True)
     return path

@@ -26,6 +26,7 @@ from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
 from t2ir.options import ExportOptions
+from t2ir.passes.pack_weights import quant_report_of
 from t2ir.progress import Reporter
 from t2ir.types import DType
 
@@ -65,6 +66,7 @@ class ExportSummary:
     weight_bytes: int = 0
     checks: list = field(default_factory=list)
     check_passed: Optional[bool] = None
+    quant_report: Optional[object] = None
 
     def fusion_lines(self) -> list[str]:
         a = self.ops_after
@@ -181,15 +183,16 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         summary.timings = dict(reporter.timings)
         return summary
     with atomic_output(out_dir, overwrite=opts.force) as staged:
+        report = quant_report_of(records)
         with reporter.phase("write", total=len(graph.consts)):
             model_path = staged / "model" / "model.nnef.tgz"
-            write_model(graph, model_path, progress=lambda name, size: reporter.advance(name))
+            write_model(graph, model_path, progress=lambda name, size: reporter.advance(name), report=report)
             shutil.copy(ckpt.folder / "config.json", staged / "model" / "config.json")
             if opts.with_tokenizer_and_config:
                 _copy_tokenizer(ckpt.folder, staged / "tokenizer")
         if opts.tests or opts.check_io:
             with reporter.phase("reference"):
-                case_files = _write_cases(model, config, ckpt, opts, staged)
+                case_files = _write_cases(model, config, ckpt, opts, staged, report)
         if opts.check_io:
             with reporter.phase("check"):
                 from t2ir.llm.check import check_cases
@@ -197,6 +200,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
                 summary.checks = check_cases(model_path, case_files, [v.name for v in graph.inputs],
                                              [v.name for v in graph.outputs], opts.check_io)
                 summary.check_passed = all(c.passed for c in summary.checks)
+        summary.quant_report = report
         summary.timings = dict(reporter.timings)
         summary.output_bytes = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
         _write_manifest(staged / "manifest.json", ckpt, opts, records, summary)
@@ -214,16 +218,24 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
     shutil.copy(src / "config.json", dst / "config.json")
 
 
-def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path) -> list[Path]:
+def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
+    """PyTorch outputs for the npz cases. With packed weights the reference computes with the
+    dequantized weights, so the cases check the export itself, not the quantization error."""
+    from t2ir.compression.methods import get_method
     from t2ir.frontend.causal_lm import CausalLMWithExplicitCache, cache_layout
     from t2ir.llm.io_cases import make_cases, save_cases
     from t2ir.llm.reference import streamed_weights
+
+    transform = None
+    if report is not None and report.packed:
+        method, packed = get_method(report.method), {entry.name for entry in report.packed}
+        transform = lambda name, t: method.dequantized(t) if name in packed else t  # noqa: E731
 
     num_layers, kv, hd = cache_layout(config)
     dtype = DTYPES[opts.dtype]
     wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep).eval()
     vocab = config.get_text_config(decoder=True).vocab_size
-    with streamed_weights(model, ckpt, dtype):
+    with streamed_weights(model, ckpt, dtype, transform):
         cases = make_cases(wrapper, num_layers=num_layers, kv_heads=kv, head_dim=hd, vocab_size=vocab,
                            dtype=dtype, tokenizer_dir=ckpt.folder)
     return save_cases(cases, staged / "tests")

@@ -4,7 +4,7 @@ from the checkpoint just before it runs and dropped right after (peak: one modul
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -22,8 +22,10 @@ def _checkpoint_names(model: torch.nn.Module, ckpt: Checkpoint) -> dict[int, str
 
 
 @contextlib.contextmanager
-def streamed_weights(model: torch.nn.Module, ckpt: Checkpoint, dtype: torch.dtype) -> Iterator[None]:
-    """Make a meta-device model runnable by loading weights module by module during forward."""
+def streamed_weights(model: torch.nn.Module, ckpt: Checkpoint, dtype: torch.dtype,
+                     transform: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None) -> Iterator[None]:
+    """Make a meta-device model runnable by loading weights module by module during forward.
+    `transform(name, tensor)` may replace a weight (e.g. by its dequantized packed form)."""
     names = _checkpoint_names(model, ckpt)
     handles = []
 
@@ -38,6 +40,8 @@ def streamed_weights(model: torch.nn.Module, ckpt: Checkpoint, dtype: torch.dtyp
             if key is None:
                 raise T2IRError(f"weight {type(module).__name__}.{n} is not in the checkpoint")
             value = ckpt.source(key).load()
+            if transform is not None:
+                value = transform(key, value)
             value = value.to(dtype) if value.is_floating_point() else value
             store[n] = torch.nn.Parameter(value, requires_grad=False) if store is module._parameters else value
             saved.append((store, n, t))

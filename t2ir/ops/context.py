@@ -92,6 +92,13 @@ class LowerContext:
         self.created.append(v)
         return v
 
+    def emit_multi(self, op: str, inputs: Sequence[Value], out_types: Sequence[TensorType], *,
+                   name: Optional[str] = None, **attrs: Any) -> list[Value]:
+        """Like `emit`, for ops with several outputs (`max_pool_with_index`, `topk`)."""
+        with self.graph.inserting_before(self.node):
+            hint = name or self.node.outputs[0].name
+            return self.graph.add_node(op, list(inputs), list(out_types), attrs, name=hint).outputs
+
     def cast(self, v: Value, dtype: DType) -> Value:
         if v.dtype == dtype:
             return v

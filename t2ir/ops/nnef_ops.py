@@ -57,7 +57,7 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.round_even", ("x",), ()),
     ("tract_core.silu", ("x",), ()),
     ("tract_core.rms_norm", ("input",), ("axis", "eps")),
-    ("tract_core.scaled_rms_norm", ("input",), ("scale", "axis", "eps")),
+    ("tract_core.scaled_rms_norm", ("input", "scale"), ("axis", "eps")),
     ("tract_core.cumsum", ("input",), ("axis", "exclusive", "reverse")),
     ("tract_core.topk", ("input",), ("k", "axis", "largest")),
     ("tract_core.argmax_reduce_last", ("input",), ("axes",)),
@@ -76,6 +76,14 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.dyn_slice", ("input", "start", "end"), ("axis", "len")),
     ("tract_transformers.silu", ("x",), ()),
     ("tract_transformers.rms_norm", ("input",), ("axis", "eps")),
+    ("tract_core.is_nan", ("x",), ()),
+    ("tract_core.is_inf", ("x",), ("detect_positive", "detect_negative")),
+    ("tract_core.bitand", ("x", "y"), ()),
+    ("tract_core.bitor", ("x", "y"), ()),
+    ("tract_core.bitxor", ("x", "y"), ()),
+    ("tract_core.bitnot", ("x",), ()),
+    ("tract_core.gather_nd", ("input", "indices"), ("batch_dims",)),
+    ("nnef.max_pool_with_index", ("input",), ("size", "border", "padding", "stride", "dilation")),
 ]
 
 for _name, _params, _attrs in _TABLE:

@@ -13,7 +13,12 @@ from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.cleanup import Cleanup
 from t2ir.passes.convert_dtypes import ConvertDtypes
+from t2ir.passes.fold_kv_cache import FoldKvCache
+from t2ir.passes.fuse_attention import FuseAttention
+from t2ir.passes.fuse_transformer_ops import FuseTransformerOps
 from t2ir.passes.lower_to_nnef import LowerToNnef
+from t2ir.passes.pack_weights import CompressWeights
+from t2ir.passes.upcast_f32 import UpcastF32
 from t2ir.verify import verify
 
 
@@ -29,8 +34,15 @@ def _stages() -> list[Stage]:
     return [
         Stage(Cleanup),
         Stage(ConvertDtypes),
+        Stage(FoldKvCache),  # a no-op on graphs without KV-cache IO
+        Stage(FuseAttention, when=lambda o: o.fuse_attention),
+        Stage(FuseTransformerOps, when=lambda o: o.fuse_transformer_ops),
+        # after the fusions (it finds t2ir.sdpa / t2ir.rms_norm) and convert-dtypes (bf16 is f16 by then)
+        Stage(UpcastF32, when=lambda o: o.f32_norm or o.f32_attn),
         Stage(LowerToNnef),
         Stage(Cleanup),
+        # last: it marks the final weights, so no later rewrite may move or fold them
+        Stage(CompressWeights, when=lambda o: bool(o.compression)),
     ]
 
 

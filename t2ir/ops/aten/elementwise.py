@@ -45,9 +45,10 @@ _ARITH = {"add": "nnef.add", "sub": "nnef.sub", "mul": "nnef.mul", "div": "nnef.
 
 
 @builtin(*(f"aten.{n}.{o}" for n in ["add", "sub", "mul", "maximum", "minimum"] for o in ["Tensor", "Scalar"]),
-         "aten.maximum", "aten.minimum", "aten.add", "aten.sub", "aten.mul", "aten.rsub.Scalar", "aten.rsub.Tensor")
+         "aten.maximum", "aten.minimum", "aten.add", "aten.sub", "aten.mul", "aten.rsub.Scalar", "aten.rsub.Tensor",
+         "aten.max.other", "aten.min.other", "aten.fmax", "aten.fmin")
 def arith(node: Node, ctx: LowerContext) -> Value:
-    kind = node.op.split(".")[1]
+    kind = {"max": "maximum", "min": "minimum"}.get(node.op.split(".")[1], node.op.split(".")[1])
     a, b = _operands(ctx)
     dtype = ctx.out.dtype
     if kind == "rsub":
@@ -104,31 +105,69 @@ def compare(node: Node, ctx: LowerContext) -> Value:
     return binary(ctx, _COMPARE[node.op.split(".")[1]], a, b, dtype, ctx.out)
 
 
-_LOGIC = {"logical_and": "nnef.and", "logical_or": "nnef.or", "bitwise_and": "nnef.and",
-          "bitwise_or": "nnef.or", "__and__": "nnef.and", "__or__": "nnef.or"}
+_LOGIC = {"and": ("nnef.and", "tract_core.bitand"), "or": ("nnef.or", "tract_core.bitor"),
+          "xor": ("tract_core.xor", "tract_core.bitxor")}
 
 
-@builtin("aten.logical_and", "aten.logical_or", "aten.bitwise_and.Tensor", "aten.bitwise_or.Tensor",
-         "aten.__and__.Tensor", "aten.__or__.Tensor")
+@builtin(*(f"aten.{p}{k}{s}" for k in _LOGIC for p, s in [("logical_", ""), ("bitwise_", ".Tensor"),
+                                                          ("bitwise_", ".Scalar"), ("__", "__.Tensor"),
+                                                          ("__", "__.Scalar")]))
 def logic(node: Node, ctx: LowerContext) -> Value:
+    """Logical ops on bools (and/or/ne); bitwise ops on integers (tract's bit* ops)."""
     a, b = _operands(ctx)
-    op = _LOGIC[node.op.split(".")[1]]
-    if ctx.out.dtype != DType.bool:
+    kind = node.op.split(".")[1].strip("_").removeprefix("logical_").removeprefix("bitwise_")
+    logical, bitwise = _LOGIC[kind]
+    out = ctx.out
+    if out.dtype == DType.bool:
+        return binary(ctx, logical, a, b, DType.bool, out)
+    if not out.dtype.is_int:
         from t2ir.passes.lower_to_nnef import TranslationError
 
-        raise TranslationError("bitwise ops are only supported on bool tensors")
-    return binary(ctx, op, a, b, DType.bool, ctx.out)
+        raise TranslationError(f"bitwise {kind} on {out.dtype} is not supported", "use bool or integer tensors")
+    return binary(ctx, bitwise, a, b, out.dtype, out)
 
 
 @builtin("aten.logical_not", "aten.bitwise_not")
 def logical_not(node: Node, ctx: LowerContext) -> Value:
-    return ctx.emit("nnef.not", [ctx.cast(node.inputs[0], DType.bool)], ctx.out)
+    x = node.inputs[0]
+    if node.op == "aten.bitwise_not" and x.dtype.is_int:
+        return ctx.emit("tract_core.bitnot", [x], ctx.out)
+    return ctx.emit("nnef.not", [ctx.cast(x, DType.bool)], ctx.out)
 
 
-@builtin("aten.logical_xor")
-def logical_xor(node: Node, ctx: LowerContext) -> Value:
-    a, b = (ctx.cast(v, DType.bool) for v in node.inputs)
-    return binary(ctx, "nnef.ne", a, b, DType.bool, ctx.out)
+@builtin("aten.remainder.Tensor", "aten.remainder.Scalar", "aten.fmod.Tensor", "aten.fmod.Scalar")
+def remainder(node: Node, ctx: LowerContext) -> Value:
+    """tract has no modulo: a - floor(a / b) * b (remainder, sign of b) or with trunc (fmod,
+    sign of a). Integers go through f32, exact below 2**24."""
+    a, b = _operands(ctx)
+    out = ctx.out
+    work = out if out.dtype.is_float else out.with_dtype(DType.f32)
+    q = binary(ctx, "nnef.div", a, b, work.dtype, work)
+    q = ctx.emit("nnef.floor", [q], work) if node.op.startswith("aten.remainder") else _trunc(ctx, q)
+    r = binary(ctx, "nnef.sub", a, binary(ctx, "nnef.mul", q, b, work.dtype, work), work.dtype, work)
+    return ctx.cast(r, out.dtype)
+
+
+@builtin("aten.isnan", "aten.isinf", "aten.isposinf", "aten.isneginf", "aten.isfinite")
+def isnan(node: Node, ctx: LowerContext) -> Value:
+    x, out = node.inputs[0], ctx.out
+    kind = node.op.split(".")[1]
+    if not x.dtype.is_float:
+        return fill_like(ctx, kind == "isfinite", out)
+    if kind == "isnan":
+        return ctx.emit("tract_core.is_nan", [x], out)
+    if kind == "isfinite":
+        bad = ctx.emit("nnef.or", [ctx.emit("tract_core.is_nan", [x], out), ctx.emit("tract_core.is_inf", [x], out)],
+                       out)
+        return ctx.emit("nnef.not", [bad], out)
+    return ctx.emit("tract_core.is_inf", [x], out, detect_positive=kind != "isneginf",
+                    detect_negative=kind != "isposinf")
+
+
+def fill_like(ctx: LowerContext, value, out: TensorType) -> Value:
+    from t2ir.ops.aten.factories import fill
+
+    return fill(ctx, value, out)
 
 
 _UNARY = {
@@ -170,13 +209,18 @@ def leaky_relu(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("nnef.leaky_relu", [node.inputs[0]], ctx.out, alpha=float(ctx.arg("negative_slope", 0.01)))
 
 
-@builtin("aten.hardtanh", "aten.clamp", "aten.clamp.Tensor", "aten.clip", "aten.relu6")
+@builtin("aten.hardtanh", "aten.clamp", "aten.clamp.Tensor", "aten.clip", "aten.clip.Tensor", "aten.relu6",
+         "aten.clamp_min", "aten.clamp_max", "aten.clamp_min.Tensor", "aten.clamp_max.Tensor")
 def clamp(node: Node, ctx: LowerContext) -> Value:
     x, out = node.inputs[0], ctx.out
     if node.op == "aten.relu6":
         lo, hi = 0.0, 6.0
     elif node.op == "aten.hardtanh":
         lo, hi = ctx.arg("min_val", -1.0), ctx.arg("max_val", 1.0)
+    elif node.op.startswith("aten.clamp_min"):
+        lo, hi = ctx.args.get("min"), None
+    elif node.op.startswith("aten.clamp_max"):
+        lo, hi = None, ctx.args.get("max")
     else:
         lo, hi = ctx.args.get("min"), ctx.args.get("max")
     y = ctx.cast(x, out.dtype)
@@ -187,6 +231,15 @@ def clamp(node: Node, ctx: LowerContext) -> Value:
     return y
 
 
+def select_operand(ctx: LowerContext, v, dtype: DType):
+    """A branch of `select`: tract requires both branches to have the same type, and a float
+    literal is f32, so literals of other types become typed scalar tensors."""
+    v = scalar_or_value(ctx, v, dtype)
+    if isinstance(v, Value) or dtype == DType.f32:
+        return v
+    return ctx.emit("tract_core.cast", [], TensorType(dtype, ()), input=v, to=dtype.value)
+
+
 @builtin("aten.where.self", "aten.where.ScalarOther", "aten.where.ScalarSelf", "aten.where.Scalar")
 def where(node: Node, ctx: LowerContext) -> Value:
     cond, a, b = ctx.args["condition"], ctx.args["self"], ctx.args["other"]
@@ -194,7 +247,7 @@ def where(node: Node, ctx: LowerContext) -> Value:
     cond = unsqueeze_to_rank(ctx, ctx.cast(cond, DType.bool), out.rank)
     vals = []
     for v in (a, b):
-        v = scalar_or_value(ctx, v, out.dtype)
+        v = select_operand(ctx, v, out.dtype)
         vals.append(unsqueeze_to_rank(ctx, v, out.rank) if isinstance(v, Value) else v)
     inputs = [cond] + [v for v in vals if isinstance(v, Value)]
     attrs = {k: v for k, v in zip(("true_value", "false_value"), vals) if not isinstance(v, Value)}
@@ -206,7 +259,7 @@ def masked_fill(node: Node, ctx: LowerContext) -> Value:
     x, mask, value = ctx.args["self"], ctx.args["mask"], ctx.args["value"]
     out = ctx.out
     mask = unsqueeze_to_rank(ctx, ctx.cast(mask, DType.bool), out.rank)
-    value = scalar_or_value(ctx, value, out.dtype)
+    value = select_operand(ctx, value, out.dtype)
     if isinstance(value, Value):
         return ctx.emit("nnef.select", [mask, unsqueeze_to_rank(ctx, value, out.rank), x], out)
     return ctx.emit("nnef.select", [mask, x], out, true_value=value)
@@ -218,6 +271,17 @@ def to_dtype(node: Node, ctx: LowerContext) -> Value:
 
 
 @builtin("aten.clone", "aten.contiguous", "aten.detach", "aten.alias", "aten.dropout", "aten.lift_fresh_copy",
-         "aten.feature_dropout", "aten.alpha_dropout", "aten.lift_fresh")
+         "aten.feature_dropout", "aten.alpha_dropout", "aten.lift_fresh", "aten.detach_", "aten.positive")
 def identity(node: Node, ctx: LowerContext) -> Value:
     return node.inputs[0]
+
+
+@builtin("aten.fill.Scalar", "aten.fill_.Scalar", "aten.fill.Tensor", "aten.fill_.Tensor")
+def fill_op(node: Node, ctx: LowerContext) -> Value:
+    """x.fill_(v): a tensor of x's shape holding v (functional: x itself is not read)."""
+    value = ctx.args["value"]
+    if isinstance(value, Value):
+        from t2ir.ops.aten.shape import broadcast_to
+
+        return broadcast_to(ctx, ctx.cast(value, ctx.out.dtype), ctx.out)
+    return fill_like(ctx, value, ctx.out)

@@ -23,7 +23,7 @@ def arange(node: Node, ctx: LowerContext) -> Value:
     kind = out.dtype if out.dtype.is_float else None
     attrs = dict(start=_bound(start, kind) if kind else start, end=_bound(end, kind) if kind else end,
                  step=_bound(step, kind) if kind else step)
-    produced = out if out.dtype.is_float else out.with_dtype(DType.i64)
+    produced = out.with_dtype(DType.f32 if out.dtype.is_float else DType.i64)  # what tract's range makes
     r = ctx.emit("tract_core.range", [], produced, **attrs)
     return ctx.cast(r, out.dtype)
 
@@ -31,7 +31,7 @@ def arange(node: Node, ctx: LowerContext) -> Value:
 def fill(ctx: LowerContext, value, out: TensorType) -> Value:
     """A tensor of `out`'s shape filled with `value` (shapes may be symbolic)."""
     scalar = literal(value, out.dtype)
-    if out.dtype.is_float:
+    if out.dtype == DType.f32:  # float literals are f32 in tract; other types need a cast
         src = scalar
     else:
         src = ctx.emit("tract_core.cast", [], TensorType(out.dtype, ()), input=scalar, to=out.dtype.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
@@ -80,16 +82,24 @@ def addmm(node: Node, ctx: LowerContext) -> Value:
 
 @builtin("aten.einsum")
 def einsum(node: Node, ctx: LowerContext) -> Value:
-    expr = ctx.args["equation"].replace(" ", "")
-    if "->" not in expr:
-        raise_implicit(expr)
     out = ctx.out
     inputs = [ctx.cast(v, out.dtype) for v in node.inputs]
+    expr = explicit_einsum(ctx.args["equation"], [v.rank for v in inputs])
     return ctx.emit("tract_core.einsum", inputs, out, expr=expr, acc=out.dtype.value, output="")
 
 
-def raise_implicit(expr: str) -> None:
-    from t2ir.passes.lower_to_nnef import TranslationError
-
-    raise TranslationError(f"einsum {expr!r} without '->' is not supported",
-                           "write the output subscripts explicitly, e.g. 'ij,jk->ik'")
+def explicit_einsum(equation: str, ranks: list[int]) -> str:
+    """An einsum equation with the output spelled out and `...` replaced by letters (tract
+    aborts on `...`): "...ij,jk" -> "abij,jk->abik" for a rank-4 first operand."""
+    expr = equation.replace(" ", "")
+    lhs, _, rhs = expr.partition("->")
+    terms = lhs.split(",")
+    if "->" not in expr:
+        letters = [c for c in lhs if c.isalpha()]
+        rhs = ("..." if "..." in lhs else "") + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    free = [c for c in string.ascii_letters if c not in expr]
+    widths = [rank - (len(t) - 3) for t, rank in zip(terms, ranks) if "..." in t]
+    ell = "".join(free[: max(widths, default=0)])
+    terms = [t.replace("...", ell[len(ell) - (rank - (len(t) - 3)):]) if "..." in t else t
+             for t, rank in zip(terms, ranks)]
+    return ",".join(terms) + "->" + rhs.replace("...", ell)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from t2ir.ir import Node, Value
-from t2ir.ops.aten._util import norm_axes, norm_axis, unsqueeze_to_rank
+from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
 from t2ir.passes.lower_to_nnef import TranslationError
@@ -55,56 +55,93 @@ def conv_transpose(node: Node, ctx: LowerContext) -> Value:
 
 def _deconv(node: Node, ctx: LowerContext, n: int, stride, dilation) -> Value:
     x, w = ctx.args["input"], ctx.args["weight"]
+    groups = int(ctx.arg("groups", 1))
     attrs, bias = _bias(ctx, ctx.args.get("bias"))
     pad = _spatial(ctx.arg("padding", 0), n)
     outpad = _spatial(ctx.arg("output_padding", 0), n)
-    pads = [[p, p - op] for p, op in zip(pad, outpad)]
-    return ctx.emit("nnef.deconv", [x, w, *bias], ctx.out, **attrs, border="constant", padding=pads,
-                    stride=stride, dilation=dilation, groups=int(ctx.arg("groups", 1)),
-                    output_shape=list(ctx.out.shape))
+    pads = [[p, p - op] for p, op in zip(pad, outpad)]  # output_padding: less padding at the end
+    return ctx.emit("nnef.deconv", [x, deconv_filter(ctx, w, groups), *bias], ctx.out, **attrs, border="constant",
+                    padding=pads, stride=stride, dilation=dilation, groups=groups)
 
 
-def _pool_attrs(ctx: LowerContext, x: Value, n: int) -> dict:
+def _to_deconv_layout(w, groups: int):
+    """torch [Cin, Cout/g, *k] -> tract [Cout, Cin/g, *k]."""
+    cin, cout_g, *k = w.shape
+    w = w.reshape(groups, cin // groups, cout_g, *k).transpose(1, 2)
+    return w.reshape(groups * cout_g, cin // groups, *k).contiguous()
+
+
+def deconv_filter(ctx: LowerContext, w: Value, groups: int) -> Value:
+    """tract's deconv reads its filter as [Cout, Cin/g, *k]: a derived constant, converted
+    when the weights are written (so the export still never loads all weights at once)."""
+    from t2ir.ir import Derived
+
+    if w.const is None:
+        raise TranslationError("conv_transpose needs a constant weight (a parameter or buffer)",
+                               "make the weight a module parameter")
+    cin, cout_g, *k = w.shape
+    t = w.type.with_shape((groups * cout_g, cin // groups, *k))
+    source = Derived(lambda tensor: _to_deconv_layout(tensor, groups), (w.const.source,), what="deconv filter")
+    return ctx.graph.add_const(w.name + "_deconv", t, source, label=w.const.label + ".deconv")
+
+
+def _pool_geometry(ctx: LowerContext, x: Value, n: int):
+    """Kernel, stride, dilation, torch's symmetric padding, and the extra end padding that
+    ceil_mode needs for its last (partial) window."""
     kernel = _spatial(ctx.args["kernel_size"], n)
     stride = _spatial(ctx.arg("stride") or kernel, n)
     pad = _spatial(ctx.arg("padding", 0), n)
     dilation = _spatial(ctx.arg("dilation", 1), n)
-    pads = [[p, p] for p in pad]
+    extras = [0] * n
     if ctx.arg("ceil_mode", False):
         for i, (size, k, s, d) in enumerate(zip(x.shape[2:], kernel, stride, dilation)):
             if not isinstance(size, int):
-                raise TranslationError("ceil_mode pooling needs static spatial sizes")
+                raise TranslationError("ceil_mode pooling needs static spatial sizes",
+                                       "use ceil_mode=False or make the spatial axes static")
             span = size + 2 * pad[i] - d * (k - 1) - 1
             extra = (-span) % s
             if (span + extra) // s * s >= size + pad[i]:  # last window would start in the padding
                 extra = max(extra - s, 0)
-            pads[i][1] += extra
+            extras[i] = extra
+    return kernel, stride, dilation, pad, extras
+
+
+def _pool_attrs(kernel, stride, dilation, pads) -> dict:
+    """Pool attributes cover every axis, N and C included."""
     return dict(size=[1, 1] + kernel, padding=[[0, 0], [0, 0]] + pads, stride=[1, 1] + stride,
                 dilation=[1, 1] + dilation)
 
 
-@builtin("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d")
-def max_pool(node: Node, ctx: LowerContext) -> Value:
+@builtin("aten.max_pool1d", "aten.max_pool2d", "aten.max_pool3d", "aten.max_pool1d_with_indices",
+         "aten.max_pool2d_with_indices", "aten.max_pool3d_with_indices")
+def max_pool(node: Node, ctx: LowerContext):
     x = ctx.args["self"]
-    return ctx.emit("nnef.max_pool", [x], ctx.out, border="ignore", **_pool_attrs(ctx, x, x.rank - 2))
+    kernel, stride, dilation, pad, extras = _pool_geometry(ctx, x, x.rank - 2)
+    attrs = _pool_attrs(kernel, stride, dilation, [[p, p + e] for p, e in zip(pad, extras)])
+    if len(node.outputs) == 2:  # torch's indices are flat over the spatial axes, as tract's
+        return ctx.emit_multi("nnef.max_pool_with_index", [x], [o.type for o in node.outputs], border="ignore",
+                              **attrs)
+    return ctx.emit("nnef.max_pool", [x], ctx.out, border="ignore", **attrs)
 
 
 @builtin("aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d")
 def avg_pool(node: Node, ctx: LowerContext) -> Value:
+    """count_include_pad counts torch's zero padding but never ceil_mode's overflow, so the
+    zero padding is made explicit and the pool itself ignores what lies outside."""
     x = ctx.args["self"]
     if ctx.args.get("divisor_override") is not None:
         raise TranslationError("avg_pool with divisor_override is not supported")
-    border = "constant" if ctx.arg("count_include_pad", True) else "ignore"
-    return ctx.emit("nnef.avg_pool", [x], ctx.out, border=border, **_pool_attrs(ctx, x, x.rank - 2))
+    kernel, stride, dilation, pad, extras = _pool_geometry(ctx, x, x.rank - 2)
+    if ctx.arg("count_include_pad", True) and any(pad):
+        padded_t = x.type.with_shape(tuple(x.shape[:2]) + tuple(d + 2 * p for d, p in zip(x.shape[2:], pad)))
+        x = ctx.emit("nnef.pad", [x], padded_t, padding=[[0, 0], [0, 0]] + [[p, p] for p in pad],
+                     border="constant", value=0.0)
+        pad = [0] * len(pad)
+    attrs = _pool_attrs(kernel, stride, dilation, [[p, p + e] for p, e in zip(pad, extras)])
+    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore", **attrs)
 
 
-@builtin("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d")
-def adaptive_avg_pool(node: Node, ctx: LowerContext) -> Value:
-    x = ctx.args["self"]
-    n = x.rank - 2
-    out_size = _spatial(ctx.args["output_size"], n)
-    if all(o == 1 for o in out_size):
-        return ctx.emit("nnef.mean_reduce", [x], ctx.out, axes=list(range(2, x.rank)))
+def _adaptive_kernel(x: Value, out_size: list[int]) -> list[int]:
     kernel = []
     for size, o in zip(x.shape[2:], out_size):
         if not isinstance(size, int) or size % o:
@@ -112,8 +149,39 @@ def adaptive_avg_pool(node: Node, ctx: LowerContext) -> Value:
                 f"adaptive pooling from {size} to {o} is only supported when the size divides evenly",
                 "use output size 1 or an input size that is a multiple of the output size")
         kernel.append(size // o)
-    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore", size=[1, 1] + kernel,
-                    padding=[[0, 0]] * x.rank, stride=[1, 1] + kernel, dilation=[1] * x.rank)
+    return kernel
+
+
+@builtin("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d",
+         "aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d")
+def adaptive_avg_pool(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.args["self"]
+    out_size = _spatial(ctx.args["output_size"], x.rank - 2)
+    if all(o == 1 for o in out_size):
+        return ctx.emit("nnef.mean_reduce", [x], ctx.out, axes=list(range(2, x.rank)))
+    kernel = _adaptive_kernel(x, out_size)
+    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore",
+                    **_pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel)))
+
+
+@builtin("aten.adaptive_max_pool1d", "aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d")
+def adaptive_max_pool(node: Node, ctx: LowerContext):
+    """(values, flat spatial indices) of non-overlapping windows."""
+    x = ctx.args["self"]
+    out_size = _spatial(ctx.args["output_size"], x.rank - 2)
+    values_t, indices_t = (o.type for o in node.outputs)
+    if all(o == 1 for o in out_size):  # global: reductions, fine with symbolic sizes
+        spatial = list(range(2, x.rank))
+        values = ctx.emit("nnef.max_reduce", [x], values_t, axes=spatial)
+        n = 1
+        for d in x.shape[2:]:
+            n = n * d
+        flat = ctx.emit("nnef.reshape", [x], x.type.with_shape(tuple(x.shape[:2]) + (n,)), shape=[0, 0, n])
+        index = ctx.emit("nnef.argmax_reduce", [flat], indices_t.with_shape(tuple(x.shape[:2]) + (1,)), axes=[2])
+        return [values, ctx.emit("nnef.reshape", [index], indices_t, shape=list(indices_t.shape))]
+    kernel = _adaptive_kernel(x, out_size)
+    attrs = _pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel))
+    return ctx.emit_multi("nnef.max_pool_with_index", [x], [values_t, indices_t], border="ignore", **attrs)
 
 
 def _channel_param(ctx: LowerContext, v: Value, rank: int) -> Value:
@@ -232,20 +300,3 @@ def log_softmax(node: Node, ctx: LowerContext) -> Value:
     lse = ctx.emit("nnef.log", [ctx.emit("nnef.sum_reduce", [ctx.emit("nnef.exp", [shifted], t)], red_t,
                                          axes=[axis])], red_t)
     return ctx.emit("nnef.sub", [shifted, lse], t)
-
-
-@builtin("aten.mean.dim", "aten.sum.dim_IntList", "aten.amax", "aten.amin", "aten.mean", "aten.sum",
-         "aten.prod.dim_int")
-def reduce(node: Node, ctx: LowerContext) -> Value:
-    x = node.inputs[0]
-    out = ctx.out
-    kind = node.op.split(".")[1]
-    axes = norm_axes(ctx.args.get("dim"), x.rank)
-    x = ctx.cast(x, out.dtype)
-    kept = x.type.with_shape(tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
-    op = {"mean": "nnef.mean_reduce", "sum": "nnef.sum_reduce", "amax": "nnef.max_reduce",
-          "amin": "nnef.min_reduce", "prod": "tract_core.product_reduce"}[kind]
-    y = ctx.emit(op, [x], kept, axes=axes)
-    if ctx.arg("keepdim", False) or kept.shape == out.shape:
-        return y
-    return ctx.emit("nnef.squeeze", [y], out, axes=axes)

@@ -42,7 +42,8 @@ def permute(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("nnef.transpose", [x], ctx.out, axes=[norm_axis(d, x.rank) for d in ctx.args["dims"]])
 
 
-@builtin("aten.transpose.int", "aten.t", "aten.numpy_T", "aten.swapaxes", "aten.swapdims")
+@builtin("aten.transpose.int", "aten.t", "aten.numpy_T", "aten.swapaxes", "aten.swapdims", "aten.mT", "aten.mH",
+         "aten.adjoint")
 def transpose(node: Node, ctx: LowerContext) -> Value:
     x = node.inputs[0]
     perm = list(range(x.rank))
@@ -128,12 +129,17 @@ def select(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("nnef.squeeze", [s], ctx.out, axes=[axis])
 
 
-@builtin("aten.expand", "aten.expand_as", "aten.broadcast_to")
-def expand(node: Node, ctx: LowerContext) -> Value:
+def broadcast_to(ctx: LowerContext, x: Value, out) -> Value:
+    """numpy-style broadcast of x to `out`'s (possibly symbolic) shape."""
     from t2ir.ops.aten._util import unsqueeze_to_rank
 
-    x = unsqueeze_to_rank(ctx, node.inputs[0], ctx.out.rank)
-    return ctx.emit("tract_core.broadcast", [x], ctx.out, shape=list(ctx.out.shape))
+    x = unsqueeze_to_rank(ctx, x, out.rank)
+    return ctx.emit("tract_core.broadcast", [x], out, shape=list(out.shape))
+
+
+@builtin("aten.expand", "aten.expand_as", "aten.broadcast_to")
+def expand(node: Node, ctx: LowerContext) -> Value:
+    return broadcast_to(ctx, node.inputs[0], ctx.out)
 
 
 @builtin("aten.repeat")

@@ -1,0 +1,203 @@
+"""Indexing and data movement that tract has no single op for: gather, tensor indexing, flip,
+roll, tril/triu, pad and repeat_interleave."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from t2ir.ir import Node, Value
+from t2ir.ops.aten._util import norm_axis
+from t2ir.ops.context import LowerContext
+from t2ir.ops.registry import builtin
+from t2ir.passes.lower_to_nnef import TranslationError
+from t2ir.types import DType, TensorType, dims_equal
+
+
+def _with_dim(x: Value, axis: int, size: Any) -> TensorType:
+    return x.type.with_shape(tuple(size if i == axis else d for i, d in enumerate(x.shape)))
+
+
+def slice_axis(ctx: LowerContext, x: Value, axis: int, begin: Any, end: Any) -> Value:
+    return ctx.emit("nnef.slice", [x], _with_dim(x, axis, end - begin), axes=[axis], begin=[begin], end=[end])
+
+
+@builtin("aten.gather", "aten.take_along_dim")
+def gather(node: Node, ctx: LowerContext) -> Value:
+    """torch.gather: out[i][j] = x[index[i][j]][j] on axis `dim` (tract's gather_elements)."""
+    x, index = ctx.args["self"], ctx.args.get("index", ctx.args.get("indices"))
+    dim = ctx.args.get("dim")
+    if dim is None:
+        raise TranslationError("take_along_dim without dim is not supported", "pass dim explicitly")
+    axis = norm_axis(dim, x.rank)
+    index = ctx.cast(index, DType.i64)
+    if not all(dims_equal(a, b) for i, (a, b) in enumerate(zip(index.shape, x.shape)) if i != axis):
+        from t2ir.ops.aten.shape import broadcast_to
+
+        index = broadcast_to(ctx, index, index.type.with_shape(
+            tuple(index.shape[i] if i == axis else d for i, d in enumerate(ctx.out.shape))))
+    return ctx.emit("tract_core.gather_elements", [x, index], ctx.out, axis=axis)
+
+
+def _index_tensors(node: Node, ctx: LowerContext) -> list[Value | None]:
+    """`indices` of aten.index.Tensor with None for the axes that are not indexed."""
+    given = ctx.args["indices"]
+    tensors = iter(node.inputs[1:])
+    return [next(tensors) if i == "*" else i if isinstance(i, Value) else None for i in given]
+
+
+@builtin("aten.index.Tensor", "aten._unsafe_index.Tensor")
+def index(node: Node, ctx: LowerContext) -> Value:
+    """x[..., idx, ...] with integer index tensors: one indexed axis is a gather; several
+    indexed leading axes are a gather_nd on the broadcast, stacked indices."""
+    x = ctx.args["self"]
+    indices = _index_tensors(node, ctx)
+    used = [(axis, i) for axis, i in enumerate(indices) if i is not None]
+    for _, i in used:
+        if i.dtype == DType.bool:
+            raise TranslationError(
+                "indexing with a boolean mask gives a shape that depends on the data",
+                "use torch.where(mask, x, other) or masked_fill to keep a static shape")
+    if len(used) == 1:
+        axis, i = used[0]
+        return ctx.emit("tract_core.gather", [x, ctx.cast(i, DType.i64)], ctx.out, axis=axis)
+    axes = [a for a, _ in used]
+    if axes != list(range(len(axes))):
+        raise TranslationError("tensor indices on several axes are only supported on leading consecutive axes",
+                               "index one axis at a time, or move the indexed axes to the front")
+    lead = ctx.out.shape[: ctx.out.rank - (x.rank - len(axes))]
+    parts = []
+    for _, i in used:
+        i = ctx.cast(i, DType.i64)
+        if tuple(i.shape) != tuple(lead):
+            from t2ir.ops.aten.shape import broadcast_to
+
+            i = broadcast_to(ctx, i, i.type.with_shape(lead))
+        parts.append(ctx.emit("nnef.unsqueeze", [i], i.type.with_shape(tuple(lead) + (1,)), axes=[len(lead)]))
+    stacked = ctx.emit("nnef.concat", parts, TensorType(DType.i64, tuple(lead) + (len(parts),)), axis=len(lead))
+    return ctx.emit("tract_core.gather_nd", [x, stacked], ctx.out, batch_dims=0)
+
+
+def reversed_range(ctx: LowerContext, n: Any) -> Value:
+    return ctx.emit("tract_core.range", [], TensorType(DType.i64, (n,)), start=n - 1, end=-1, step=-1)
+
+
+@builtin("aten.flip")
+def flip(node: Node, ctx: LowerContext) -> Value:
+    """tract slices cannot run backwards (a negative stride aborts): gather a reversed range."""
+    x = ctx.args["self"]
+    for axis in sorted({norm_axis(d, x.rank) for d in ctx.args["dims"]}):
+        if x.shape[axis] == 1:
+            continue
+        x = ctx.emit("tract_core.gather", [x, reversed_range(ctx, x.shape[axis])], x.type, axis=axis)
+    return x
+
+
+@builtin("aten.roll")
+def roll(node: Node, ctx: LowerContext) -> Value:
+    """Each shifted axis is two slices swapped (concat(x[n-s:], x[:n-s])). On a symbolic axis
+    the shift must be smaller than the size, which the export cannot check."""
+    x, out = ctx.args["self"], ctx.out
+    shifts, dims = list(ctx.args["shifts"]), list(ctx.args.get("dims") or [])
+    if not dims:
+        n = 1
+        for d in x.shape:
+            n = n * d
+        flat = ctx.emit("nnef.reshape", [x], x.type.with_shape((n,)), shape=[n])
+        rolled = _roll_axis(ctx, flat, 0, shifts[0])
+        return ctx.emit("nnef.reshape", [rolled], out, shape=list(out.shape))
+    for shift, dim in zip(shifts, dims):
+        x = _roll_axis(ctx, x, norm_axis(dim, x.rank), shift)
+    return x
+
+
+def _roll_axis(ctx: LowerContext, x: Value, axis: int, shift: int) -> Value:
+    n = x.shape[axis]
+    if isinstance(n, int):
+        shift %= n
+        if shift == 0:
+            return x
+        cut = n - shift
+    else:
+        cut = n - shift if shift > 0 else -shift
+    tail, head = slice_axis(ctx, x, axis, cut, n), slice_axis(ctx, x, axis, 0, cut)
+    return ctx.emit("nnef.concat", [tail, head], x.type, axis=axis)
+
+
+@builtin("aten.tril", "aten.triu")
+def trilu(node: Node, ctx: LowerContext) -> Value:
+    x = ctx.args["self"]
+    return ctx.emit("tract_core.trilu", [x], ctx.out, k=ctx.arg("diagonal", 0), upper=node.op == "aten.triu")
+
+
+_PAD_BORDER = {"constant": "constant", "reflect": "reflect", "replicate": "replicated"}
+
+
+@builtin("aten.pad", "aten.constant_pad_nd", "aten.reflection_pad1d", "aten.reflection_pad2d",
+         "aten.reflection_pad3d", "aten.replication_pad1d", "aten.replication_pad2d", "aten.replication_pad3d")
+def pad(node: Node, ctx: LowerContext) -> Value:
+    """torch lists (before, after) pairs from the last axis backwards; negative amounts crop."""
+    x, out = ctx.args["self"], ctx.out
+    amounts = list(ctx.args.get("pad", ctx.args.get("padding")))
+    mode = ctx.arg("mode", "constant")
+    if node.op.startswith("aten.reflection"):
+        mode = "reflect"
+    elif node.op.startswith("aten.replication"):
+        mode = "replicate"
+    if mode == "circular":
+        return _circular_pad(ctx, x, amounts)
+    if mode not in _PAD_BORDER:
+        raise TranslationError(f"pad mode {mode!r} is not supported", "use constant, reflect, replicate or circular")
+    pairs = [[0, 0] for _ in range(x.rank)]
+    for k in range(len(amounts) // 2):
+        pairs[x.rank - 1 - k] = [amounts[2 * k], amounts[2 * k + 1]]
+    x = _crop(ctx, x, pairs)
+    pairs = [[max(b, 0), max(a, 0)] for b, a in pairs]
+    if all(b == 0 and a == 0 for b, a in pairs):
+        return x
+    attrs: dict[str, Any] = dict(padding=pairs, border=_PAD_BORDER[mode])
+    if mode == "constant":
+        value = ctx.arg("value", 0.0)
+        attrs["value"] = float(value) if out.dtype.is_float else int(value)
+    return ctx.emit("nnef.pad", [x], out, **attrs)
+
+
+def _crop(ctx: LowerContext, x: Value, pairs: list[list[Any]]) -> Value:
+    """Negative pad amounts remove elements: slice them off first."""
+    for axis, (b, a) in enumerate(pairs):
+        if (isinstance(b, int) and b < 0) or (isinstance(a, int) and a < 0):
+            n = x.shape[axis]
+            x = slice_axis(ctx, x, axis, max(-b, 0), n - max(-a, 0))
+    return x
+
+
+def _circular_pad(ctx: LowerContext, x: Value, amounts: list[int]) -> Value:
+    """Wrap-around padding: the tail of the axis before it and its head after it."""
+    for k in range(len(amounts) // 2):
+        axis, before, after = x.rank - 1 - k, amounts[2 * k], amounts[2 * k + 1]
+        n = x.shape[axis]
+        parts = ([slice_axis(ctx, x, axis, n - before, n)] if before else []) + [x] + \
+                ([slice_axis(ctx, x, axis, 0, after)] if after else [])
+        if len(parts) > 1:
+            x = ctx.emit("nnef.concat", parts, _with_dim(x, axis, n + before + after), axis=axis)
+    return x
+
+
+@builtin("aten.repeat_interleave.self_int")
+def repeat_interleave(node: Node, ctx: LowerContext) -> Value:
+    """Each element repeated r times along `dim`: unsqueeze, tile, merge the two axes."""
+    x, out = ctx.args["self"], ctx.out
+    r = ctx.args["repeats"]
+    dim = ctx.args.get("dim")
+    if dim is None:
+        n = 1
+        for d in x.shape:
+            n = n * d
+        x = ctx.emit("nnef.reshape", [x], x.type.with_shape((n,)), shape=[n])
+        dim = 0
+    axis = norm_axis(dim, x.rank)
+    shape = list(x.shape)
+    x = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape(tuple(shape[: axis + 1] + [1] + shape[axis + 1:])),
+                 axes=[axis + 1])
+    tiled = x.type.with_shape(tuple(shape[: axis + 1] + [r] + shape[axis + 1:]))
+    x = ctx.emit("nnef.tile", [x], tiled, repeats=[r if i == axis + 1 else 1 for i in range(len(shape) + 1)])
+    return ctx.emit("nnef.reshape", [x], out, shape=list(out.shape))

@@ -1,0 +1,79 @@
+"""compress-weights: hands each weight to the chosen compression method and reports every decision."""
+
+from __future__ import annotations
+
+import fnmatch
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from t2ir.compression.methods import CompressionMethod, Skip, Weight, find_weights, get_method
+from t2ir.compression.report import KEPT, PACKED, QuantReport
+from t2ir.ir import Graph
+from t2ir.passes.base import Pass, PassResult
+
+
+class CompressionWarning(UserWarning):
+    """Weights a compression method could have been expected to pack but left float."""
+
+
+@dataclass
+class CompressionResult(PassResult):
+    """A PassResult that carries the report, for the emitter to complete and save."""
+
+    report: Optional[QuantReport] = field(default=None, repr=False)
+
+
+def keep_float_match(label: str, patterns: Sequence[str]) -> Optional[str]:
+    """The first `keep_float` glob matching the constant's label, if any."""
+    return next((p for p in patterns if fnmatch.fnmatchcase(label, p)), None)
+
+
+class CompressWeights(Pass):
+    """Runs when `options.compression` names a method (`q4_0`, `q4_0_with_embeddings`, or one
+    registered by the user). It reads no weight data: it marks or rewrites constants, and the
+    emitter packs them while streaming and measures their error. Weights left unpacked are in the
+    report with their reason; the unexpected ones (K % 32, tied, mixed uses) also raise one warning.
+    """
+
+    name = "compress-weights"
+    requires = frozenset({"nnef-level"})
+
+    def run(self, graph: Graph, options: Any) -> PassResult:
+        name = getattr(options, "compression", None)
+        if not name:
+            return CompressionResult(False)
+        method = get_method(name, options)
+        report = QuantReport(method.name)
+        unexpected: list[str] = []
+        keep_float = getattr(options, "keep_float", ()) or ()
+        keep_float = (keep_float,) if isinstance(keep_float, str) else tuple(keep_float)
+        for weight in find_weights(graph):
+            skip = self.decide(weight, method, keep_float)
+            if skip is not None:
+                report.add(weight.value, KEPT, reason=skip.reason)
+                if skip.warn:
+                    unexpected.append(f"{weight.label} ({skip.reason})")
+                continue
+            consts = method.apply(graph, weight)
+            report.add(weight.value, PACKED, encoding=method.stored_as, consts=consts)
+        if unexpected:
+            warnings.warn(f"compression {method.name!r} left {len(unexpected)} weight(s) unpacked: "
+                          + "; ".join(unexpected), CompressionWarning, stacklevel=2)
+        stats = {"packed": len(report.packed), "kept": len(report.kept)}
+        return CompressionResult(bool(report.packed), stats, report=report)
+
+    @staticmethod
+    def decide(weight: Weight, method: CompressionMethod, keep_float: Sequence[str]) -> Optional[Skip]:
+        pattern = keep_float_match(weight.label, keep_float)
+        if pattern is not None:
+            return Skip(f"kept float by keep_float pattern {pattern!r}", warn=False)
+        return method.refuse(weight)
+
+
+def quant_report_of(records: Sequence[Any]) -> Optional[QuantReport]:
+    """The report of the compress-weights run among the pipeline's records (None if it did not run)."""
+    for r in records:
+        if isinstance(r.result, CompressionResult) and r.result.report is not None:
+            return r.result.report
+    return None

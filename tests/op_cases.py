@@ -1,0 +1,441 @@
+"""The operator test table: one row per (op, pattern), with the dtypes and dynamic axes it is
+checked with in tract. `tests/test_ops.py` runs every row; the rows are data so that the table
+doubles as the list of what t2ir supports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# Sizes of the dynamic symbols: every case runs at both, so the symbolic shapes must generalise.
+SIZES = ({"B": 2, "S": 3, "L": 6}, {"B": 3, "S": 5, "L": 10})
+
+
+@dataclass(frozen=True)
+class In:
+    """An input: shape (ints, or symbol names that become dynamic axes) and value kind.
+
+    kind: "float" (N(0,1)), "pos" (in [0.5, 2.5]), "int" (in [-5, 5]), "bool", "index" (in
+    [0, high), high may be a symbol), "unit" (in (-0.9, 0.9), for atanh-like domains).
+    """
+
+    shape: tuple
+    kind: str = "float"
+    high: object = 0
+
+
+def X(*shape) -> In:
+    return In(shape)
+
+
+def Pos(*shape) -> In:
+    return In(shape, "pos")
+
+
+def Int(*shape) -> In:
+    return In(shape, "int")
+
+
+def Mask(*shape) -> In:
+    return In(shape, "bool")
+
+
+def Idx(high, *shape) -> In:
+    return In(shape, "index", high)
+
+
+@dataclass(frozen=True)
+class Case:
+    """`fn(*inputs)` or `mod()(*inputs)` compared in tract and eager, for each of `dtypes`.
+
+    `dtypes` lists the float types the case runs in ("f32", "f16"): float inputs and module
+    parameters are converted. `static` freezes the symbols named there (torch.export would
+    specialise them). `atol` overrides the default tolerance of the dtype.
+    """
+
+    id: str
+    inputs: tuple[In, ...]
+    fn: Optional[Callable] = None
+    mod: Optional[Callable[[], nn.Module]] = None
+    dtypes: tuple[str, ...] = ("f32",)
+    static: tuple[str, ...] = ()
+    atol: Optional[float] = None
+    ops: tuple[str, ...] = field(default_factory=tuple)  # aten ops the case must exercise (docs)
+
+
+F16 = ("f32", "f16")
+
+
+def c(id: str, fn, *inputs: In, **kw) -> Case:
+    return Case(id, tuple(inputs), fn=fn, **kw)
+
+
+def m(id: str, mod, *inputs: In, **kw) -> Case:
+    return Case(id, tuple(inputs), mod=mod, **kw)
+
+
+class HFRMSNorm(nn.Module):
+    """The transformers (Llama) RMSNorm pattern, written out."""
+
+    def __init__(self, d: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d))
+        self.eps = eps
+
+    def forward(self, x):
+        dtype = x.dtype
+        x = x.to(torch.float32)
+        var = x.pow(2).mean(-1, keepdim=True)
+        x = x * torch.rsqrt(var + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class WithBuffer(nn.Module):
+    """A module whose forward combines an input with a parameter (constant weights in tract)."""
+
+    def __init__(self, fn, *shape):
+        super().__init__()
+        self.fn = fn
+        self.w = nn.Parameter(torch.randn(*shape))
+
+    def forward(self, *xs):
+        return self.fn(self.w, *xs)
+
+
+def _bn(n: int, c: int) -> nn.Module:
+    bn = (nn.BatchNorm1d if n == 1 else nn.BatchNorm2d)(c)
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.normal_()
+        bn.bias.normal_()
+    return bn
+
+
+def _keep_first(m):
+    """A mask with its first column False, so no softmax row is fully masked (no NaN)."""
+    return torch.cat([torch.zeros_like(m[..., :1]), m[..., 1:]], -1)
+
+
+def _sdpa(**kw):
+    return lambda q, k, v, *mask: F.scaled_dot_product_attention(q, k, v, *mask, **kw)
+
+
+ELEMENTWISE = [
+    c("add", lambda a, b: a + b, X("B", 4), X("B", 4), dtypes=F16),
+    c("add_broadcast", lambda a, b: a + b, X("B", 3, 4), X(4), dtypes=F16),
+    c("add_broadcast_mid", lambda a, b: a + b, X("B", 3, 4), X(3, 1), dtypes=F16),
+    c("add_alpha", lambda a, b: torch.add(a, b, alpha=2.5), X("B", 4), X("B", 4)),
+    c("add_scalar", lambda a: a + 1.5, X("B", 4), dtypes=F16),
+    c("sub", lambda a, b: a - b, X("B", 1, 4), X(3, 4), dtypes=F16),
+    c("rsub", lambda a: 2.0 - a, X("B", 4)),
+    c("mul", lambda a, b: a * b, X("B", 3, 4), X("B", 1, 4), dtypes=F16),
+    c("mul_scalar", lambda a: a * 3, X("B", 4), dtypes=F16),
+    c("div", lambda a, b: a / b, X("B", 4), Pos("B", 4), dtypes=F16),
+    c("div_scalar", lambda a: a / 4, X("B", 4)),
+    c("floor_divide", lambda a, b: torch.div(a, b, rounding_mode="floor"), X("B", 4), Pos("B", 4)),
+    c("trunc_divide", lambda a, b: torch.div(a, b, rounding_mode="trunc"), X("B", 4), Pos("B", 4)),
+    c("remainder", lambda a, b: torch.remainder(a, b), X("B", 4), Pos("B", 4)),
+    c("fmod", lambda a: torch.fmod(a, 0.7), X("B", 4)),
+    c("add_int", lambda a, b: a + b, Int("B", 4), Int("B", 4)),
+    c("mul_int_scalar", lambda a: a * 3 + 1, Int("B", 4)),
+    c("int_float_promote", lambda a, b: a * b, Int("B", 4), X("B", 4)),
+    c("floor_divide_int", lambda a: a // 2, Int("B", 4)),
+    c("maximum", torch.maximum, X("B", 4), X(4), dtypes=F16),
+    c("minimum", torch.minimum, X("B", 4), X("B", 4)),
+    c("pow_scalar", lambda a: a ** 3, X("B", 4), dtypes=F16),
+    c("pow_frac", lambda a: a ** 2.5, Pos("B", 4)),
+    c("pow_square", lambda a: a.pow(2), X("B", 4)),
+    c("pow_tensor", torch.pow, Pos("B", 4), X("B", 4)),
+    c("pow_scalar_base", lambda a: 2.0 ** a, X("B", 4)),
+    c("sqrt", torch.sqrt, Pos("B", 4), dtypes=F16),
+    c("rsqrt", torch.rsqrt, Pos("B", 4), dtypes=F16),
+    c("exp", torch.exp, X("B", 4), dtypes=F16),
+    c("log", torch.log, Pos("B", 4), dtypes=F16),
+    c("abs", torch.abs, X("B", 4), dtypes=F16),
+    c("neg", torch.neg, X("B", 4), dtypes=F16),
+    c("reciprocal", torch.reciprocal, Pos("B", 4), dtypes=F16),
+    c("sign", torch.sign, X("B", 4)),
+    c("floor", torch.floor, X("B", 4), dtypes=F16),
+    c("ceil", torch.ceil, X("B", 4), dtypes=F16),
+    c("round", lambda a: torch.round(a * 2), X("B", 4)),
+    c("trig", lambda a: torch.sin(a) + torch.cos(a) * torch.tanh(a), X("B", 4), dtypes=F16),
+    c("clamp", lambda a: torch.clamp(a, -0.5, 0.7), X("B", 4), dtypes=F16),
+    c("clamp_min", lambda a: a.clamp(min=0.1), X("B", 4)),
+    c("clamp_max", lambda a: a.clamp(max=0.1), X("B", 4)),
+    c("clamp_tensor", lambda a, lo, hi: torch.clamp(a, lo, hi), X("B", 4), X(4), X("B", 4)),
+    c("clamp_int", lambda a: a.clamp(-2, 3), Int("B", 4)),
+    c("eq_ne", lambda a, b: torch.stack([a == b, a != b]), Int("B", 4), Int(4)),
+    c("lt_le", lambda a, b: torch.stack([a < b, a <= b]), X("B", 4), X("B", 4)),
+    c("gt_ge_scalar", lambda a: torch.stack([a > 0.2, a >= 0.0]), X("B", 4), dtypes=F16),
+    c("compare_int_scalar", lambda a: (a > 1) & (a <= 3), Int("B", 4)),
+    c("where", torch.where, Mask("B", 4), X("B", 4), X(4), dtypes=F16),
+    c("where_scalar", lambda m, a: torch.where(m, a, 0.0), Mask("B", 1), X("B", 4)),
+    c("where_from_compare", lambda a: torch.where(a > 0, a, a * 0.1), X("B", 4)),
+    c("masked_fill", lambda a, m: a.masked_fill(m, -1.5), X("B", 3, 4), Mask(3, 4), dtypes=F16),
+    c("masked_fill_neg_inf", lambda a, m: a.masked_fill(_keep_first(m), float("-inf")).softmax(-1),
+      X("B", 4), Mask("B", 4)),
+    c("masked_fill_tensor", lambda a, m, v: a.masked_fill(m, v), X("B", 4), Mask("B", 4), X()),
+    c("logical", lambda a, b: torch.stack([a & b, a | b, a ^ b, ~a, torch.logical_and(a, b),
+                                           torch.logical_or(a, b), torch.logical_xor(a, b), torch.logical_not(b)]),
+      Mask("B", 4), Mask("B", 4)),
+    c("bitwise_int", lambda a, b: torch.stack([a & b, a | b, a ^ b, ~a, a & 3]), Int("B", 4), Int("B", 4)),
+    c("isfinite", lambda a: torch.stack([torch.isfinite(a.log()), torch.isposinf(1 / (a - a))]), X("B", 4)),
+    c("isnan_isinf", lambda a: torch.stack([torch.isnan(a.log()), torch.isinf(1 / (a - a))]), X("B", 4)),
+]
+
+ACTIVATIONS = [
+    c("relu", F.relu, X("B", 8), dtypes=F16),
+    c("relu6_hardtanh", lambda a: F.relu6(a * 4) + F.hardtanh(a), X("B", 8)),
+    c("leaky_relu", lambda a: F.leaky_relu(a, 0.2), X("B", 8), dtypes=F16),
+    c("gelu", F.gelu, X("B", 8), dtypes=F16),
+    c("gelu_tanh", lambda a: F.gelu(a, approximate="tanh"), X("B", 8), dtypes=F16),
+    c("silu", F.silu, X("B", 8), dtypes=F16),
+    c("sigmoid", torch.sigmoid, X("B", 8), dtypes=F16),
+    c("tanh", torch.tanh, X("B", 8), dtypes=F16),
+    c("softplus", F.softplus, X("B", 8), dtypes=F16),
+    c("softplus_beta", lambda a: F.softplus(a * 10, beta=2.0, threshold=5.0), X("B", 8)),
+    c("elu", F.elu, X("B", 8), dtypes=F16),
+    c("elu_alpha", lambda a: F.elu(a, alpha=0.5), X("B", 8)),
+    c("selu_celu", lambda a: F.selu(a) + F.celu(a, 1.5), X("B", 8)),
+    c("hardswish", lambda a: F.hardswish(a * 3), X("B", 8), dtypes=F16),
+    c("hardsigmoid", lambda a: F.hardsigmoid(a * 3), X("B", 8)),
+    c("mish", F.mish, X("B", 8)),
+    c("softmax", lambda a: F.softmax(a, -1), X("B", 3, 8), dtypes=F16),
+    c("softmax_dim1", lambda a: F.softmax(a, 1), X("B", 3, 8)),
+    c("log_softmax", lambda a: F.log_softmax(a, -1), X("B", 8), dtypes=F16),
+    m("prelu", lambda: nn.PReLU(4), X("B", 4, 5)),
+]
+
+LINALG = [
+    c("matmul_2d", torch.matmul, X("S", 4), X(4, 5), dtypes=F16),
+    c("matmul_batched", torch.matmul, X("B", 3, 4), X("B", 4, 5), dtypes=F16),
+    c("matmul_broadcast", torch.matmul, X("B", 2, 3, 4), X(4, 5)),
+    c("matmul_broadcast_batch", torch.matmul, X("B", 1, 3, 4), X(2, 4, 5)),
+    c("matmul_vec", lambda a, v: a @ v, X("B", 3, 4), X(4)),
+    c("matmul_vec_left", lambda v, a: v @ a, X(4), X("B", 4, 3)),
+    c("dot", lambda a, b: a @ b, X(5), X(5)),
+    c("mm", torch.mm, X("S", 4), X(4, 6)),
+    c("bmm", torch.bmm, X("B", 3, 4), X("B", 4, 2), dtypes=F16),
+    m("linear", lambda: nn.Linear(8, 6), X("B", "S", 8), dtypes=F16),
+    m("linear_2d_nobias", lambda: nn.Linear(8, 6, bias=False), X("B", 8)),
+    c("linear_functional", lambda x, w, b: F.linear(x, w, b), X("B", 8), X(3, 8), X(3)),
+    c("addmm", lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=2.0), X(6), X("B", 4), X(4, 6)),
+    c("einsum_bmm", lambda a, b: torch.einsum("bij,bjk->bik", a, b), X("B", 3, 4), X("B", 4, 5), dtypes=F16),
+    c("einsum_attn", lambda q, k: torch.einsum("bhqd,bhkd->bhqk", q, k), X(1, 2, "S", 4), X(1, 2, "S", 4)),
+    c("einsum_transpose", lambda a: torch.einsum("ij->ji", a), X("S", 4)),
+    c("einsum_outer", lambda a, b: torch.einsum("i,j->ij", a, b), X("S"), X(4)),
+    c("einsum_reduce", lambda a: torch.einsum("bij->bj", a), X("B", 3, 4)),
+    c("einsum_ellipsis", lambda a, b: torch.einsum("...ij,jk->...ik", a, b), X("B", 3, 4), X(4, 2)),
+]
+
+CONV = [
+    m("conv1d", lambda: nn.Conv1d(3, 4, 3), X("B", 3, "L"), dtypes=F16, atol=None),
+    m("conv1d_stride_pad_dil", lambda: nn.Conv1d(4, 6, 3, stride=2, padding=2, dilation=2, groups=2), X("B", 4, "L")),
+    m("conv1d_same", lambda: nn.Conv1d(3, 4, 4, padding="same"), X("B", 3, "L")),
+    m("conv2d", lambda: nn.Conv2d(3, 4, 3, padding=1), X("B", 3, 6, 7), dtypes=F16),
+    m("conv2d_stride_groups", lambda: nn.Conv2d(4, 8, (3, 2), stride=(2, 1), padding=(1, 0), groups=4),
+      X("B", 4, 7, 6)),
+    m("conv2d_dilation_nobias", lambda: nn.Conv2d(2, 3, 3, dilation=2, bias=False), X(1, 2, 8, "L")),
+    m("conv2d_depthwise", lambda: nn.Conv2d(4, 4, 3, groups=4, padding="same"), X("B", 4, 6, 6)),
+    m("conv_transpose1d", lambda: nn.ConvTranspose1d(3, 4, 3, stride=2, padding=1, output_padding=1),
+      X("B", 3, 5), dtypes=F16),
+    m("conv_transpose1d_groups", lambda: nn.ConvTranspose1d(4, 6, 3, stride=2, groups=2, bias=False),
+      X("B", 4, 5)),
+    m("conv_transpose2d", lambda: nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1), X("B", 3, 4, 5), dtypes=F16),
+    m("conv_transpose2d_dil_groups", lambda: nn.ConvTranspose2d(4, 6, (2, 3), stride=(1, 2), dilation=2, groups=2,
+                                                                  output_padding=(0, 1)), X("B", 4, 4, 3)),
+    # aten.max_pool1d reads its input length as a constant when traced: L stays static.
+    c("max_pool1d", lambda a: F.max_pool1d(a, 3, 2, padding=1), X("B", 3, "L"), dtypes=F16, static=("L",)),
+    c("max_pool2d", lambda a: F.max_pool2d(a, 2), X("B", 3, 6, 8), dtypes=F16),
+    c("max_pool2d_pad_dil_ceil", lambda a: F.max_pool2d(a, 3, 2, padding=1, dilation=1, ceil_mode=True),
+      X("B", 2, 7, 8)),
+    c("max_pool2d_dilation", lambda a: F.max_pool2d(a, 2, 1, dilation=2), X("B", 2, 6, 6)),
+    c("avg_pool1d", lambda a: F.avg_pool1d(a, 2), X("B", 3, 8), dtypes=F16),
+    c("avg_pool2d_pad", lambda a: F.avg_pool2d(a, 3, 2, padding=1), X("B", 2, 7, 8)),
+    c("avg_pool2d_pad_exclude", lambda a: F.avg_pool2d(a, 3, 2, padding=1, count_include_pad=False),
+      X("B", 2, 7, 8)),
+    c("avg_pool2d_ceil", lambda a: F.avg_pool2d(a, 2, ceil_mode=True), X("B", 2, 5, 7)),
+    c("adaptive_avg_pool1d", lambda a: F.adaptive_avg_pool1d(a, 1), X("B", 3, "L")),
+    c("adaptive_avg_pool2d", lambda a: F.adaptive_avg_pool2d(a, (2, 3)), X("B", 3, 4, 6), dtypes=F16),
+    c("adaptive_avg_pool2d_1", lambda a: F.adaptive_avg_pool2d(a, 1), X("B", 3, 5, 5)),
+    c("adaptive_max_pool2d_1", lambda a: F.adaptive_max_pool2d(a, 1, return_indices=True), X("B", 3, 5, "L")),
+    c("adaptive_max_pool2d", lambda a: F.adaptive_max_pool2d(a, (2, 3)), X("B", 3, 4, 6)),
+    c("max_pool2d_indices", lambda a: F.max_pool2d(a, 2, return_indices=True), X("B", 2, 4, 6)),
+]
+
+NORM = [
+    m("batch_norm1d", lambda: _bn(1, 4), X("B", 4, "L"), dtypes=F16),
+    m("batch_norm2d", lambda: _bn(2, 3), X("B", 3, 4, 5), dtypes=F16),
+    m("layer_norm", lambda: nn.LayerNorm(8), X("B", "S", 8), dtypes=F16),
+    m("layer_norm_2d_noaffine", lambda: nn.LayerNorm((3, 4), elementwise_affine=False), X("B", 3, 4)),
+    m("group_norm", lambda: nn.GroupNorm(2, 4), X("B", 4, 3, 3), dtypes=F16),
+    m("group_norm_1d", lambda: nn.GroupNorm(3, 6, affine=False), X("B", 6, "L")),
+    m("rms_norm", lambda: nn.RMSNorm(8), X("B", "S", 8), dtypes=F16),
+    m("rms_norm_eps", lambda: nn.RMSNorm(8, eps=1e-5), X("B", 8)),
+    m("rms_norm_hf", lambda: HFRMSNorm(8), X("B", "S", 8), dtypes=F16),
+    c("normalize", lambda a: F.normalize(a, dim=-1), X("B", 8)),
+]
+
+REDUCE = [
+    c("sum_all", torch.sum, X("B", 4), dtypes=F16),
+    c("sum_dim", lambda a: a.sum(1), X("B", 3, 4), dtypes=F16),
+    c("sum_dims_keepdim", lambda a: a.sum((0, 2), keepdim=True), X("B", 3, 4)),
+    c("sum_bool", lambda m: m.sum(-1), Mask("B", 4)),
+    c("sum_int", lambda a: a.sum(0), Int("B", 4)),
+    c("mean_all", torch.mean, X("B", 4)),
+    c("mean_dim_keepdim", lambda a: a.mean(-1, keepdim=True), X("B", 3, 4), dtypes=F16),
+    c("mean_dtype", lambda a: a.mean(1, dtype=torch.float32), X("B", 4), dtypes=("f16",)),
+    c("amax_amin", lambda a: a.amax(1) - a.amin((0, 2)).sum(), X("B", 3, 4), dtypes=F16),
+    c("max_all", torch.max, X("B", 4)),
+    c("min_all", torch.min, X("B", 4)),
+    c("max_dim", lambda a: torch.max(a, 1), X("B", 3, 4), dtypes=F16),
+    c("min_dim_keepdim", lambda a: torch.min(a, -1, keepdim=True), X("B", 3, 4)),
+    c("max_dim_values", lambda a: a.max(dim=0).values, X("B", 4)),
+    c("argmax", lambda a: a.argmax(-1), X("B", 3, 4), dtypes=F16),
+    c("argmin_keepdim", lambda a: a.argmin(1, keepdim=True), X("B", 3, 4)),
+    c("argmax_flat", lambda a: a.argmax(), X("B", 4)),
+    c("prod", lambda a: a.prod(1), X("B", 3, 4)),
+    c("prod_all", lambda a: a.prod(), Pos(2, "B")),
+    c("var", lambda a: a.var(-1), X("B", 3, 8)),
+    c("var_unbiased_keepdim", lambda a: torch.var(a, (0, 2), correction=0, keepdim=True), X("B", 3, 4)),
+    c("var_all", lambda a: a.var(), X("B", 4)),
+    c("std", lambda a: a.std(1), X("B", 6, 4), dtypes=F16),
+    c("std_correction0", lambda a: torch.std(a, -1, correction=0, keepdim=True), X("B", 8)),
+    c("var_mean", lambda a: torch.var_mean(a, -1), X("B", 8)),
+    c("cumsum", lambda a: a.cumsum(-1), X("B", 5), dtypes=F16),
+    c("cumsum_dim0", lambda a: torch.cumsum(a, 0), X("B", 3)),
+    c("cumsum_int", lambda a: a.cumsum(1), Int("B", 4)),
+    c("cumsum_bool", lambda m: m.cumsum(1), Mask("B", 4)),
+    c("any_all", lambda m: torch.stack([m.any(-1), m.all(-1)]), Mask("B", 4)),
+    c("topk", lambda a: torch.topk(a, 2, -1), X("B", 5)),
+    c("topk_smallest", lambda a: torch.topk(a, 2, 0, largest=False), X("B", 5)),
+    c("logsumexp", lambda a: torch.logsumexp(a, -1), X("B", 6)),
+    c("norm", lambda a: torch.linalg.vector_norm(a, dim=-1), X("B", 6)),
+]
+
+SHAPE = [
+    c("view", lambda a: a.view(a.shape[0], 2, 6), X("B", 3, 4)),
+    c("view_neg1", lambda a: a.view(-1, 4), X("B", 3, 4)),
+    c("reshape_merge", lambda a: a.reshape(a.shape[0] * a.shape[1], 4), X("B", 3, 4)),
+    c("reshape_numel", lambda a: a.reshape(a.numel() // 4, 4), X("B", 8)),
+    c("reshape_size_arith", lambda a: a.view(a.size(0), a.size(1) * 2, a.size(2) // 2), X("B", "S", 4)),
+    c("flatten", lambda a: a.flatten(1), X("B", 3, 4)),
+    c("flatten_all", torch.flatten, X("B", 3, 4)),
+    c("unflatten", lambda a: a.unflatten(-1, (2, 3)), X("B", 6)),
+    c("permute", lambda a: a.permute(2, 0, 1), X("B", 3, 4), dtypes=F16),
+    c("transpose", lambda a: a.transpose(-1, 1), X("B", 3, 4)),
+    c("t", lambda a: a.t(), X("S", 4)),
+    c("mT", lambda a: a.mT, X("B", 3, 4)),
+    c("expand", lambda a: a.expand(-1, 3, 4), X("B", 1, 4), dtypes=F16),
+    c("expand_new_axis", lambda a: a.expand(2, a.shape[0], 4), X("B", 4)),
+    c("expand_as", lambda a, b: a.expand_as(b), X(1, 4), X("B", 4)),
+    c("repeat", lambda a: a.repeat(2, 1, 3), X("B", 4)),
+    c("repeat_interleave", lambda a: a.repeat_interleave(2, dim=1), X("B", 3)),
+    c("squeeze", lambda a: a.squeeze(1), X("B", 1, 4)),
+    c("squeeze_all", lambda a: a.squeeze(), X(1, "B", 1, 4)),
+    c("unsqueeze", lambda a: a.unsqueeze(-1), X("B", 4)),
+    c("none_index", lambda a: a[:, None, :, None], X("B", 4)),
+    c("cat", lambda a, b: torch.cat([a, b], -1), X("B", 2), X("B", 3), dtypes=F16),
+    c("cat_dynamic_axis", lambda a, b: torch.cat([a, b], 0), X("B", 3), X("S", 3)),
+    c("cat_mixed_dtype", lambda a, b: torch.cat([a, b], 1), X("B", 2), Int("B", 3)),
+    c("stack", lambda a, b: torch.stack([a, b], 1), X("B", 3), X("B", 3)),
+    c("split", lambda a: a.split(2, -1), X("B", 5)),
+    c("split_sizes", lambda a: torch.split(a, [1, 3, 2], 1), X("B", 6)),
+    c("split_dynamic", lambda a: a.split(1, 0), X(3, "S")),
+    c("chunk", lambda a: a.chunk(3, -1), X("B", 6)),
+    c("unbind", lambda a: a.unbind(1), X("B", 3)),
+    c("slice", lambda a: a[:, 1:3], X("B", 5), dtypes=F16),
+    c("slice_negative", lambda a: a[:, -3:-1], X("B", 5)),
+    c("slice_step", lambda a: a[:, 1::2], X("B", 7)),
+    c("slice_dynamic", lambda a: a[1:], X("S", 4)),
+    c("slice_dynamic_negative", lambda a: a[-2:], X("S", 4)),
+    c("slice_dynamic_end", lambda a: a[:-1], X("S", 4)),
+    c("slice_dynamic_step", lambda a: a[::2], X("S", 4)),
+    c("slice_past_end", lambda a: a[:, 2:100], X("B", 5)),
+    c("select", lambda a: a[:, 1], X("B", 3, 4)),
+    c("select_negative", lambda a: a[..., -1], X("B", 3, 4)),
+    c("select_dynamic_last", lambda a: a[-1], X("S", 4)),
+    c("narrow", lambda a: a.narrow(1, 1, 2), X("B", 4)),
+    c("index_select", lambda a, i: a.index_select(1, i), X("B", 5), Idx(5, 3)),
+    c("index_tensor", lambda a, i: a[:, i], X("B", 5, 2), Idx(5, 3)),
+    c("index_tensor_2d", lambda a, i: a[i], X(6, 3), Idx(6, "B", 2)),
+    c("index_tensor_dynamic", lambda a, i: a[i], X("S", 3), Idx("S", 4)),
+    c("gather", lambda a, i: torch.gather(a, 1, i), X("B", 5), Idx(5, "B", 3)),
+    c("gather_dim0", lambda a, i: a.gather(0, i), X(4, 3), Idx(4, "B", 3)),
+    # torch.take_along_dim specialises its broadcast batch axes when traced: B stays static.
+    c("take_along_dim", lambda a, i: torch.take_along_dim(a, i, -1), X("B", 5), Idx(5, "B", 3), static=("B",)),
+    m("embedding", lambda: nn.Embedding(10, 4), Idx(10, "B", "S"), dtypes=F16),
+    c("embedding_functional", lambda i, w: F.embedding(i, w), Idx(7, "S"), X(7, 3)),
+    c("pad_constant", lambda a: F.pad(a, (1, 2)), X("B", 3), dtypes=F16),
+    c("pad_constant_value", lambda a: F.pad(a, (1, 0, 0, 2), value=0.5), X("B", 3, 4)),
+    c("pad_reflect", lambda a: F.pad(a, (2, 1), mode="reflect"), X("B", 3, 5)),
+    c("pad_reflect_2d", lambda a: F.pad(a, (1, 1, 2, 0), mode="reflect"), X("B", 2, 4, 5)),
+    c("pad_replicate", lambda a: F.pad(a, (1, 2), mode="replicate"), X("B", 3, 4)),
+    c("pad_circular", lambda a: F.pad(a, (2, 1), mode="circular"), X("B", 3, 5)),
+    c("pad_negative", lambda a: F.pad(a, (-1, 2)), X("B", 5)),
+    c("pad_dynamic_axis", lambda a: F.pad(a, (0, 0, 1, 1)), X("S", 3)),
+    c("flip", lambda a: a.flip(-1), X("B", 5)),
+    c("flip_dynamic", lambda a: a.flip(0, 1), X("S", 3)),
+    c("roll", lambda a: a.roll(2, -1), X("B", 5)),
+    c("roll_multi", lambda a: a.roll((1, -1), (0, 1)), X(3, 4)),
+    c("roll_dynamic", lambda a: a.roll(1, 0), X("S", 4)),
+    c("roll_flat", lambda a: a.roll(1), X(3, 4)),
+    c("tril", torch.tril, X("B", 4, 4)),
+    c("triu_k", lambda a: torch.triu(a, 1), X("S", "S")),
+    c("tril_neg_k", lambda a: a.tril(-1), X(3, "S")),
+    c("contiguous_clone", lambda a: a.transpose(0, 1).contiguous().clone(), X("B", 3)),
+]
+
+CREATION = [
+    c("arange", lambda a: a + torch.arange(4), X("B", 4)),
+    c("arange_float", lambda a: a * torch.arange(0.0, 2.0, 0.5), X("B", 4)),
+    c("arange_dynamic", lambda a: torch.arange(a.shape[0]) * 2, X("S", 3)),
+    c("arange_dynamic_start", lambda a: torch.arange(1, a.shape[0] + 1).float() + a[:, 0], X("S", 3)),
+    c("arange_dynamic_step", lambda a: torch.arange(0, a.shape[0], 2), X("L", 3)),
+    c("full", lambda a: a + torch.full((2, 4), 1.5), X(2, 4)),
+    c("full_dynamic", lambda a: torch.full((a.shape[0], 3), 7), X("S", 2)),
+    c("zeros_ones", lambda a: torch.cat([torch.zeros(a.shape[0], 2), torch.ones(a.shape[0], 1), a], 1), X("B", 3)),
+    c("zeros_int", lambda a: a + torch.zeros(4, dtype=torch.long), Int("B", 4)),
+    c("zeros_like", lambda a: torch.zeros_like(a) + 1, X("B", 3), dtypes=F16),
+    c("ones_like", lambda a: torch.ones_like(a, dtype=torch.bool) & (a > 0), X("B", 3)),
+    c("full_like", lambda a: torch.full_like(a, 2.5) * a, X("B", 3)),
+    c("new_zeros_ones", lambda a: torch.stack([a.new_zeros(a.shape), a.new_ones(a.shape)]), X("B", 3)),
+    c("new_full", lambda a: a.new_full((a.shape[0], 2), 3.0), X("B", 3)),
+    c("empty_like_fill", lambda a: torch.empty_like(a).fill_(0.5) + a, X("B", 3)),
+    c("scalar_tensor", lambda a: a * torch.tensor(2.0), X("B", 3)),
+    c("causal_mask", lambda a: torch.ones(a.shape[1], a.shape[1], dtype=torch.bool).tril(), X(1, "S")),
+]
+
+CASTS = [
+    c("to_half", lambda a: a.half(), X("B", 4)),
+    c("to_float", lambda a: a.float(), X("B", 4), dtypes=("f16",)),
+    c("to_dtype", lambda a: a.to(torch.float16).to(torch.float32), X("B", 4)),
+    c("to_long_trunc", lambda a: (a * 3).long(), X("B", 4)),
+    c("to_int32", lambda a: a.to(torch.int32), Int("B", 4)),
+    c("to_bool", lambda a: a.bool(), Int("B", 4)),
+    c("bool_to_float", lambda m: m.float() * 2, Mask("B", 4)),
+    c("int_to_float", lambda a: a.float() / 2, Int("B", 4)),
+    c("type_as", lambda a, b: a.type_as(b), Int("B", 4), X("B", 4)),
+]
+
+ATTENTION = [
+    c("sdpa", _sdpa(), X("B", 2, "S", 8), X("B", 2, "S", 8), X("B", 2, "S", 8), dtypes=F16),
+    c("sdpa_causal", _sdpa(is_causal=True), X(1, 2, "S", 8), X(1, 2, "S", 8), X(1, 2, "S", 8), dtypes=F16),
+    c("sdpa_scale", _sdpa(scale=0.3), X(1, 2, "S", 8), X(1, 2, "S", 8), X(1, 2, "S", 8)),
+    c("sdpa_bool_mask", lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, ~_keep_first(~m)),
+      X(1, 2, "S", 8), X(1, 2, "S", 8), X(1, 2, "S", 8), Mask(1, 1, "S", "S")),
+    c("sdpa_float_mask", _sdpa(), X(1, 2, 3, 8), X(1, 2, "S", 8), X(1, 2, "S", 8), X(1, 1, 3, "S")),
+    c("sdpa_causal_cross", _sdpa(is_causal=True), X(1, 2, 3, 8), X(1, 2, 5, 8), X(1, 2, 5, 8)),
+    c("sdpa_rank3", _sdpa(), X(2, "S", 8), X(2, "S", 8), X(2, "S", 8)),
+    c("sdpa_gqa", _sdpa(enable_gqa=True), X(1, 4, "S", 8), X(1, 2, "S", 8), X(1, 2, "S", 8)),
+]
+
+
+CASES: list[Case] = [
+    *ELEMENTWISE, *ACTIVATIONS, *LINALG, *CONV, *NORM, *REDUCE, *SHAPE, *CREATION, *CASTS, *ATTENTION,
+]
