@@ -13,6 +13,7 @@ the walk. Nodes inserted after the current one are visited.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import re
 from dataclasses import dataclass, field
@@ -43,11 +44,12 @@ class Loc:
         return self.module or where
 
 
-class TensorSource:
+class TensorSource(abc.ABC):
     """A lazy handle on a constant's bytes: nothing is read until `load()` is called."""
 
+    @abc.abstractmethod
     def load(self):  # -> torch.Tensor
-        raise NotImplementedError(f"{type(self).__name__} must implement load()")
+        """Read the tensor (called once per write, one constant at a time)."""
 
     def describe(self) -> str:
         return type(self).__name__

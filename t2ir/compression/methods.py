@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -120,7 +122,7 @@ def first_reader(graph: Graph, value: Value) -> Optional[Node]:
     return next((n for n in graph.nodes if id(n) in readers), None)
 
 
-class CompressionMethod:
+class CompressionMethod(abc.ABC):
     """Base of every method. Subclasses set `name`, the `positions` they accept, and `apply`.
 
     The compress-weights pass calls `refuse(weight)` (a `Skip` with the reason, or None to take
@@ -160,9 +162,9 @@ class CompressionMethod:
                         f"does not take embeddings, so the shared tensor stays float{self.embedding_hint}")
         return Skip(f"read in positions {sorted(kinds - self.positions)} that '{self.name}' does not take")
 
+    @abc.abstractmethod
     def apply(self, graph: Graph, weight: Weight) -> list[Value]:
         """Store `weight` compressed; return the constants that now hold it."""
-        raise NotImplementedError(f"compression method {self.name!r} must implement apply()")
 
     def dequantized(self, tensor: torch.Tensor) -> Optional[torch.Tensor]:
         """The weight the exported model computes with instead of `tensor`, so that `check_io`

@@ -11,6 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig
 from transformers.cache_utils import DynamicLayer
 
+from t2ir.errors import T2IRError
+
 
 def cache_layout(config: PretrainedConfig) -> tuple[int, int, int]:
     """(num_layers, num_kv_heads, head_dim) of the per-layer KV tensors, so callers can build empty caches."""
@@ -74,7 +76,7 @@ class CausalLMWithExplicitCache(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, num_logits_to_keep: int | None = None):
         super().__init__()
         if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
-            raise NotImplementedError(f"{type(model).__name__} holds tensors at top level; cannot adopt its names")
+            raise T2IRError(f"{type(model).__name__} holds tensors at top level; t2ir cannot keep its weight names")
         # Keep the model unregistered (its own name would prefix every parameter) and adopt its children instead.
         object.__setattr__(self, "lm", model)
         for name, child in model.named_children():
@@ -241,8 +243,9 @@ def build_meta_model(
         for name in module._non_persistent_buffers_set:
             buf = module._buffers.get(name)
             if buf is not None and buf.is_floating_point() and torch.isnan(buf).any():
-                raise NotImplementedError(
-                    f"{type(module).__name__}.{name}: non-persistent buffer not recomputed by _init_weights"
+                raise T2IRError(
+                    f"{type(module).__name__}.{name}: a computed buffer that transformers' _init_weights does not "
+                    "rebuild on the meta device; export from a model loaded on CPU instead"
                 )
     return model.eval()
 

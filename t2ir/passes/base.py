@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ class PassResult:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-class Pass:
+class Pass(abc.ABC):
     """Base of every pass. Subclasses set `name` and implement `run`.
 
     `requires` and `ensures` are graph properties (plain strings such as "nnef-level"): the
@@ -27,8 +28,9 @@ class Pass:
     requires: ClassVar[frozenset[str]] = frozenset()
     ensures: ClassVar[frozenset[str]] = frozenset()
 
+    @abc.abstractmethod
     def run(self, graph: Graph, options: Any) -> PassResult:
-        raise NotImplementedError(f"pass {self.name} must implement run()")
+        """Rewrite `graph` in place."""
 
     def __repr__(self) -> str:
         return f"<pass {self.name}>"
