@@ -85,11 +85,10 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
         shapes = tuple(shapes[n] for n in names)
     try:
         ep = torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)
-    except Exception as e:  # torch's own messages are long; keep the first lines
-        msg = str(e).strip().splitlines()
-        raise ExportError("torch.export could not trace the model:", [Problem(
-            " ".join(msg[:3])[:600], type(e).__name__,
-            hint="data-dependent control flow or shapes cannot be exported; see the torch.export docs")]) from None
+    except Exception as e:  # torch's own messages are long: keep what, where and what to do
+        from t2ir.frontend.fx import trace_error_problems
+
+        raise ExportError("torch.export could not trace the model:", trace_error_problems(e)) from None
     check_still_dynamic(ep, names, dims)
     return ep
 

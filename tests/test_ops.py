@@ -2,8 +2,9 @@
 sizes of each dynamic axis. The table of cases is `tests/op_cases.py`.
 
 Tolerances: f32 atol 1e-4; f16 atol 1e-2 + rtol 1e-2 (both sides round to f16, and tract may
-accumulate in f16 where PyTorch's CPU kernels accumulate in f32). Integer and bool outputs must
-match exactly, and every output must have PyTorch's dtype.
+accumulate in f16 where PyTorch's CPU kernels accumulate in f32); f64 atol 1e-6 (a few ops run
+in f32 inside, see NO_F64_OPS). Integer and bool outputs must match exactly, and every output
+must have PyTorch's dtype.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from t2ir.tract_run import load_runnable, run_tract
 from tests.helpers import assert_round_trip
 from tests.op_cases import CASES, SIZES, Case, In
 
-TOLERANCE = {"f32": dict(atol=1e-4, rtol=0.0), "f16": dict(atol=1e-2, rtol=1e-2)}
-TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16}
+TOLERANCE = {"f32": dict(atol=1e-4, rtol=0.0), "f16": dict(atol=1e-2, rtol=1e-2), "f64": dict(atol=1e-6, rtol=0.0)}
+TORCH_DTYPE = {"f32": torch.float32, "f16": torch.float16, "f64": torch.float64}
 
 
 class Fn(torch.nn.Module):
@@ -134,3 +135,30 @@ def test_op(case: Case, dtype: str, tmp_path: Path) -> None:
 def test_case_ids_are_unique() -> None:
     ids = [c.id for c in CASES]
     assert len(ids) == len(set(ids)), sorted({i for i in ids if ids.count(i) > 1})
+
+
+def test_ops_doc_is_up_to_date() -> None:
+    """docs/ops.md is what `python -m t2ir.tools.ops_doc` writes (run in a fresh interpreter, so
+    that ops registered by other tests do not show up)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    fresh = subprocess.run([sys.executable, "-m", "t2ir.tools.ops_doc"], cwd=root, capture_output=True, text=True,
+                           check=True).stdout
+    assert (root / "docs" / "ops.md").read_text() == fresh, \
+        "docs/ops.md is stale: run `python -m t2ir.tools.ops_doc > docs/ops.md`"
+
+
+def test_table_covers_the_main_translations() -> None:
+    """Every op family the issue lists has at least one case (ids are the table's keys)."""
+    ids = {c.id for c in CASES}
+    for required in ["add_broadcast", "pow_scalar", "where", "masked_fill", "logical", "matmul_batched", "bmm",
+                     "linear", "addmm", "einsum_bmm", "conv1d", "conv2d_stride_groups", "conv_transpose1d",
+                     "conv_transpose2d", "max_pool2d", "avg_pool1d", "adaptive_avg_pool2d", "batch_norm2d",
+                     "layer_norm", "group_norm", "rms_norm", "rms_norm_hf", "gelu", "gelu_tanh", "softplus", "elu",
+                     "hardswish", "log_softmax", "max_dim", "argmax", "var", "std", "cumsum", "prod", "flip", "roll",
+                     "tril", "triu_k", "pad_reflect", "gather", "embedding", "index_tensor", "arange_dynamic",
+                     "full_dynamic", "zeros_like", "to_half", "sdpa_bool_mask", "sdpa_float_mask", "sdpa_causal",
+                     "sdpa_scale", "reshape_numel", "reshape_size_arith"]:
+        assert required in ids, required

@@ -175,6 +175,22 @@ def _call_args(node: Node, names: _Names) -> list[str]:
     return args
 
 
+def add_fragment(fragments: dict[str, str], op: str) -> None:
+    """Add `op`'s fragment definition, after the registered fragments its body calls (each
+    definition is written once, and before its first use)."""
+    if op in fragments:
+        return
+    text = REGISTRY.lookup(op).signature.fragment.strip()
+    fragments[op] = ""  # placeholder: stops a fragment that (wrongly) calls itself from looping
+    body = text.split("{", 1)[-1]
+    for other, entry in REGISTRY.ops.items():
+        if other != op and entry.signature and entry.signature.fragment and \
+                re.search(rf"\b{re.escape(nnef_call_name(other))}\s*\(", body):
+            add_fragment(fragments, other)
+    del fragments[op]
+    fragments[op] = text
+
+
 def build_document(g: Graph) -> NnefDocument:
     names = _Names()
     for v in g.inputs + g.outputs:
@@ -198,7 +214,7 @@ def build_document(g: Graph) -> NnefDocument:
             symbols += [s for s in sorted(free_symbols(o.shape)) if s not in symbols]
         entry = REGISTRY.lookup(node.op)
         if entry.signature.fragment:
-            fragments[node.op] = entry.signature.fragment
+            add_fragment(fragments, node.op)
         uses_transformers |= node.op.startswith("tract_transformers.")
         lhs = ", ".join(names[o] for o in node.outputs)
         lhs = f"( {lhs} )" if len(node.outputs) > 1 else lhs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import operator
 import os
 import re
+import traceback
 from typing import Any, Callable, Optional
 
 import sympy
@@ -46,6 +47,41 @@ def node_loc(node: torch.fx.Node) -> Loc:
             file, line = f, int(ln)
             break
     return Loc(module, _short_path(file), line)
+
+
+_T2IR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_DATA_DEPENDENT = ("GuardOnDataDependentSymNode", "DataDependentOutputException", "DynamicOutputShapeException",
+                   "data-dependent")
+
+
+_SPECIALISED = re.compile(r"marked L\['(?P<input>\w+)'\]\.size\(\)\[(?P<axis>\d+)\] as dynamic but your code "
+                         r"specialized it to be a constant \((?P<size>\d+)\)")
+
+
+def trace_error_problems(e: BaseException) -> list[Problem]:
+    """A torch.export failure as problems: what / where (the user's line) / what to do."""
+    fixed = [Problem(f"dynamic axis {m['axis']} of input {m['input']!r} was specialised to {m['size']} by the "
+                     "model's code", "dynamic_axes", hint="the model only works for that size on this axis (e.g. "
+                     "a view or reshape to a fixed size); make the axis static or change the model")
+             for m in _SPECIALISED.finditer(str(e))]
+    return fixed or [_trace_error_problem(e)]
+
+
+def _trace_error_problem(e: BaseException) -> Problem:
+    text = str(e).strip()
+    lines = [l for l in text.splitlines() if l.strip()]
+    what = lines[0][:400] if lines else type(e).__name__
+    frames = [(f, int(ln)) for f, ln in _FRAME.findall(text.split("The following call raised this error:", 1)[-1])]
+    frames += [(fs.filename, fs.lineno) for fs in reversed(traceback.extract_tb(e.__traceback__))]
+    user = [(f, ln) for f, ln in frames if not f.startswith((_TORCH_DIR, _T2IR_DIR)) and os.path.isfile(f)]
+    loc = Loc("", _short_path(user[0][0]), user[0][1]) if user else Loc()
+    if any(k in type(e).__name__ or k in text for k in _DATA_DEPENDENT):
+        hint = ("a shape or a branch depends on tensor values (int(tensor), `if tensor`, nonzero, "
+                "boolean indexing), which an NNEF graph cannot express: keep shapes data-independent "
+                "(torch.where, masked_fill)")
+    else:
+        hint = "torch.export must be able to trace the model; see the torch.export docs"
+    return Problem(what, type(e).__name__, loc, hint)
 
 
 def _short_path(path: str) -> str:
@@ -112,8 +148,10 @@ def tensor_type(val, where: str, problems: list[Problem], loc: Loc = Loc(),
     try:
         dtype = DType.from_torch(val.dtype)
     except UnsupportedDType as e:
-        problems.append(Problem(str(e), where, loc,
-                                "cast to a supported type in the model (e.g. .float())"))
+        hint = ("tract has no complex numbers: carry real and imaginary parts as real tensors "
+                "(torch.view_as_real)" if e.dtype_name.startswith("complex")
+                else "cast to a supported type in the model (e.g. .float())")
+        problems.append(Problem(str(e), where, loc, hint))
         dtype = DType.f32
     return TensorType(dtype, tuple(symbols.to_dim(d) for d in val.shape))
 
@@ -137,6 +175,7 @@ class FxLifter:
         self.symbols = SymbolTable()
         self.env: dict[torch.fx.Node, Any] = {}
         self.problems: list[Problem] = []
+        self.data_dependent: set[torch.fx.Node] = set()
         self._weights_by_id: dict[int, Value] = {}
 
     # ---- placeholders ------------------------------------------------------------------------
@@ -239,6 +278,8 @@ class FxLifter:
         name = op_name(target)
         if name in _DROPPED or val is None:
             return
+        if self._data_dependent(node, name, val, loc):
+            return
         try:
             inputs, attrs = self._split_args(node, target)
         except _DTypeArg as e:
@@ -252,6 +293,23 @@ class FxLifter:
         with self.g.inserting_before(None):
             out = self.g.add_node(name, inputs, types, attrs, name=node.name, loc=loc)
         self.env[node] = out.outputs if isinstance(val, (list, tuple)) else out.outputs[0]
+
+    def _data_dependent(self, node: torch.fx.Node, name: str, val, loc: Loc) -> bool:
+        """An output whose size torch only knows at run time (nonzero, boolean indexing): report
+        the op that creates it, not each op downstream."""
+        from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+        vals = val if isinstance(val, (list, tuple)) else [val]
+        if not any(_is_tensor(v) and free_unbacked_symbols(v) for v in vals):
+            return False
+        if not any(a in self.data_dependent for a in node.all_input_nodes):
+            self.problems.append(Problem(
+                "its output shape depends on the values in the tensor (a data-dependent shape), which an "
+                "NNEF graph cannot express", name, loc,
+                "keep shapes independent of the data: torch.where(mask, x, other) or masked_fill instead of "
+                "x[mask] / nonzero / masked_select"))
+        self.data_dependent.add(node)
+        return True
 
     def _split_args(self, node, target) -> tuple[list[Value], dict[str, Any]]:
         """Tensor arguments become inputs; everything else becomes a named attribute."""
@@ -280,6 +338,8 @@ class FxLifter:
         outs: list[Value] = []
         for i, a in enumerate(flat):
             v = self.env.get(a) if isinstance(a, torch.fx.Node) else None
+            if a in self.data_dependent:
+                return  # already reported where the shape became data-dependent
             if not isinstance(v, Value):
                 self.problems.append(Problem(f"output {i} is not a tensor ({a!r})", "output",
                                              hint="return only tensors from forward()"))

@@ -87,4 +87,4 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
 ]
 
 for _name, _params, _attrs in _TABLE:
-    register_nnef_op(_name, _params, _attrs)
+    register_nnef_op(_name, _params, _attrs, origin="builtin")

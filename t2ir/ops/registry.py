@@ -113,14 +113,22 @@ def builtin(*names: str):
 
 
 def register_nnef_op(name: str, params: Sequence[str], attrs: Sequence[str] = (),
-                     fragment: Optional[str] = None, *, override: bool = False) -> None:
-    """Declare an NNEF-level op (a tract operator, or a fragment defined in NNEF text)."""
+                     fragment: Optional[str] = None, *, override: bool = False, origin: str = "user") -> None:
+    """Declare an NNEF-level op (a tract operator, or a fragment defined in NNEF text).
+
+    `fragment` is the NNEF text of a `fragment` definition; the emitter writes it once into
+    every document that calls the op:
+
+        t2ir.register_nnef_op("fragment.axpy", ["x", "y"], ["a"],
+            fragment="fragment axpy( x: tensor<scalar>, y: tensor<scalar>, a: scalar ) "
+                     "-> ( z: tensor<scalar> ) { z = add(mul(x, a), y); }")
+    """
     key = canonical_op_name(name)
     if key.split(".")[0] not in NNEF_NAMESPACES:
         raise ValueError(f"NNEF-level op names start with one of {NNEF_NAMESPACES}: got {name!r}")
     if key in REGISTRY.ops and not override:
         raise ValueError(f"NNEF op {key!r} is already declared")
-    REGISTRY.ops[key] = OpDef(key, signature=NnefSignature(tuple(params), frozenset(attrs), fragment))
+    REGISTRY.ops[key] = OpDef(key, signature=NnefSignature(tuple(params), frozenset(attrs), fragment), origin=origin)
 
 
 def nnef_call_name(op: str) -> str:

@@ -58,6 +58,17 @@ def keep_output_name(graph: Graph, v: Value, name: str) -> None:
         graph.rename(v, name)
 
 
+def _inputs_text(node: Node) -> str:
+    """` (inputs f32[B, 8], i64[3])`: the tensor types the op was called with."""
+    if not node.inputs:
+        return ""
+    return " (inputs " + ", ".join(str(v.type) for v in node.inputs) + ")"
+
+
+def _qualname(fn) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+
+
 class LowerToNnef(Pass):
     name = "lower-to-nnef"
     ensures = frozenset({"nnef-level"})
@@ -71,13 +82,18 @@ class LowerToNnef(Pass):
                 continue
             entry = REGISTRY.lookup(node.op)
             if entry is None or entry.translate is None:
-                unsupported.append(Problem("no translation registered", node.op, node.loc))
+                unsupported.append(Problem(f"no translation registered{_inputs_text(node)}", node.op, node.loc))
                 continue
             try:
                 translate_node(graph, node, entry.translate, options)
                 count += 1
             except TranslationError as e:
                 failed.append(Problem(e.what, node.op, node.loc, e.hint))
+            except Exception as e:  # a bug in a translator: still say which op and where
+                failed.append(Problem(
+                    f"its translator {_qualname(entry.translate)} raised {type(e).__name__}: {e}", node.op,
+                    node.loc, "fix the translator (user translators: see docs/custom_ops.md)"
+                    if entry.origin != "builtin" else "this is a t2ir bug; please report it with this message"))
         if unsupported:
             raise UnsupportedOpsError(unsupported + failed)
         if failed:

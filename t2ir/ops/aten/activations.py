@@ -50,6 +50,7 @@ def elu_of(ctx: LowerContext, x: Value, alpha: float, scale: float = 1.0, input_
 
 @builtin("aten.elu")
 def elu(node: Node, ctx: LowerContext) -> Value:
+    """alpha * (exp(x) - 1) below zero; tract's elu only for alpha = scale = 1."""
     x = ctx.cast(ctx.args["self"], ctx.out.dtype)
     return elu_of(ctx, x, float(ctx.arg("alpha", 1.0)), float(ctx.arg("scale", 1.0)),
                   float(ctx.arg("input_scale", 1.0)))
@@ -57,17 +58,20 @@ def elu(node: Node, ctx: LowerContext) -> Value:
 
 @builtin("aten.selu")
 def selu(node: Node, ctx: LowerContext) -> Value:
+    """elu with torch's fixed alpha and scale."""
     return elu_of(ctx, ctx.cast(ctx.args["self"], ctx.out.dtype), SELU_ALPHA, SELU_SCALE)
 
 
 @builtin("aten.celu")
 def celu(node: Node, ctx: LowerContext) -> Value:
+    """alpha * (exp(x / alpha) - 1) below zero."""
     alpha = float(ctx.arg("alpha", 1.0))
     return elu_of(ctx, ctx.cast(ctx.args["self"], ctx.out.dtype), alpha, 1.0, 1.0 / alpha)
 
 
 @builtin("aten.hardswish")
 def hardswish(node: Node, ctx: LowerContext) -> Value:
+    """tract's hard_swish (= torch's)."""
     return ctx.emit("tract_core.hard_swish", [ctx.cast(ctx.args["self"], ctx.out.dtype)], ctx.out)
 
 

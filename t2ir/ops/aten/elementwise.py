@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 from t2ir.ir import Node, Value
-from t2ir.ops.aten._util import literal, promote, scalar_or_value, unsqueeze_to_rank
+from t2ir.ops.aten._util import promote, scalar_or_value, unsqueeze_to_rank
+from t2ir.ops.aten.factories import fill
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
+from t2ir.passes.lower_to_nnef import TranslationError
 from t2ir.types import DType, TensorType
 
 
@@ -22,7 +24,8 @@ def binary(ctx: LowerContext, op: str, a, b, dtype: DType, out: TensorType) -> V
         return ctx.emit(op, [a], out, y=b)
     if isinstance(b, Value):
         return ctx.emit(op, [b], out, x=a)
-    raise AssertionError("binary op on two literals should have been folded by torch.export")
+    raise TranslationError("an operation on two constants was left in the graph (torch.export folds these)",
+                           "this is a t2ir bug; please report it")
 
 
 def _operands(ctx: LowerContext) -> tuple:
@@ -113,7 +116,7 @@ _LOGIC = {"and": ("nnef.and", "tract_core.bitand"), "or": ("nnef.or", "tract_cor
                                                           ("bitwise_", ".Scalar"), ("__", "__.Tensor"),
                                                           ("__", "__.Scalar")]))
 def logic(node: Node, ctx: LowerContext) -> Value:
-    """Logical ops on bools (and/or/ne); bitwise ops on integers (tract's bit* ops)."""
+    """Logical and/or/xor on bools; bitwise ones on integers (tract's bit* ops)."""
     a, b = _operands(ctx)
     kind = node.op.split(".")[1].strip("_").removeprefix("logical_").removeprefix("bitwise_")
     logical, bitwise = _LOGIC[kind]
@@ -121,8 +124,6 @@ def logic(node: Node, ctx: LowerContext) -> Value:
     if out.dtype == DType.bool:
         return binary(ctx, logical, a, b, DType.bool, out)
     if not out.dtype.is_int:
-        from t2ir.passes.lower_to_nnef import TranslationError
-
         raise TranslationError(f"bitwise {kind} on {out.dtype} is not supported", "use bool or integer tensors")
     return binary(ctx, bitwise, a, b, out.dtype, out)
 
@@ -153,7 +154,7 @@ def isnan(node: Node, ctx: LowerContext) -> Value:
     x, out = node.inputs[0], ctx.out
     kind = node.op.split(".")[1]
     if not x.dtype.is_float:
-        return fill_like(ctx, kind == "isfinite", out)
+        return fill(ctx, kind == "isfinite", out)
     if kind == "isnan":
         return ctx.emit("tract_core.is_nan", [x], out)
     if kind == "isfinite":
@@ -162,12 +163,6 @@ def isnan(node: Node, ctx: LowerContext) -> Value:
         return ctx.emit("nnef.not", [bad], out)
     return ctx.emit("tract_core.is_inf", [x], out, detect_positive=kind != "isneginf",
                     detect_negative=kind != "isposinf")
-
-
-def fill_like(ctx: LowerContext, value, out: TensorType) -> Value:
-    from t2ir.ops.aten.factories import fill
-
-    return fill(ctx, value, out)
 
 
 _UNARY = {
@@ -284,4 +279,4 @@ def fill_op(node: Node, ctx: LowerContext) -> Value:
         from t2ir.ops.aten.shape import broadcast_to
 
         return broadcast_to(ctx, ctx.cast(value, ctx.out.dtype), ctx.out)
-    return fill_like(ctx, value, ctx.out)
+    return fill(ctx, value, ctx.out)

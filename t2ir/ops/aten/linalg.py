@@ -11,6 +11,15 @@ from t2ir.ops.registry import builtin
 from t2ir.types import TensorType
 
 
+def require_float(ctx: LowerContext) -> None:
+    """tract has no integer matrix product (an i64 matmul aborts the whole process)."""
+    if not ctx.out.dtype.is_float:
+        from t2ir.passes.lower_to_nnef import TranslationError
+
+        raise TranslationError(f"matrix products on {ctx.out.dtype} are not supported by tract",
+                               "cast the operands to float (e.g. .float()) before the product")
+
+
 def add_bias(ctx: LowerContext, y: Value, bias: Value | None) -> Value:
     if bias is None:
         return y
@@ -29,6 +38,7 @@ def linear_matmul(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Val
 
 @builtin("aten.linear")
 def linear(node: Node, ctx: LowerContext) -> Value:
+    require_float(ctx)
     x, w, b = ctx.args["input"], ctx.args["weight"], ctx.args.get("bias")
     out = ctx.out
     y = linear_matmul(ctx, ctx.cast(x, out.dtype), w, out)
@@ -37,6 +47,7 @@ def linear(node: Node, ctx: LowerContext) -> Value:
 
 @builtin("aten.matmul", "aten.mm", "aten.bmm")
 def matmul(node: Node, ctx: LowerContext) -> Value:
+    require_float(ctx)
     a, b = node.inputs
     out = ctx.out
     a, b = ctx.cast(a, out.dtype), ctx.cast(b, out.dtype)
@@ -69,6 +80,7 @@ def _unsqueezed(shape, squeezed: list[int], rank: int) -> tuple:
 
 @builtin("aten.addmm")
 def addmm(node: Node, ctx: LowerContext) -> Value:
+    require_float(ctx)
     bias, a, b = ctx.args["self"], ctx.args["mat1"], ctx.args["mat2"]
     out = ctx.out
     y = ctx.emit("nnef.matmul", [a, b], out)
@@ -82,6 +94,7 @@ def addmm(node: Node, ctx: LowerContext) -> Value:
 
 @builtin("aten.einsum")
 def einsum(node: Node, ctx: LowerContext) -> Value:
+    require_float(ctx)
     out = ctx.out
     inputs = [ctx.cast(v, out.dtype) for v in node.inputs]
     expr = explicit_einsum(ctx.args["equation"], [v.rank for v in inputs])

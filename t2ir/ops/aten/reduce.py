@@ -161,6 +161,28 @@ def cumsum(node: Node, ctx: LowerContext) -> Value:
                     exclusive=False, reverse=False)
 
 
+@builtin("aten.diff")
+def diff(node: Node, ctx: LowerContext) -> Value:
+    """x[1:] - x[:-1] along `dim`, n times, after concatenating prepend/append (xor for bools)."""
+    from t2ir.ops.aten.indexing import slice_axis
+
+    x = ctx.args["self"]
+    axis = norm_axis(ctx.arg("dim", -1), x.rank)
+    parts = [v for v in (ctx.args.get("prepend"), x, ctx.args.get("append")) if v is not None]
+    if len(parts) > 1:
+        n = 0
+        for v in parts:
+            n = n + v.shape[axis]
+        x = ctx.emit("nnef.concat", [ctx.cast(v, x.dtype) for v in parts],
+                     x.type.with_shape(tuple(n if i == axis else d for i, d in enumerate(x.shape))), axis=axis)
+    op = "tract_core.xor" if x.dtype == DType.bool else "nnef.sub"
+    for _ in range(int(ctx.arg("n", 1))):
+        size = x.shape[axis]
+        later, earlier = slice_axis(ctx, x, axis, 1, size), slice_axis(ctx, x, axis, 0, size - 1)
+        x = ctx.emit(op, [later, earlier], later.type)
+    return x
+
+
 @builtin("aten.logsumexp")
 def logsumexp(node: Node, ctx: LowerContext) -> Value:
     """log(sum(exp(x - max))) + max: no overflow for large inputs."""
@@ -201,10 +223,8 @@ def vector_norm(node: Node, ctx: LowerContext) -> Value:
 
 @builtin("aten.topk")
 def topk(node: Node, ctx: LowerContext) -> list[Value]:
-    """(values, indices) of the k largest (or smallest), sorted like torch.topk."""
+    """(values, indices) of the k largest (or smallest), sorted (also a valid order for sorted=False)."""
     x = ctx.args["self"]
-    if ctx.args.get("sorted") is False:
-        pass  # torch leaves the order unspecified; sorted is one valid order
     axis = norm_axis(ctx.arg("dim", -1), x.rank)
     return ctx.emit_multi("tract_core.topk", [x], [o.type for o in node.outputs], k=ctx.args["k"], axis=axis,
                           largest=bool(ctx.arg("largest", True)))
