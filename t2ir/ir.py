@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Sequence
 
 from t2ir.types import DType, TensorType

@@ -28,7 +28,6 @@ from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_c
 from t2ir.options import ExportOptions
 from t2ir.passes.pack_weights import quant_report_of
 from t2ir.progress import Reporter
-from t2ir.types import DType
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
 

@@ -266,7 +266,6 @@ def group_norm(node: Node, ctx: LowerContext) -> Value:
     a = ctx.args
     x, groups = a["input"], a["num_groups"]
     n, c = x.shape[0], x.shape[1]
-    grouped_t = x.type.with_shape((n, groups, -1))
     if not isinstance(c, int):
         raise TranslationError("group_norm needs a static channel count")
     spatial = 1

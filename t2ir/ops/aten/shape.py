@@ -178,9 +178,3 @@ def split(node: Node, ctx: LowerContext) -> list[Value]:
         outs.append(piece)
         start = start + length
     return outs
-
-
-def _need_static(v, what: str) -> int:
-    if not isinstance(v, int):
-        raise TranslationError(f"{what} must be a static size here, got {v}")
-    return v
