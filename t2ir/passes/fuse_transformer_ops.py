@@ -1,19 +1,20 @@
 """fuse-transformer-ops: RMSNorm, rotary embedding and SiLU patterns become t2ir.rms_norm,
-t2ir.rope and t2ir.silu, which tract runs as single operators (scaled_rms_norm, apply_rope, silu);
-the decomposed GPT-2 tanh-GELU becomes aten.gelu(approximate="tanh") (tract's gelu_approx)."""
+t2ir.rope and t2ir.silu, which tract runs as its rms_norm, apply_rope and silu operators; the
+decomposed GPT-2 tanh-GELU becomes aten.gelu(approximate="tanh") (tract's gelu_approx)."""
 
 from __future__ import annotations
 
 import math
 from typing import Any, Optional
 
+import t2ir.ops.transformer  # noqa: F401  (translations of the t2ir ops this pass builds)
 from t2ir.ir import Derived, Graph, Node, Value
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.cleanup import dead_code_elimination
-from t2ir.passes.patterns import (CASTS, args, axis_of, cast_to, is_number, op_of, operands, other_operand,
-                                  producer, is_dead, replace_value, root_const)
+from t2ir.passes.patterns import (CASTS, args, axis_of, cast_to, is_dead, is_number, op_of, operands,
+                                  other_operand, producer, replace_value, root_const)
 from t2ir.passes.rewrite import apply_rules, rule, single_user
-from t2ir.types import DType, TensorType, dims_equal
+from t2ir.types import dims_equal
 
 MULS = {"aten.mul.Tensor", "aten.mul.Scalar"}
 
@@ -85,9 +86,12 @@ def _norm_weight(g: Graph, v: Any, width) -> Optional[Value]:
     if base is None or not is_number(one):
         return None
     dtype, shift = v.dtype, float(one)
+    label = f"{base.const.label}.plus{shift:g}"
+    baked = next((c for c in g.consts if c.const.label == label and c.type == v.type), None)
+    if baked is not None:  # a weight shared by several norms is baked once
+        return baked
     src = Derived(lambda t: (t.float() + shift).to(dtype.torch), (base.const.source,), what=f"{base.const.label} + {shift}")
-    return g.add_const(f"{base.name}.plus{shift:g}", v.type, src,
-                       label=f"{base.const.label}.plus{shift:g}")
+    return g.add_const(f"{base.name}.plus{shift:g}", v.type, src, label=label)
 
 
 def _next(v: Value, ops) -> Optional[Node]:
@@ -154,7 +158,8 @@ def _rotated(v: Value) -> Optional[Value]:
     if not isinstance(d, int) or d % 2:
         return None
     half = d // 2
-    if low[1] != 0 or low[2] != half or second[1] != half or not (second[2] is None or second[2] >= d):
+    full = second[2] is None or (isinstance(second[2], int) and second[2] >= d)
+    if low[1] != 0 or low[2] != half or second[1] != half or not full:
         return None
     return x
 

@@ -43,8 +43,11 @@ def is_number(x: Any) -> bool:
 
 
 def operands(node: Node) -> tuple[Any, Any]:
-    """(self, other) of a binary aten op: each a Value or a Python number."""
+    """(self, other) of a binary aten op: each a Value or a Python number ((None, None) for
+    add/sub with alpha != 1, which no pattern means)."""
     a = args(node)
+    if (a.get("alpha") or 1) != 1:
+        return None, None
     return a.get("self"), a.get("other")
 
 
@@ -69,8 +72,14 @@ def is_full_slice(node: Node) -> bool:
     return end is None or end == INT_MAX or (isinstance(end, (int, sympy.Expr)) and dims_equal(end, size))
 
 
+def _same_kind(a: DType, b: DType) -> bool:
+    """Both float or both integer: a cast between them keeps what the values mean."""
+    return a == b or (a.is_float and b.is_float) or (a.is_int and b.is_int)
+
+
 def is_noop(node: Node, casts: bool = False) -> bool:
-    """Does `node` return its first input's values? With `casts`, dtype changes count as no-ops."""
+    """Does `node` return its first input's values? With `casts`, precision changes (f32 <-> f16,
+    i64 <-> i32) count as no-ops too."""
     if not node.inputs:
         return False
     x = node.inputs[0]
@@ -80,14 +89,15 @@ def is_noop(node: Node, casts: bool = False) -> bool:
     if node.op == "aten.slice.Tensor":
         return is_full_slice(node)
     if node.op in CASTS:
-        return same or (casts and node.outputs[0].shape == x.shape)
+        out = node.outputs[0]
+        return same or (casts and out.shape == x.shape and _same_kind(out.dtype, x.dtype))
     if node.op in RESHAPES or node.op == "aten.expand":
         return same
     return False
 
 
 def skip_noops(v: Value, casts: bool = False) -> Value:
-    """Walk back through ops that leave the values unchanged (dtype changes too with `casts`)."""
+    """Walk back through ops that leave the values unchanged (precision changes too with `casts`)."""
     while (p := producer(v)) is not None and is_noop(p, casts):
         v = p.inputs[0]
     return v
