@@ -19,7 +19,6 @@ import t2ir
 from t2ir.compression.q4_0 import dequantize_q4_0, quantize_q4_0
 from t2ir.compression.report import report_path
 from t2ir.emitters.dat import HEADER_SIZE, parse_dat_header, read_dat_header
-from t2ir.errors import UnsupportedOpsError
 from t2ir.options import ExportOptions
 from t2ir.passes.pack_weights import CompressionWarning
 from t2ir.tract_run import load_runnable, run_tract
@@ -270,14 +269,11 @@ def test_tied_embedding_packed_once_with_embeddings(tmp_path: Path) -> None:
 
 
 def test_tiny_llama_plain_wrapper(tmp_path: Path) -> None:
-    """model(input_ids, use_cache=False).logits as is; needs arange/cumsum/... translations."""
+    """model(input_ids, use_cache=False).logits as is, through the generic export path."""
     model = Logits(tiny_model("llama"))
-    try:
-        result = t2ir.export(model, (torch.randint(0, 128, (1, 4)),), tmp_path / "m",
-                             input_names=["input_ids"], dynamic_axes={"input_ids": {1: "S"}},
-                             options=ExportOptions(compression="q4_0"))
-    except UnsupportedOpsError as e:
-        pytest.skip(f"lowering is missing translations: {e.title}")
+    result = t2ir.export(model, (torch.randint(0, 128, (1, 4)),), tmp_path / "m",
+                         input_names=["input_ids"], dynamic_axes={"input_ids": {1: "S"}},
+                         options=ExportOptions(compression="q4_0"))
     ref = dequantized_copy(model, packed_labels(result))
     ids = torch.randint(0, 128, (1, 6))
     (got,) = tract_outputs(result.path, ids)
