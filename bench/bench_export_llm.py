@@ -13,9 +13,11 @@ start from a warm page cache). Measured per export:
     mmapped files, which the kernel can drop);
   * output size (model.nnef.tgz and the whole export folder);
   * t2ir only: seconds per phase from OUT/manifest.json.
-Then each model.nnef.tgz is loaded with the `tract` Python package in a fresh process and timed: prefill of
-64 tokens from P=0 and decode of 1 token at P=64 (median of --reps runs after one warm-up). The last-position
-logits of the prefill are compared across tools (same weights, same input ids) as a sanity check.
+Then, per configuration, one fresh process loads every tool's model.nnef.tgz with the `tract` Python package
+and times prefill of 64 tokens from P=0 and decode of 1 token at P=64, alternating the models run by run so
+background load hits them alike (median and min of --reps runs after one warm-up); a separate process per
+model gives tract's peak RSS. The last-position logits of the prefill are compared across tools (same
+weights, same input ids and cache values) as a sanity check.
 
 torch_to_nnef needs a tract CLI binary, which it downloads from GitHub (no network here). With `-nv` it only
 asks the binary's version, so a stand-in script that prints `tract <version of the tract package>` is passed
@@ -39,12 +41,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -151,7 +151,7 @@ class Run:
         return "\n".join(lines[-n:])
 
 
-def measure(cmd: list[str], log: Path, cwd: Path, env_extra: Optional[dict[str, str]] = None) -> Run:
+def measure(cmd: list[str], log: Path, cwd: Path, env_extra: dict[str, str] | None = None) -> Run:
     timefile = log.with_suffix(".time")
     env = dict(os.environ, **(env_extra or {}))
     full = ["/usr/bin/time", "-v", "-o", str(timefile), *cmd]
@@ -192,19 +192,39 @@ def _np_dtype(name: str):
     return {"f32": np.float32, "f16": np.float16, "i64": np.int64, "i32": np.int32, "f64": np.float64}[name]
 
 
-def tract_run(model_path: str, reps: int, vocab: int, logits_out: str) -> dict:
-    """Runs in its own process: load, prefill 64 from P=0, decode 1 at P=64; prints JSON."""
+def tract_mem(path: str, vocab: int) -> None:
+    """Runs in its own process (peak RSS from time -v): load, one prefill, one decode."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        res = tract_run([("m", path, str(Path(tmp) / "logits.npy"))], 0, vocab)
+    if "error" in res["m"]:
+        raise SystemExit(res["m"]["error"])
+
+
+def tract_run(models: list[tuple[str, str, str]], reps: int, vocab: int) -> dict:
+    """Runs in its own process: for each (label, model path, logits .npy), load it, then time prefill of 64
+    tokens from P=0 and decode of 1 token at P=64, alternating between the models run by run so that
+    background load hits them alike. Returns {label: results}."""
     import numpy as np
     import tract
 
-    t0 = time.perf_counter()
-    model = tract.nnef().with_tract_transformers().load(model_path)
-    facts = [str(model.input_fact(i)) for i in range(model.input_count())]
-    names = [model.input_name(i) for i in range(model.input_count())]
-    runnable = model.into_runnable()
-    load_s = time.perf_counter() - t0
+    loaded, res = {}, {}
+    for label, path, logits_out in models:
+        t0 = time.perf_counter()
+        try:
+            model = tract.nnef().with_tract_transformers().load(path)
+            facts = [str(model.input_fact(i)) for i in range(model.input_count())]
+            names = [model.input_name(i) for i in range(model.input_count())]
+            runnable = model.into_runnable()
+        except Exception as e:  # noqa: BLE001 - a failure is reported, not raised
+            res[label] = {"error": str(e).split("Stack backtrace:")[0].strip()}
+            continue
+        res[label] = {"load_s": time.perf_counter() - t0, "inputs": dict(zip(names, facts))}
+        loaded[label] = (runnable, names, facts, logits_out)
 
-    def inputs(s: int, p: int):
+    def feed(names, facts, s: int, p: int):
+        rng = np.random.default_rng(0)  # same ids and cache values for every model (cast to its dtypes)
         out = []
         for name, fact in zip(names, facts):
             *dims, dt = fact.split(",")
@@ -212,40 +232,48 @@ def tract_run(model_path: str, reps: int, vocab: int, logits_out: str) -> dict:
             if name == "input_ids":
                 out.append(rng.integers(2, vocab, size=shape).astype(_np_dtype(dt)))
             else:
-                out.append(rng.standard_normal(shape).astype(_np_dtype(dt)))
+                out.append(rng.standard_normal(shape, dtype=np.float32).astype(_np_dtype(dt)))
         return out
 
-    def timed(feed, n):
-        runnable.run(feed)  # warm-up
-        ts = []
+    feeds = {}
+    for label, (runnable, names, facts, logits_out) in loaded.items():
+        try:
+            feeds[label] = {"prefill": feed(names, facts, PREFILL, 0), "decode": feed(names, facts, 1, PREFILL)}
+            outs = [o.to_numpy() for o in runnable.run(feeds[label]["prefill"])]  # warm-up, kept for the check
+            np.save(logits_out, outs[0].astype(np.float32).reshape(-1, outs[0].shape[-1])[-1])
+            runnable.run(feeds[label]["decode"])  # warm-up
+            res[label]["logits_shape"] = list(outs[0].shape)
+        except Exception as e:  # noqa: BLE001 - a failure is reported, not raised
+            res[label] = {"error": str(e).split("Stack backtrace:")[0].strip()}
+            feeds.pop(label, None)
+    for kind, n in (("prefill", reps), ("decode", reps * 2)):
+        times: dict[str, list[float]] = {label: [] for label in feeds}
         for _ in range(n):
-            t = time.perf_counter()
-            runnable.run(feed)
-            ts.append(time.perf_counter() - t)
-        return statistics.median(ts), ts
-
-    rng = np.random.default_rng(0)
-    prefill = inputs(PREFILL, 0)
-    outs = [o.to_numpy() for o in runnable.run(prefill)]
-    np.save(logits_out, outs[0].astype(np.float32).reshape(-1, outs[0].shape[-1])[-1])
-    pre, pre_all = timed(prefill, reps)
-    dec, dec_all = timed(inputs(1, PREFILL), reps * 2)
-    return {"load_s": load_s, "prefill_s": pre, "decode_s": dec, "prefill_all": pre_all, "decode_all": dec_all,
-            "inputs": dict(zip(names, facts)), "logits_shape": list(outs[0].shape)}
+            for label in feeds:
+                t = time.perf_counter()
+                loaded[label][0].run(feeds[label][kind])
+                times[label].append(time.perf_counter() - t)
+        for label, ts in times.items():
+            if not ts:
+                continue
+            res[label][f"{kind}_s"] = statistics.median(ts)
+            res[label][f"{kind}_min_s"] = min(ts)
+            res[label][f"{kind}_all"] = ts
+    return res
 
 
 # --------------------------------------------------------------------------------------------- tools
 
 
-def versions(python: str, pkgs: list[str], env_extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+def versions(python: str, pkgs: list[str], env_extra: dict[str, str] | None = None) -> dict[str, str]:
     code = ("import importlib.metadata as m, json, sys\nout={}\nfor p in sys.argv[1:]:\n"
             "    try: out[p]=m.version(p)\n    except Exception: out[p]='not installed'\n"
             "import transformers; out['transformers (imported)']=transformers.__version__\nprint(json.dumps(out))")
     try:
         res = subprocess.run([python, "-c", code, *pkgs], capture_output=True, text=True, timeout=120,
-                             env=dict(os.environ, **(env_extra or {})))
+                             check=False, env=dict(os.environ, **(env_extra or {})))
         return json.loads(res.stdout)
-    except Exception as e:  # pragma: no cover - report, don't crash
+    except Exception as e:  # pragma: no cover - report, don't crash  # noqa: BLE001 - a failure is reported, not raised
         return {"error": str(e)}
 
 
@@ -296,7 +324,20 @@ def machine() -> dict[str, str]:
             "kernel": platform.release(), "python": platform.python_version()}
 
 
-def fmt(x: Optional[float], spec: str = ".1f") -> str:
+def git_state() -> str:
+    """The commit t2ir ran from, and which of its source files differed from it (others edit the tree)."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"], capture_output=True,
+                              text=True, timeout=30, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "t2ir"], capture_output=True,
+                               text=True, timeout=30, check=False).stdout.split("\n")
+        dirty = [l[3:] for l in dirty if l.strip()]
+    except Exception as e:  # pragma: no cover  # noqa: BLE001 - a failure is reported, not raised
+        return f"unknown ({e})"
+    return f"commit `{head}`" + (f", with uncommitted changes in {', '.join(dirty)}" if dirty else ", clean")
+
+
+def fmt(x: float | None, spec: str = ".1f") -> str:
     return "—" if x is None else format(x, spec)
 
 
@@ -309,21 +350,28 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--t2n-probe-pythonpath", type=Path, default=Path("/tmp/t2n-transformers-5.24.0"),
                     help="if it exists: also run t2n once on a tiny model with this PYTHONPATH (transformers "
                          "5.24.0, the version t2ir is pinned to) and report the outcome")
-    ap.add_argument("--reps", type=int, default=5, help="tract prefill runs (decode runs: twice as many)")
+    ap.add_argument("--reps", type=int, default=8, help="tract prefill runs (decode runs: twice as many)")
     ap.add_argument("--layers", type=int, help="override the benchmark model's layer count (smoke tests)")
     ap.add_argument("--skip-tract", action="store_true")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "llm_export.md")
-    ap.add_argument("--tract-run", nargs=3, metavar=("MODEL", "VOCAB", "LOGITS_NPY"), help=argparse.SUPPRESS)
+    ap.add_argument("--vocab", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--tract-mem", help=argparse.SUPPRESS)
+    ap.add_argument("--tract-run", nargs="+", metavar="LABEL=MODEL=LOGITS_NPY", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
+    if args.tract_mem:
+        tract_mem(args.tract_mem, args.vocab)
+        return 0
     if args.tract_run:
-        model, vocab, logits = args.tract_run
-        print(json.dumps(tract_run(model, args.reps, int(vocab), logits)))
+        models = [tuple(spec.split("=", 2)) for spec in args.tract_run]
+        print(json.dumps(tract_run(models, args.reps, args.vocab)))
         return 0
 
     from make_models import largest_tensor_bytes, make_models, tensor_bytes
 
     started = time.time()
+    args.loadavg_start = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    args.git_start = git_state()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     model_root = work / "models"
@@ -351,10 +399,10 @@ def main(argv: list[str]) -> int:
     rows = []  # dicts
     exports = work / "exports"
     exports.mkdir(exist_ok=True)
-    for cfg in configs:
+    for i, cfg in enumerate(configs):
         src_key, t2ir_flags, t2n_flags = CONFIGS[cfg]
         src = folders[src_key]
-        for tool in tools:
+        for tool in (tools if i % 2 == 0 else tools[::-1]):  # alternate who goes first
             if tool == "t2n" and not t2n_ok:
                 continue
             out = exports / f"{tool}-{cfg}"
@@ -377,25 +425,38 @@ def main(argv: list[str]) -> int:
                   flush=True)
             rows.append(row)
 
+    tract_cmds: list[list[str]] = []
+    args.tract_cmds = tract_cmds
     if not args.skip_tract:
-        for row in rows:
-            if row["tgz"] is None:
+        for cfg in configs:
+            todo = [r for r in rows if r["config"] == cfg and r["tgz"] is not None]
+            if not todo:
                 continue
-            tgz = row["out"] / "model" / "model.nnef.tgz"
-            npy = exports / f"{row['tool']}-{row['config']}.logits.npy"
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--reps", str(args.reps), "--tract-run",
-                   str(tgz), str(vocab), str(npy)]
-            print(f"[{row['config']}] tract {row['tool']} ...", flush=True)
-            run = measure(cmd, exports / f"{row['tool']}-{row['config']}.tract.log", cwd=work)
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--reps", str(args.reps), "--vocab", str(vocab),
+                   "--tract-run"]
+            for r in todo:
+                cmd += [f"{r['tool']}={r['out'] / 'model' / 'model.nnef.tgz'}={exports / (r['tool'] + '-' + cfg + '.logits.npy')}"]
+            print(f"[{cfg}] tract: {', '.join(r['tool'] for r in todo)} ...", flush=True)
+            run = measure(cmd, exports / f"{cfg}.tract.log", cwd=work)
+            tract_cmds.append(cmd)
+            results = {}
             if run.rc == 0:
-                res = json.loads(run.log.read_text().strip().splitlines()[-1])
-                res["maxrss"] = run.maxrss
-                row["tract"] = res
-                print(f"  load {res['load_s']:.2f}s prefill {res['prefill_s'] * 1e3:.0f} ms "
-                      f"decode {res['decode_s'] * 1e3:.1f} ms", flush=True)
-            else:
-                row["tract_error"] = run.tail()
-                print(f"  tract FAILED rc={run.rc}\n{run.tail()}", flush=True)
+                results = json.loads(run.log.read_text().strip().splitlines()[-1])
+            for r in todo:
+                t = results.get(r["tool"])
+                if t and "error" not in t:
+                    r["tract"] = t
+                    print(f"  {r['tool']}: load {t['load_s']:.2f}s prefill {t['prefill_s'] * 1e3:.0f} ms "
+                          f"decode {t['decode_s'] * 1e3:.1f} ms", flush=True)
+                else:
+                    r["tract_error"] = t["error"] if t else run.tail()
+                    print(f"  {r['tool']}: tract FAILED\n{r['tract_error']}", flush=True)
+            for r in todo:
+                if r.get("tract"):
+                    mem = measure([sys.executable, str(Path(__file__).resolve()), "--vocab", str(vocab), "--tract-mem",
+                                   str(r["out"] / "model" / "model.nnef.tgz")],
+                                  exports / f"{r['tool']}-{cfg}.tract-mem.log", cwd=work)
+                    r["tract"]["maxrss"] = mem.maxrss if mem.rc == 0 else None
 
     # cross-tool logits check
     import numpy as np
@@ -412,6 +473,8 @@ def main(argv: list[str]) -> int:
     if t2n_ok and args.t2n_probe_pythonpath.exists():
         probe = run_probe(args, work, shim)
 
+    args.loadavg_end = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    args.git_end = git_state()
     md = render(args, rows, baseline, agree, probe, folders, notes, started, tools, configs, shim,
                 largest_tensor_bytes(folders["f32"]), largest_tensor_bytes(folders["bf16"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -454,9 +517,12 @@ def render(args, rows, baseline, agree, probe, folders, notes, started, tools, c
     L.append(f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}; "
              f"whole run {time.time() - started:.0f} s. Produced by `bench/bench_export_llm.py`.\n")
     L.append(f"Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, SIMD: {m['simd'] or '?'}, "
-             f"Linux {m['kernel']}, Python {m['python']}.\n")
+             f"Linux {m['kernel']}, Python {m['python']}. Load average (1/5/15 min) at start {args.loadavg_start}, "
+             f"at end {args.loadavg_end} (the machine is shared: other processes were running, so times are noisy).\n")
     L.append("Versions:\n")
     L.append("- t2ir venv: " + ", ".join(f"{k} {v}" for k, v in ours.items() if "imported" not in k))
+    L.append(f"- t2ir source at start: {args.git_start}"
+             + ("" if args.git_end == args.git_start else f"; at end: {args.git_end}"))
     if theirs:
         L.append("- torch_to_nnef venv: " + ", ".join(f"{k} {v}" for k, v in theirs.items() if "imported" not in k))
     L.append("")
@@ -504,18 +570,21 @@ def render(args, rows, baseline, agree, probe, folders, notes, started, tools, c
                  "(torch, transformers).\n")
 
     if not args.skip_tract:
-        L.append(f"## tract run time (tract Python package, one process per model)\n")
-        L.append(f"Prefill: {PREFILL} random token ids from P=0 (empty cache); decode: 1 token with P={PREFILL} "
-                 f"(random cache). Median of {args.reps} prefill / {args.reps * 2} decode runs after one warm-up. "
-                 "Load = nnef load + into_runnable (optimisation).\n")
-        L.append("| config | tool | load s | prefill 64 ms | decode 1@64 ms | tract peak RSS MB | input dtypes |")
+        L.append("## tract run time (tract Python package)\n")
+        L.append(f"Per configuration one process loads both tools' model.nnef.tgz, then alternates them run by run. "
+                 f"Prefill: {PREFILL} random token ids from P=0 (empty cache); decode: 1 token with P={PREFILL} "
+                 f"(random cache); same ids and cache values for both tools. Median (and min) of {args.reps} prefill "
+                 f"/ {args.reps * 2} decode runs after one warm-up. Load = nnef load + into_runnable (includes "
+                 "gunzipping the archive); tract peak RSS = peak RSS (time -v) of a separate process that loads the model alone and runs one prefill and one decode.\n")
+        L.append("| config | tool | load s | prefill 64 ms median (min) | decode 1@64 ms median (min) | tract peak RSS MB | input dtypes |")
         L.append("|---|---|---:|---:|---:|---:|---|")
         for r in rows:
             t = r.get("tract")
             if t:
                 dts = sorted({v.rsplit(",", 1)[1] for v in t["inputs"].values()})
-                L.append(f"| {r['config']} | {r['tool']} | {t['load_s']:.2f} | {t['prefill_s'] * 1e3:.0f} | "
-                         f"{t['decode_s'] * 1e3:.1f} | {t['maxrss'] / MB:.0f} | {'/'.join(dts)} |")
+                L.append(f"| {r['config']} | {r['tool']} | {t['load_s']:.2f} | {t['prefill_s'] * 1e3:.0f} "
+                         f"({t['prefill_min_s'] * 1e3:.0f}) | {t['decode_s'] * 1e3:.1f} ({t['decode_min_s'] * 1e3:.1f}) | "
+                         f"{fmt(t['maxrss'] / MB if t.get('maxrss') else None, '.0f')} | {'/'.join(dts)} |")
             elif r["tgz"] is not None:
                 L.append(f"| {r['config']} | {r['tool']} | FAILED | | | | |")
         L.append("")
@@ -565,6 +634,8 @@ def render(args, rows, baseline, agree, probe, folders, notes, started, tools, c
         L.append(f"/usr/bin/time -v {shlex.join(b.cmd)}")
     for r in rows:
         L.append(f"/usr/bin/time -v {shlex.join(r['run'].cmd)}")
+    for c in args.tract_cmds:
+        L.append(shlex.join(c))
     L.append("```")
     if shim:
         L.append(f"\n`{shim}`:\n\n```sh\n{shim.read_text()}```")

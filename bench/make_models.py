@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_OUT = Path("/tmp/t2ir-bench-llm/models")
-DEFAULT_SHAPE = dict(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
-                     num_key_value_heads=4, vocab_size=8192, max_position_embeddings=512)
+DEFAULT_SHAPE = {"hidden_size": 1024, "intermediate_size": 2816, "num_hidden_layers": 8, "num_attention_heads": 16,
+                     "num_key_value_heads": 4, "vocab_size": 8192, "max_position_embeddings": 512}
 
 
 def tensor_bytes(folder: Path) -> int:
