@@ -12,7 +12,7 @@ from t2ir.ir import Derived, Graph, Node, Value
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.cleanup import dead_code_elimination
 from t2ir.passes.patterns import (CASTS, args, axis_of, cast_to, is_dead, is_number, op_of, operands,
-                                  other_operand, producer, replace_value, root_const)
+                                  other_operand, plus_number, producer, replace_value, root_const)
 from t2ir.passes.rewrite import apply_rules, rule, single_user
 from t2ir.types import dims_equal
 
@@ -76,15 +76,11 @@ def _norm_weight(g: Graph, v: Any, width) -> Optional[Value]:
         return None
     if root_const(v) is not None:
         return v
-    p = producer(v)
-    if p is None or p.op != "aten.add.Tensor":
+    split = plus_number(v)
+    base = root_const(split[0]) if split and isinstance(split[0], Value) else None
+    if base is None:
         return None
-    w, one = operands(p)
-    if is_number(w):
-        w, one = one, w
-    base = root_const(w) if isinstance(w, Value) else None
-    if base is None or not is_number(one):
-        return None
+    one = split[1]
     dtype, shift = v.dtype, float(one)
     label = f"{base.const.label}.plus{shift:g}"
     baked = next((c for c in g.consts if c.const.label == label and c.type == v.type), None)
@@ -223,14 +219,10 @@ def _scaled(v: Any, factor: float) -> Optional[Value]:
 
 def _gelu_tanh_input(v: Any) -> Optional[Value]:
     """x for 1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))."""
-    p = producer(v)
-    if p is None or p.op != "aten.add.Tensor":
+    split = plus_number(v)
+    if split is None or split[1] != 1.0:
         return None
-    t, one = operands(p)
-    if is_number(t):
-        t, one = one, t
-    if one != 1.0:
-        return None
+    t = split[0]
     inner = _scaled(t.producer.inputs[0], math.sqrt(2 / math.pi)) if op_of(t) == "aten.tanh" else None
     if inner is None or op_of(inner) != "aten.add.Tensor" or len(inner.producer.inputs) != 2:
         return None

@@ -51,6 +51,17 @@ def operands(node: Node) -> tuple[Any, Any]:
     return a.get("self"), a.get("other")
 
 
+def plus_number(v: Any) -> Optional[tuple[Any, Any]]:
+    """(x, c) when `v = x + c` with `c` a Python number, in either operand order."""
+    p = producer(v)
+    if p is None or p.op != "aten.add.Tensor":
+        return None
+    x, c = operands(p)
+    if is_number(x):
+        x, c = c, x
+    return (x, c) if is_number(c) else None
+
+
 def other_operand(node: Node, v: Value) -> Any:
     """The operand of commutative `node` that is not `v` (None when `v` is not an operand)."""
     a, b = operands(node)
