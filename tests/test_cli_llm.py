@@ -55,6 +55,8 @@ def test_export_f32_with_everything(model_dir, tmp_path):
     ["--dtype", "f16", "--f32-norm", "--f32-attn", "--check-io", "approximate"],
     ["--dtype", "bf16", "--check-io", "approximate"],
     ["--num-logits-to-keep", "1", "--check-io", "very"],
+    ["--dtype", "f16", "--compression", "q4_0", "--check-io", "approximate"],
+    ["--attn-implementation", "eager", "--check-io", "very"],
 ])
 def test_export_variants_pass_their_check(model_dir, tmp_path, flags):
     out = tmp_path / "out"

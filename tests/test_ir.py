@@ -112,3 +112,11 @@ def test_dims():
     assert parse_dim("S + P") == symbol("S") + symbol("P")
     assert parse_dim("4") == 4
     assert isinstance(parse_dim("2*S"), sympy.Expr)
+
+
+def test_critical_path_follows_dependencies():
+    from t2ir.analysis import critical_path, to_networkx
+
+    g = small_graph()
+    assert critical_path(g) == ["nnef.matmul", "nnef.add"]
+    assert to_networkx(g).number_of_edges() == 1  # add reads matmul's output (twice: one edge)

@@ -63,6 +63,9 @@ def dump(path: Path = typer.Argument(..., help="a .t2ir dump, an exported folder
         for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
             typer.echo(f"{n:6d}  {op}")
         typer.echo(f"{sum(counts.values()):6d}  nodes, {len(g.consts)} constants")
+        from t2ir.analysis import critical_path
+
+        typer.echo(f"longest dependency chain: {len(critical_path(g))} nodes")
     else:
         sys.stdout.write(str(g))
 
