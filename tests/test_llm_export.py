@@ -72,7 +72,10 @@ def export_llm(model: torch.nn.Module, folder: Path, dtype: torch.dtype = torch.
     finally:
         logging.disable(previous)
     model.float()
+    lifted = str(graph)
+    assert str(parse_ir(lifted)) == lifted  # the IR round trip holds on every LLM graph, before
     records = run_pipeline(graph, ExportOptions(**options), dump_dir=folder / "dumps" if dump else None)
+    assert str(parse_ir(str(graph))) == str(graph)  # ... and after the passes
     path = write_model(graph, folder / "model.nnef.tgz")
     return Export(model, graph, records, load_runnable(path), folder)
 
