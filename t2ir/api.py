@@ -175,7 +175,9 @@ def check_exported(path, module, args, kwargs, graph: Graph, atol: float,
         want = torch.func.functional_call(module, swapped, tuple(args), dict(kwargs))
     want = [t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
             for t in torch.utils._pytree.tree_leaves(want) if isinstance(t, torch.Tensor)]
-    inputs = [t.detach().numpy() for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]
+    tensors = [t for t in list(args) + list(kwargs.values()) if isinstance(t, torch.Tensor)]
+    # tract takes each input in the graph's dtype (a bf16 model's inputs are f16 after export)
+    inputs = [t.detach().to(v.dtype.torch).numpy() for t, v in zip(tensors, graph.inputs)]
     got = run_tract(load_runnable(path), inputs)
     comparisons = compare_outputs([v.name for v in graph.outputs], got, want)
     check_close(comparisons, atol)
