@@ -7,7 +7,7 @@ from typing import Any
 
 from t2ir.ir import Graph, Node
 from t2ir.passes.base import Pass, PassResult
-from t2ir.passes.rewrite import apply_rules, rule
+from t2ir.passes.rewrite import apply_rules, dead_code_elimination, rule
 
 _IDENTITY_OPS = {
     "aten.clone", "aten.contiguous", "aten.detach", "aten.alias", "aten.dropout", "aten.lift_fresh_copy",
@@ -57,22 +57,6 @@ def drop_identity_transpose(g: Graph, node: Node, _opts: Any) -> bool:
     if list(node.attrs.get("axes", [])) != list(range(len(node.attrs.get("axes", [])))):
         return False
     return _forward_first_input(g, node)
-
-
-def dead_code_elimination(g: Graph) -> int:
-    """Erase nodes (last to first) and constants that nothing reads."""
-    removed = 0
-    nodes = list(g.nodes)
-    outputs = set(map(id, g.outputs))
-    for node in reversed(nodes):
-        if all(not o.uses and id(o) not in outputs for o in node.outputs):
-            g.erase_node(node)
-            removed += 1
-    for c in list(g.consts):
-        if not c.uses and id(c) not in outputs:
-            g.remove_const(c)
-            removed += 1
-    return removed
 
 
 CLEANUP_RULES = [drop_identity, drop_noop_reshape, drop_noop_cast, drop_identity_transpose]

@@ -16,10 +16,9 @@ from typing import Any, Optional
 
 from t2ir.ir import Graph, Node, Value
 from t2ir.passes.base import Pass, PassResult
-from t2ir.passes.cleanup import dead_code_elimination
 from t2ir.passes.patterns import (args, axis_of, is_dead, is_number, op_of, operands, positions, producer,
                                   replace_value, skip_noops, strip_repeat_kv, transposes_last_two)
-from t2ir.passes.rewrite import apply_rules, rule
+from t2ir.passes.rewrite import fuse, rule
 from t2ir.types import DType, dims_equal
 
 # An additive bias this negative makes exp() underflow to exactly 0 in f16 and f32 softmax.
@@ -210,10 +209,9 @@ class FuseAttention(Pass):
     name = "fuse-attention"
 
     def run(self, graph: Graph, options: Any) -> PassResult:
-        fired = apply_rules(graph, RULES, options)
+        fired = fuse(graph, RULES, options)
         if not fired:
             return PassResult(False)
-        dead_code_elimination(graph)
         stats = dict(fired)
         for node in graph.nodes:
             if node.op == "t2ir.sdpa":

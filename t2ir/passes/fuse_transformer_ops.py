@@ -10,10 +10,9 @@ from typing import Any, Optional
 import t2ir.ops.transformer  # noqa: F401  (translations of the t2ir ops this pass builds)
 from t2ir.ir import Derived, Graph, Node, Value
 from t2ir.passes.base import Pass, PassResult
-from t2ir.passes.cleanup import dead_code_elimination
 from t2ir.passes.patterns import (CASTS, args, axis_of, cast_to, is_dead, is_number, op_of, operands,
                                   other_operand, plus_number, producer, replace_value, root_const)
-from t2ir.passes.rewrite import apply_rules, rule, single_user
+from t2ir.passes.rewrite import fuse, rule, single_user
 from t2ir.types import dims_equal
 
 MULS = {"aten.mul.Tensor", "aten.mul.Scalar"}
@@ -257,7 +256,5 @@ class FuseTransformerOps(Pass):
     name = "fuse-transformer-ops"
 
     def run(self, graph: Graph, options: Any) -> PassResult:
-        fired = apply_rules(graph, RULES, options)
-        if fired:
-            dead_code_elimination(graph)
+        fired = fuse(graph, RULES, options)
         return PassResult(bool(fired), fired)

@@ -1,4 +1,4 @@
-"""Local rewrite rules (a pattern and a replacement) driven to a fixed point."""
+"""Local rewrite rules (a pattern and a replacement) driven to a fixed point, and dead-code sweeping."""
 
 from __future__ import annotations
 
@@ -58,3 +58,27 @@ def single_user(v: Value) -> Optional[Node]:
     if len(users) != 1 or (v.graph is not None and v in v.graph.outputs):
         return None
     return users[0]
+
+
+def dead_code_elimination(g: Graph) -> int:
+    """Erase nodes (last to first) and constants that nothing reads."""
+    removed = 0
+    nodes = list(g.nodes)
+    outputs = set(map(id, g.outputs))
+    for node in reversed(nodes):
+        if all(not o.uses and id(o) not in outputs for o in node.outputs):
+            g.erase_node(node)
+            removed += 1
+    for c in list(g.consts):
+        if not c.uses and id(c) not in outputs:
+            g.remove_const(c)
+            removed += 1
+    return removed
+
+
+def fuse(graph: Graph, rules: Sequence[Rule], options: Any = None) -> dict[str, int]:
+    """Apply a fusion rule set, then sweep what the rewrites left dead (only when one fired)."""
+    fired = apply_rules(graph, rules, options)
+    if fired:
+        dead_code_elimination(graph)
+    return fired
