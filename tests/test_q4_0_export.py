@@ -278,3 +278,29 @@ def test_tiny_llama_plain_wrapper(tmp_path: Path) -> None:
     ids = torch.randint(0, 128, (1, 6))
     (got,) = tract_outputs(result.path, ids)
     np.testing.assert_allclose(got, eager(ref, ids), atol=1e-4, rtol=0)
+
+
+def test_gpt2_conv1d_weights_are_packed_transposed(tmp_path: Path) -> None:
+    """GPT-2's Conv1D weights are [K, N] (x @ w): packed as [N, K] blocks along K, and tract
+    matches PyTorch run with gguf's Q4_0 round trip of the transposed weights."""
+    import gguf
+
+    model = Logits(tiny_model("gpt2"))
+    result = t2ir.export(model, (torch.randint(0, 128, (1, 4)),), tmp_path / "m",
+                         input_names=["input_ids"], dynamic_axes={"input_ids": {1: "S"}},
+                         options=ExportOptions(compression="q4_0"))
+    conv1d = {n for n, m in model.named_modules() if type(m).__name__ == "Conv1D"}
+    assert {f"{n}.weight" for n in conv1d} <= packed_labels(result)
+    assert result.passes[-1].result.stats["transposed"] == len(conv1d)
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for name in packed_labels(result):
+            p = dict(ref.named_parameters(remove_duplicate=False))[name]
+            kn = f"{name.rsplit('.', 1)[0]}" in conv1d
+            w = (p.t() if kn else p).detach().float().numpy()
+            q = gguf.quants.dequantize(gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q4_0),
+                                       gguf.GGMLQuantizationType.Q4_0)
+            p.copy_(torch.from_numpy(q.T.copy() if kn else q))
+    ids = torch.randint(0, 128, (1, 6))
+    (got,) = tract_outputs(result.path, ids)
+    np.testing.assert_allclose(got, eager(ref, ids), atol=1e-4, rtol=0)

@@ -135,6 +135,9 @@ class CompressionMethod(abc.ABC):
     name: ClassVar[str] = ""
     positions: ClassVar[frozenset[str]] = frozenset({LINEAR})
     embedding_hint: ClassVar[str] = ""  # appended to the reason an embedding table was skipped
+    # Store [K, N] matmul weights as [N, K] (read with transposeB) before choosing, so they are
+    # linear weights for this method (blocks along K).
+    transposes_kn: ClassVar[bool] = False
 
     def __init__(self, options: Any = None):
         self.options = options
@@ -198,6 +201,15 @@ def get_method(name: str, options: Any = None) -> CompressionMethod:
     return cls(options)
 
 
+def dequantized_weight(method: CompressionMethod, entry: Any, tensor: torch.Tensor) -> Optional[torch.Tensor]:
+    """What the export computes with in place of `tensor` (the report `entry` of a packed weight).
+    A [K, N] weight stored transposed ([N, K], see transpose_kn_weights) is packed in that layout."""
+    if tensor.dim() == 2 and list(tensor.shape) != list(entry.shape) and list(tensor.shape[::-1]) == list(entry.shape):
+        new = method.dequantized(tensor.t())
+        return None if new is None else new.t()
+    return method.dequantized(tensor)
+
+
 def reference_weights(module: torch.nn.Module, report: Any) -> dict[str, torch.Tensor]:
     """For each packed weight of `report` found in `module` (by state_dict name), the tensor the
     export computes with; for `torch.func.functional_call(module, ...)` in check_io."""
@@ -207,7 +219,7 @@ def reference_weights(module: torch.nn.Module, report: Any) -> dict[str, torch.T
     swapped = {}
     for entry in report.packed:
         tensor = named.get(entry.name)
-        new = method.dequantized(tensor.detach()) if tensor is not None else None
+        new = dequantized_weight(method, entry, tensor.detach()) if tensor is not None else None
         if new is not None:
             swapped[entry.name] = new
     return swapped
@@ -219,6 +231,7 @@ class Q4_0(CompressionMethod):
 
     name = "q4_0"
     positions = frozenset({LINEAR})
+    transposes_kn = True
     stored_as = "q4_0"  # the encoding the emitter looks up
     embedding_hint = "; 'q4_0_with_embeddings' packs it"
 

@@ -220,15 +220,15 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
     """PyTorch outputs for the npz cases. With packed weights the reference computes with the
     dequantized weights, so the cases check the export itself, not the quantization error."""
-    from t2ir.compression.methods import get_method
+    from t2ir.compression.methods import dequantized_weight, get_method
     from t2ir.frontend.causal_lm import CausalLMWithExplicitCache, cache_layout
     from t2ir.llm.io_cases import make_cases, save_cases
     from t2ir.llm.reference import streamed_weights
 
     transform = None
     if report is not None and report.packed:
-        method, packed = get_method(report.method), {entry.name for entry in report.packed}
-        transform = lambda name, t: method.dequantized(t) if name in packed else t  # noqa: E731
+        method, packed = get_method(report.method), {entry.name: entry for entry in report.packed}
+        transform = lambda name, t: dequantized_weight(method, packed[name], t) if name in packed else t  # noqa: E731
 
     num_layers, kv, hd = cache_layout(config)
     dtype = DTYPES[opts.dtype]

@@ -7,9 +7,10 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-from t2ir.compression.methods import CompressionMethod, Skip, Weight, find_weights, get_method
+from t2ir.compression.methods import CompressionMethod, Skip, Weight, find_weights, get_method, weight_uses
 from t2ir.compression.report import KEPT, PACKED, QuantReport
-from t2ir.ir import Graph
+from t2ir.ir import Derived, Graph, Value
+from t2ir.types import TensorType
 from t2ir.passes.base import Pass, PassResult
 
 
@@ -22,6 +23,34 @@ class CompressionResult(PassResult):
     """A PassResult that carries the report, for the emitter to complete and save."""
 
     report: Optional[QuantReport] = field(default=None, repr=False)
+
+
+def _reads_as_kn(v: Value) -> bool:
+    """Every read of `v` is the right operand of a plain matmul `x @ w` (w is [K, N])."""
+    uses = weight_uses(v)
+    return bool(uses) and all(
+        u.node is not None and u.node.op == "nnef.matmul" and not u.node.attrs.get("transposeB")
+        and not u.node.attrs.get("transposeA") and u.node.inputs[1] is (u.via[-1].output if u.via else v)
+        for u in uses)
+
+
+def transpose_kn_weights(graph: Graph) -> list[str]:
+    """Constants read only as `x @ w` with w [K, N] (GPT-2's Conv1D) are stored [N, K] and read
+    with transposeB, the linear layout whose blocks run along K. Returns their labels."""
+    done = []
+    for v in graph.consts:
+        if v.rank != 2 or not v.dtype.is_float or not _reads_as_kn(v):
+            continue
+        k, n = v.shape
+        v.type = TensorType(v.dtype, (n, k))
+        v.const.source = Derived(lambda t: t.t().contiguous(), (v.const.source,), what="transposed [K, N] -> [N, K]")
+        for u in weight_uses(v):
+            for unsqueeze in u.via:
+                out = unsqueeze.output
+                out.type = out.type.with_shape(tuple(out.shape[:-2]) + (n, k))
+            u.node.attrs["transposeB"] = True
+        done.append(v.const.label)
+    return done
 
 
 def keep_float_match(label: str, patterns: Sequence[str]) -> Optional[str]:
@@ -48,6 +77,7 @@ class CompressWeights(Pass):
         unexpected: list[str] = []
         keep_float = getattr(options, "keep_float", ()) or ()
         keep_float = (keep_float,) if isinstance(keep_float, str) else tuple(keep_float)
+        transposed = transpose_kn_weights(graph) if method.transposes_kn else []
         for weight in find_weights(graph):
             skip = self.decide(weight, method, keep_float)
             if skip is not None:
@@ -61,6 +91,8 @@ class CompressWeights(Pass):
             warnings.warn(f"compression {method.name!r} left {len(unexpected)} weight(s) unpacked: "
                           + "; ".join(unexpected), CompressionWarning, stacklevel=2)
         stats = {"packed": len(report.packed), "kept": len(report.kept)}
+        if transposed:
+            stats["transposed"] = len(transposed)
         return CompressionResult(bool(report.packed), stats, report=report)
 
     @staticmethod
