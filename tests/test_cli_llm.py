@@ -175,3 +175,13 @@ def test_compressed_export_checks_against_dequantized_reference(tmp_path, method
     assert "model.layers.0.mlp.up_proj.weight" in packed
     assert ("model.embed_tokens.weight" in packed) == (method == "q4_0_with_embeddings")
     assert json.loads((out / "manifest.json").read_text())["check"]["passed"] is True
+
+
+def test_keep_float_keeps_chosen_layers(model_dir, tmp_path):
+    out = tmp_path / "out"
+    run_cli("export-llm", "-d", str(model_dir), "-e", str(out), "--quiet", "--compression", "q4_0",
+            "--keep-float", "lm_head.*", "--keep-float", "*.down_proj.weight", "--check-io", "very")
+    report = json.loads((out / "model" / "model.nnef.tgz.quant_report.json").read_text())
+    status = {t["name"]: t["status"] for t in report["tensors"]}
+    assert status["lm_head.weight"] == "kept" and status["model.layers.1.mlp.down_proj.weight"] == "kept"
+    assert status["model.layers.1.mlp.up_proj.weight"] == "packed"

@@ -45,6 +45,8 @@ def export_llm_cmd(
     f32_norm: bool = typer.Option(False, "--f32-norm", help="compute normalisations in f32"),
     f32_attn: bool = typer.Option(False, "--f32-attn", help="compute attention in f32"),
     compression: Optional[Compression] = typer.Option(None, "--compression", help="pack weights"),
+    keep_float: list[str] = typer.Option([], "--keep-float", metavar="GLOB",
+                                         help="weights (by name, e.g. 'lm_head.*') never compressed; repeatable"),
     with_tokenizer_and_config: bool = typer.Option(False, "--with-tokenizer-and-config",
                                                    help="copy tokenizer files to OUT/tokenizer"),
     check_io: Optional[Level] = typer.Option(None, "--check-io", help="run the test cases in tract at this tolerance"),
@@ -63,7 +65,8 @@ def export_llm_cmd(
 
     opts = LLMExportOptions(
         model_dir=model_dir, out_dir=export_dir, dtype=dtype.value, f32_norm=f32_norm, f32_attn=f32_attn,
-        compression=compression.value if compression else None, with_tokenizer_and_config=with_tokenizer_and_config,
+        compression=compression.value if compression else None, keep_float=tuple(keep_float),
+        with_tokenizer_and_config=with_tokenizer_and_config,
         check_io=check_io.value if check_io else None, num_logits_to_keep=num_logits_to_keep, dump_ir=dump_ir,
         dry_run=dry_run, force=force, merge_peft=merge_peft, attn_implementation=attn_implementation)
     reporter = Reporter(quiet=quiet)

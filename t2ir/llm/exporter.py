@@ -40,6 +40,7 @@ class LLMExportOptions:
     f32_norm: bool = False
     f32_attn: bool = False
     compression: Optional[str] = None
+    keep_float: tuple[str, ...] = ()
     with_tokenizer_and_config: bool = False
     check_io: Optional[str] = None
     num_logits_to_keep: Optional[int] = None
@@ -51,7 +52,8 @@ class LLMExportOptions:
     attn_implementation: str = "sdpa"
 
     def export_options(self) -> ExportOptions:
-        return ExportOptions(f32_norm=self.f32_norm, f32_attn=self.f32_attn, compression=self.compression)
+        return ExportOptions(f32_norm=self.f32_norm, f32_attn=self.f32_attn, compression=self.compression,
+                             keep_float=tuple(self.keep_float))
 
 
 @dataclass
