@@ -13,6 +13,12 @@ app = typer.Typer(
 )
 
 
+def fail(msg: object, code: int = 2) -> None:
+    """One line on stderr and a non-zero exit: the CLI's only way to report an error."""
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
 def _register() -> None:
     from t2ir.cli import inspect_cmds  # noqa: F401
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from t2ir.cli import app
+from t2ir.cli import app, fail
 from t2ir.emitters.writer import IR_DUMP_NAME
 from t2ir.errors import T2IRError
 from t2ir.parser import IRParseError, parse_ir
@@ -45,11 +45,6 @@ def _load(path: Path):
         raise T2IRError(f"{path}:{e}") from None
 
 
-def _fail(e: Exception) -> None:
-    typer.echo(f"error: {e}", err=True)
-    raise typer.Exit(2)
-
-
 @app.command()
 def dump(path: Path = typer.Argument(..., help="a .t2ir dump, an exported folder or .nnef.tgz"),
          stats: bool = typer.Option(False, "--stats", help="print op counts instead of the graph")) -> None:
@@ -57,7 +52,7 @@ def dump(path: Path = typer.Argument(..., help="a .t2ir dump, an exported folder
     try:
         g = _load(path)
     except T2IRError as e:
-        _fail(e)
+        fail(e)
     if stats:
         counts = collections.Counter(n.op for n in g.nodes)
         for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -77,7 +72,7 @@ def diff(before: Path, after: Path,
     try:
         a, b = _load(before), _load(after)
     except T2IRError as e:
-        _fail(e)
+        fail(e)
     ca, cb = collections.Counter(n.op for n in a.nodes), collections.Counter(n.op for n in b.nodes)
     for op in sorted(set(ca) | set(cb)):
         if ca[op] != cb[op]:

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from t2ir.cli import app
+from t2ir.cli import app, fail
 from t2ir.errors import T2IRError
 
 
@@ -30,11 +30,6 @@ class Level(str, Enum):
     very = "very"
     super = "super"
     ultra = "ultra"
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    typer.echo(f"error: {msg}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command("export-llm")
@@ -73,7 +68,7 @@ def export_llm_cmd(
     try:
         summary = export_llm(opts, reporter)
     except T2IRError as e:
-        _fail(str(e))
+        fail(str(e))
     if dry_run:
         return
     reporter.line(f"exported to {summary.out_dir} ({summary.output_bytes / 1e6:.1f} MB; weights in: "
@@ -91,7 +86,7 @@ def export_llm_cmd(
         reporter.line(f"check-io ({opts.check_io}): " + ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
         if not summary.check_passed:
             failed = [f"{c.case}:{c.output} (max |diff| {c.max_abs_diff:.3g})" for c in summary.checks if not c.passed]
-            _fail(f"tract's outputs differ from PyTorch beyond --check-io {opts.check_io}: {', '.join(failed)}; "
+            fail(f"tract's outputs differ from PyTorch beyond --check-io {opts.check_io}: {', '.join(failed)}; "
                   "try a looser level or --f32-norm/--f32-attn", code=1)
 
 
@@ -109,7 +104,7 @@ def generate(
     try:
         ids, text = generate_text(export_dir, prompt, n, tokenizer)
     except T2IRError as e:
-        _fail(str(e))
+        fail(str(e))
     if show_ids:
         typer.echo(" ".join(map(str, ids)))
     typer.echo(text)

@@ -21,7 +21,7 @@ import torch.fx
 from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph, InMemory, Loc, TensorSource, Value
 from t2ir.ops.registry import canonical_op_name
-from t2ir.types import DType, TensorType, UnsupportedDType, simplify_dim, symbol
+from t2ir.types import DType, TensorType, UnsupportedDType, free_symbols, simplify_dim, symbol
 
 WeightSource = Callable[[str, torch.Tensor], Optional[TensorSource]]
 
@@ -211,7 +211,7 @@ class FxLifter:
         if v.name != name:
             self.problems.append(Problem(f"input name {name!r} is used twice or is invalid",
                                          hint="give each input a distinct identifier"))
-        for s in sorted(_free(t.shape)):
+        for s in sorted(free_symbols(t.shape)):
             self.g.declare_symbol(s)
         self.env[node] = v
 
@@ -379,12 +379,6 @@ class FxLifter:
 
 class _DTypeArg(Exception):
     pass
-
-
-def _free(shape) -> set[str]:
-    from t2ir.types import free_symbols
-
-    return free_symbols(shape)
 
 
 def lift_exported_program(ep, **kwargs) -> Graph:

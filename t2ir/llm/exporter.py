@@ -114,10 +114,7 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
                         f"{opts.attn_implementation!r}: {e}") from None
     except Exception as e:
         raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
-    names = {}
-    for name, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
-        if ckpt.has(name):
-            names.setdefault(id(t), name)
+    names = ckpt.names_of(model)
 
     def weight_source(target: str, tensor: torch.Tensor):
         if ckpt.has(target):

@@ -12,21 +12,12 @@ from t2ir.errors import T2IRError
 from t2ir.llm.checkpoint import Checkpoint
 
 
-def _checkpoint_names(model: torch.nn.Module, ckpt: Checkpoint) -> dict[int, str]:
-    """id(tensor) -> the checkpoint name holding it (tied weights share one entry)."""
-    names: dict[int, str] = {}
-    for name, t in list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False)):
-        if ckpt.has(name):
-            names.setdefault(id(t), name)
-    return names
-
-
 @contextlib.contextmanager
 def streamed_weights(model: torch.nn.Module, ckpt: Checkpoint, dtype: torch.dtype,
                      transform: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None) -> Iterator[None]:
     """Make a meta-device model runnable by loading weights module by module during forward.
     `transform(name, tensor)` may replace a weight (e.g. by its dequantized packed form)."""
-    names = _checkpoint_names(model, ckpt)
+    names = ckpt.names_of(model)
     handles = []
 
     def own_meta(module):
