@@ -120,10 +120,11 @@ def lift(module: torch.nn.Module, args: tuple, *, kwargs=None, input_names=None,
     kwargs = dict(kwargs or {})
     args = args if isinstance(args, tuple) else (args,)
     module = module.eval()
-    names = list(input_names or forward_arg_names(module, len(args), kwargs))
+    arg_names = forward_arg_names(module, len(args), kwargs)  # what torch.export keys shapes by
+    names = list(input_names or arg_names)
     dims = normalize_dynamic_axes(dynamic_axes, names, list(args) + list(kwargs.values()))
     if frontend == "export":
-        ep = trace_with_torch_export(module, args, kwargs, forward_arg_names(module, len(args), kwargs), dims)
+        ep = trace_with_torch_export(module, args, kwargs, arg_names, dims)
     elif frontend == "jit":
         from t2ir.frontend.jit import export_via_jit
 
