@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from gguf.quants import quantize as gguf_quantize
 
-from t2ir.compression.encodings import write_q4_0
+from t2ir.emitters.encodings import write_q4_0
 from t2ir.compression.q4_0 import quantize_q4_0
 from t2ir.ir import Graph, InMemory
 from t2ir.types import DType, TensorType

@@ -57,3 +57,17 @@ class CheckIOError(T2IRError):
 
 class PassError(T2IRError):
     """A pass failed; names the pass and the ones that ran before it."""
+
+
+class TranslationError(Exception):
+    """Raised by a translator for a case it cannot express; the lowering pass turns it into a
+    Problem with the node's op and location."""
+
+    def __init__(self, what: str, hint: str = ""):
+        super().__init__(what)
+        self.what, self.hint = what, hint
+
+
+class RewriteNotConverged(T2IRError):
+    """A rule set kept rewriting past its round limit: two rules undo each other, or one keeps
+    matching its own output. Names the rules that fired in the last round."""

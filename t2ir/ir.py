@@ -6,9 +6,13 @@ Invariants (checked by `t2ir.verify`):
 - `value.uses` lists exactly the (node, input index) pairs reading the value;
 - value names are unique in a graph.
 
-Editing while iterating is safe: `graph.nodes` walks the list by remembering the next node before
-yielding the current one, so erasing the current node (or inserting before it) does not disturb
-the walk. Nodes inserted after the current one are visited.
+Edits go through methods only: `Node.inputs`, `Node.outputs` and the graph's `inputs`, `consts`
+and `outputs` are read-only tuples, changed by `set_input`, `add_input`, `set_outputs`, ... so the
+use-lists can never drift. A graph output counts as a use of its value (`Value.num_uses`).
+
+Editing while iterating is safe: an erased node keeps a link to the node that followed it, so a
+walk over `graph.nodes` continues correctly whichever nodes a rewrite erases, the current one
+included. Nodes inserted after the current one are visited; nodes inserted before it are not.
 """
 
 from __future__ import annotations
@@ -132,7 +136,7 @@ class Use:
 class Value:
     """An SSA value. Exactly one of: graph input, constant, or output of `producer`."""
 
-    __slots__ = ("name", "type", "producer", "const", "uses", "graph")
+    __slots__ = ("name", "type", "producer", "const", "uses", "graph", "output_uses")
 
     def __init__(self, name: str, type: TensorType, producer: Optional["Node"] = None,
                  const: Optional[Constant] = None):
@@ -140,7 +144,8 @@ class Value:
         self.type = type
         self.producer = producer
         self.const = const
-        self.uses: list[Use] = []
+        self.uses: list[Use] = []      # reads by nodes
+        self.output_uses = 0           # times it is listed among the graph outputs
         self.graph: Optional[Graph] = None
 
     @property
@@ -163,6 +168,19 @@ class Value:
         return list(seen.values())
 
     @property
+    def num_uses(self) -> int:
+        """Reads by nodes plus appearances among the graph outputs."""
+        return len(self.uses) + self.output_uses
+
+    @property
+    def is_used(self) -> bool:
+        return bool(self.uses) or self.output_uses > 0
+
+    @property
+    def is_output(self) -> bool:
+        return self.output_uses > 0
+
+    @property
     def is_input(self) -> bool:
         return self.producer is None and self.const is None
 
@@ -172,8 +190,8 @@ class Value:
             return
         for use in list(self.uses):
             use.node.set_input(use.index, other)
-        if self.graph is not None:
-            self.graph._replace_output(self, other)
+        if self.graph is not None and self.output_uses:
+            self.graph.replace_output(self, other)
 
     def __repr__(self) -> str:
         return f"%{self.name}: {self.type}"
@@ -182,22 +200,31 @@ class Value:
 class Node:
     """An operation: namespaced op name, input values, plain-data attributes, output values."""
 
-    __slots__ = ("op", "inputs", "attrs", "outputs", "loc", "graph", "_prev", "_next")
+    __slots__ = ("op", "_inputs", "attrs", "_outputs", "loc", "graph", "_prev", "_next")
 
     def __init__(self, op: str, inputs: Sequence[Value], attrs: dict[str, Attr],
                  outputs: Sequence[Value], loc: Loc = Loc()):
         self.op = op
-        self.inputs: list[Value] = []
+        self._inputs: list[Value] = []
         self.attrs = dict(attrs)
-        self.outputs = list(outputs)
+        self._outputs = tuple(outputs)
         self.loc = loc
         self.graph: Optional[Graph] = None
         self._prev: Optional[Node] = None
         self._next: Optional[Node] = None
-        for o in self.outputs:
+        for o in self._outputs:
             o.producer = self
         for v in inputs:
             self._append_input(v)
+
+    @property
+    def inputs(self) -> tuple[Value, ...]:
+        """Read-only: change inputs with `set_input` / `set_inputs`."""
+        return tuple(self._inputs)
+
+    @property
+    def outputs(self) -> tuple[Value, ...]:
+        return self._outputs
 
     @property
     def output(self) -> Value:
@@ -212,23 +239,25 @@ class Node:
     def _append_input(self, v: Value) -> None:
         if not isinstance(v, Value):
             raise TypeError(f"node {self.op}: input must be a Value, got {type(v).__name__}")
-        v.uses.append(Use(self, len(self.inputs)))
-        self.inputs.append(v)
+        v.uses.append(Use(self, len(self._inputs)))
+        self._inputs.append(v)
 
     def set_input(self, index: int, v: Value) -> None:
-        old = self.inputs[index]
+        if not isinstance(v, Value):
+            raise TypeError(f"node {self.op}: input must be a Value, got {type(v).__name__}")
+        old = self._inputs[index]
         old.uses = [u for u in old.uses if not (u.node is self and u.index == index)]
         v.uses.append(Use(self, index))
-        self.inputs[index] = v
+        self._inputs[index] = v
 
     def set_inputs(self, values: Sequence[Value]) -> None:
         self._drop_input_uses()
-        self.inputs = []
+        self._inputs = []
         for v in values:
             self._append_input(v)
 
     def _drop_input_uses(self) -> None:
-        for i, v in enumerate(self.inputs):
+        for i, v in enumerate(self._inputs):
             v.uses = [u for u in v.uses if not (u.node is self and u.index == i)]
 
     def __repr__(self) -> str:
@@ -238,23 +267,46 @@ class Node:
 
 
 _NAME_OK = re.compile(r"[A-Za-z0-9_.]+")
+_SYMBOL_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class InvalidNameError(ValueError):
+    """A value or symbol name the IR text cannot hold."""
+
+
+def check_name(name: str, what: str = "value name") -> str:
+    """`name` itself when the IR text can hold it (letters, digits, '_' and '.'), else an error."""
+    if not isinstance(name, str) or not _NAME_OK.fullmatch(name):
+        raise InvalidNameError(f"invalid {what} {name!r}: use letters, digits, '_' and '.' only")
+    return name
+
+
+def _tuple_view(attr: str, doc: str) -> property:
+    """A read-only tuple view of a private list attribute."""
+    return property(lambda self: tuple(getattr(self, attr)), doc=doc)
 
 
 class Graph:
     """Inputs, constants, nodes in topological order, and named outputs."""
 
     def __init__(self, name: str = "main"):
-        self.name = name
-        self.inputs: list[Value] = []
-        self.consts: list[Value] = []
-        self.outputs: list[Value] = []
-        self.symbols: list[str] = []
+        self.name = check_name(name, "graph name")
+        self._inputs: list[Value] = []
+        self._consts: list[Value] = []
+        self._outputs: list[Value] = []
+        self._symbols: list[str] = []
         self._head: Optional[Node] = None
         self._tail: Optional[Node] = None
         self._names: dict[str, Value] = {}
         self._insert_before: Optional[Node] = None
         self._counter = 0
         self.default_loc = Loc()
+
+    # ---- read-only views (edits go through the methods below) ----------------------------------
+    inputs = _tuple_view("_inputs", "The graph inputs, in signature order.")
+    consts = _tuple_view("_consts", "The constants (weights), in declaration order.")
+    outputs = _tuple_view("_outputs", "The graph outputs (a value may appear twice).")
+    symbols = _tuple_view("_symbols", "The declared dimension symbols.")
 
     # ---- names -------------------------------------------------------------------------
     def fresh_name(self, hint: str = "v") -> str:
@@ -271,7 +323,15 @@ class Graph:
     def value(self, name: str) -> Value:
         return self._names[name]
 
+    def has_name(self, name: str) -> bool:
+        return name in self._names
+
+    def values(self) -> Iterator[Value]:
+        """Every value defined in the graph (inputs, constants, node outputs)."""
+        return iter(list(self._names.values()))
+
     def _register(self, v: Value) -> Value:
+        check_name(v.name)
         if v.name in self._names:
             raise ValueError(f"value name %{v.name} is already defined")
         v.graph = self
@@ -281,6 +341,7 @@ class Graph:
     def rename(self, v: Value, new_name: str) -> None:
         if new_name == v.name:
             return
+        check_name(new_name)
         if new_name in self._names:
             raise ValueError(f"value name %{new_name} is already defined")
         del self._names[v.name]
@@ -290,33 +351,62 @@ class Graph:
     # ---- definitions ----------------------------------------------------------------------
     def add_input(self, name: str, type: TensorType) -> Value:
         v = self._register(Value(self.fresh_name(name), type))
-        self.inputs.append(v)
+        self._inputs.append(v)
         return v
+
+    def set_inputs(self, values: Sequence[Value]) -> None:
+        """Reorder the inputs, or drop unused ones: `values` must be a subset of them."""
+        current = set(map(id, self._inputs))
+        if any(id(v) not in current for v in values) or len(set(map(id, values))) != len(values):
+            raise ValueError("set_inputs takes the graph's own inputs, each once")
+        kept = set(map(id, values))
+        for v in self._inputs:
+            if id(v) not in kept:
+                if v.is_used:
+                    raise ValueError(f"cannot drop input %{v.name}: it is still used")
+                del self._names[v.name]
+                v.graph = None
+        self._inputs = list(values)
 
     def add_const(self, name: str, type: TensorType, source: TensorSource,
                   label: Optional[str] = None, encoding: str = "plain") -> Value:
         v = Value(self.fresh_name(name), type, const=Constant(label or name, source, encoding))
-        self.consts.append(self._register(v))
+        self._consts.append(self._register(v))
         return v
 
     def declare_symbol(self, name: str) -> None:
-        if name not in self.symbols:
-            self.symbols.append(name)
+        if not isinstance(name, str) or not _SYMBOL_OK.fullmatch(name):
+            raise InvalidNameError(f"invalid symbol name {name!r}: use letters, digits and '_'")
+        if name not in self._symbols:
+            self._symbols.append(name)
 
     def set_outputs(self, values: Sequence[Value]) -> None:
-        self.outputs = list(values)
+        for v in self._outputs:
+            v.output_uses -= 1
+        for v in values:
+            if not isinstance(v, Value) or v.graph is not self:
+                raise ValueError(f"graph output {v!r} is not a value of this graph")
+            v.output_uses += 1
+        self._outputs = list(values)
 
-    def _replace_output(self, old: Value, new: Value) -> None:
-        self.outputs = [new if o is old else o for o in self.outputs]
+    def set_output(self, index: int, v: Value) -> None:
+        outs = list(self._outputs)
+        outs[index] = v
+        self.set_outputs(outs)
+
+    def replace_output(self, old: Value, new: Value) -> None:
+        """Every appearance of `old` among the outputs becomes `new`."""
+        self.set_outputs([new if o is old else o for o in self._outputs])
 
     # ---- nodes ------------------------------------------------------------------------------
     @property
     def nodes(self) -> Iterator[Node]:
+        """The nodes in order; see the module docstring for what edits during the walk do."""
         node = self._head
         while node is not None:
-            nxt = node._next
-            yield node
-            node = nxt
+            if node.graph is self:
+                yield node
+            node = node._next  # an erased node still links to its successor at erase time
 
     def __len__(self) -> int:
         return sum(1 for _ in self.nodes)
@@ -351,6 +441,8 @@ class Graph:
         return self.add_node(op, inputs, [out_type], attrs, name=name).output
 
     def _link(self, node: Node, before: Optional[Node]) -> None:
+        if before is not None and before.graph is not self:
+            raise ValueError(f"cannot insert before {before!r}: it is not in this graph")
         node.graph = self
         if before is None:
             node._prev, node._next = self._tail, None
@@ -368,10 +460,12 @@ class Graph:
             before._prev = node
 
     def move_before(self, node: Node, anchor: Node) -> None:
+        """Move `node` before `anchor` (a walk at `node` continues from its new place)."""
         self._unlink(node)
         self._link(node, anchor)
 
     def _unlink(self, node: Node) -> None:
+        """Take `node` out of the list; its own `_next` is kept so a walk standing on it goes on."""
         if node._prev is not None:
             node._prev._next = node._next
         else:
@@ -380,15 +474,17 @@ class Graph:
             node._next._prev = node._prev
         else:
             self._tail = node._prev
-        node._prev = node._next = None
+        node._prev = None
 
     def erase_node(self, node: Node) -> None:
         """Remove a node whose outputs are unused (refused otherwise, to keep SSA valid)."""
+        if node.graph is not self:
+            raise ValueError(f"cannot erase {node!r}: it is not in this graph")
         for o in node.outputs:
-            if o.uses or o in self.outputs:
+            if o.is_used:
                 raise ValueError(f"cannot erase {node!r}: %{o.name} is still used")
         node._drop_input_uses()
-        node.inputs = []
+        node._inputs = []
         self._unlink(node)
         for o in node.outputs:
             del self._names[o.name]
@@ -402,9 +498,9 @@ class Graph:
         self.erase_node(node)
 
     def remove_const(self, v: Value) -> None:
-        if v.uses or v in self.outputs:
+        if v.is_used:
             raise ValueError(f"cannot remove constant %{v.name}: still used")
-        self.consts.remove(v)
+        self._consts.remove(v)
         del self._names[v.name]
         v.graph = None
 

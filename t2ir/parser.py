@@ -7,6 +7,7 @@ import re
 
 from t2ir.ir import Detached, Graph, Loc
 from t2ir.types import DType, TensorType, parse_dim
+from t2ir.verify import IRVerifyError, verify
 
 
 class IRParseError(ValueError):
@@ -111,15 +112,16 @@ def parse_type(c: _Cursor) -> TensorType:
 def parse_attr(c: _Cursor):
     """One attribute value: literal, list, string, dtype or dimension expression."""
     ch = c.peek()
-    if ch == "[":
-        c.expect("[")
+    if ch in "[(":
+        close = "]" if ch == "[" else ")"
+        c.expect(ch)
         items = []
-        while c.peek() != "]":
+        while c.peek() != close:
             items.append(parse_attr(c))
             if not c.accept(","):
                 break
-        c.expect("]")
-        return items
+        c.expect(close)
+        return items if ch == "[" else tuple(items)
     if ch == '"':
         m = c.match(r'"(?:[^"\\]|\\.)*"', "a string")
         return json.loads(m.group(0))
@@ -176,7 +178,7 @@ def _parse_node(c: _Cursor, g: Graph, loc: Loc) -> None:
     if len(types) != len(out_names):
         raise c.error(f"{len(out_names)} outputs but {len(types)} types")
     for name in out_names:
-        if name in g._names:
+        if g.has_name(name):
             raise c.error(f"value %{name} is defined twice")
     node = g.add_node(op, inputs, types, attrs, loc=loc)
     for v, name in zip(node.outputs, out_names):
@@ -184,7 +186,7 @@ def _parse_node(c: _Cursor, g: Graph, loc: Loc) -> None:
 
 
 def parse_ir(text: str) -> Graph:
-    """Parse IR text into a Graph. Errors are `IRParseError` with line:column.
+    """Parse IR text into a Graph and verify it. Errors are `IRParseError` with line:column.
 
     >>> g = parse_ir('graph g\\ninput %x : f32[2]\\n%y = aten.relu(%x) : f32[2]\\noutput %y\\n')
     >>> print(g.outputs[0])
@@ -232,4 +234,8 @@ def parse_ir(text: str) -> Graph:
         raise IRParseError(1, 1, "empty IR text: expected 'graph NAME'")
     if not saw_output:
         raise IRParseError(len(text.splitlines()) + 1, 1, "missing 'output' line")
+    try:
+        verify(g)
+    except IRVerifyError as e:
+        raise IRParseError(1, 1, f"the text describes an invalid graph: {e}") from None
     return g

@@ -42,7 +42,10 @@ def format_attr(v) -> str:
         return json.dumps(v)
     if isinstance(v, sympy.Expr):
         return format_dim(v)
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, tuple):  # written (a, b) / (a,) so that it reads back as a tuple
+        inner = ", ".join(format_attr(x) for x in v)
+        return f"({inner},)" if len(v) == 1 else f"({inner})"
+    if isinstance(v, list):
         return "[" + ", ".join(format_attr(x) for x in v) + "]"
     raise TypeError(f"attribute value {v!r} of type {type(v).__name__} is not plain data")
 

@@ -8,19 +8,49 @@ from typing import Sequence
 
 import numpy as np
 
-from t2ir.errors import CheckIOError, T2IRError
+from t2ir.errors import T2IRError
 
 
-def load_runnable(path: Path | str):
-    """Load a folder or .tgz with the transformers registry on, ready to run."""
+@dataclass(frozen=True)
+class IOFact:
+    """A model input or output as tract sees it: name, dims (ints or symbol expressions), dtype."""
+
+    name: str
+    dims: tuple[int | str, ...]
+    dtype: str  # tract's spelling: f32, f16, i64, ...
+
+    @staticmethod
+    def parse(name: str, fact: str) -> "IOFact":
+        *dims, dtype = str(fact).split(",")
+        return IOFact(name, tuple(int(d) if d.lstrip("-").isdigit() else d for d in dims), dtype)
+
+
+def load_model(path: Path | str):
+    """A tract Model (not yet runnable) from a folder or .tgz, with the transformers registry on."""
     try:
         import tract
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise T2IRError("the `tract` package is needed to run models: pip install tract") from e
     try:
-        return tract.nnef().with_tract_transformers().load(str(path)).into_runnable()
+        return tract.nnef().with_tract_transformers().load(str(path))
     except Exception as e:
         raise T2IRError(f"tract could not load {path}: {_short(e)}") from None
+
+
+def io_facts(model) -> tuple[list[IOFact], list[IOFact]]:
+    """The model's inputs and outputs (read before `into_runnable`, which consumes the model)."""
+    ins = [IOFact.parse(model.input_name(i), model.input_fact(i)) for i in range(model.input_count())]
+    outs = [IOFact.parse(model.output_name(i), model.output_fact(i)) for i in range(model.output_count())]
+    return ins, outs
+
+
+def load_runnable(path: Path | str):
+    """Load a folder or .tgz with the transformers registry on, ready to run."""
+    model = load_model(path)
+    try:
+        return model.into_runnable()
+    except Exception as e:
+        raise T2IRError(f"tract could not prepare {path} to run: {_short(e)}") from None
 
 
 def _short(e: Exception) -> str:
@@ -38,35 +68,3 @@ def run_tract(runnable, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         return [o.to_numpy() for o in runnable.run([np.require(i, requirements="C") for i in inputs])]
     except Exception as e:
         raise T2IRError(f"tract failed to run the model: {_short(e)}") from None
-
-
-@dataclass
-class Comparison:
-    name: str
-    max_abs_diff: float
-    shape_ok: bool
-
-    def __str__(self) -> str:
-        return f"{self.name}: max |diff| = {self.max_abs_diff:.3g}" + ("" if self.shape_ok else " (shape mismatch)")
-
-
-def compare_outputs(names: Sequence[str], got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> list[Comparison]:
-    out = []
-    for name, g, w in zip(names, got, want):
-        g, w = np.asarray(g), np.asarray(w)
-        if g.shape != w.shape:
-            out.append(Comparison(name, float("inf"), False))
-            continue
-        if g.dtype == bool or w.dtype == bool:
-            diff = float(np.count_nonzero(g != w))
-        else:
-            diff = float(np.max(np.abs(g.astype(np.float64) - w.astype(np.float64)))) if g.size else 0.0
-        out.append(Comparison(name, diff, True))
-    return out
-
-
-def check_close(comparisons: Sequence[Comparison], atol: float) -> None:
-    bad = [c for c in comparisons if not c.shape_ok or not c.max_abs_diff <= atol]
-    if bad:
-        lines = "\n  ".join(str(c) for c in bad)
-        raise CheckIOError(f"tract's outputs differ from PyTorch's beyond atol={atol}:\n  {lines}")

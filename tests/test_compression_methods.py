@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import t2ir
-from t2ir.compression.encodings import RelativeError
+from t2ir.emitters.encodings import RelativeError
 from t2ir.compression.methods import (
     LINEAR,
     METHODS,
@@ -23,14 +23,14 @@ from t2ir.compression.methods import (
     get_method,
     register_method,
 )
-from t2ir.compression.registry import register_encoding
+from t2ir.emitters.encodings import register_encoding
 from t2ir.compression.report import KEPT, QuantReport, report_path
 from t2ir.emitters.dat import read_dat, write_dat
 from t2ir.errors import ExportError
 from t2ir.ir import Derived, Graph, Value
 from t2ir.options import ExportOptions
 from t2ir.parser import parse_ir
-from t2ir.passes.pack_weights import CompressWeights
+from t2ir.passes.pack_weights import QUANT_REPORT, CompressWeights
 from t2ir.tract_run import load_runnable, run_tract
 from t2ir.types import DType, TensorType
 
@@ -170,10 +170,11 @@ def test_pass_reasons_for_every_skipped_weight() -> None:
     graph = parse_ir(text)
     with pytest.warns(UserWarning):
         result = CompressWeights().run(graph, ExportOptions(compression="q4_0"))
-    kept = {t.name: t.reason for t in result.report.tensors if t.status == KEPT}
+    report = result.artifacts[QUANT_REPORT]
+    kept = {t.name: t.reason for t in report.tensors if t.status == KEPT}
     assert kept == {
         "fc3.weight": "K = 48 is not a multiple of 32",
         "mixed.weight": "also read by nnef.add, which is not a weight position",
     }
     # "kn" is read only as x @ kn ([K, N]): stored transposed and packed like a linear weight
-    assert {t.name for t in result.report.packed} == {"fc1.weight", "fc2.weight", "proj.weight", "kn"}
+    assert {t.name for t in report.packed} == {"fc1.weight", "fc2.weight", "proj.weight", "kn"}

@@ -34,7 +34,7 @@ def test_names_follow_torch_onnx_conventions(tmp_path):
                          check_io=True)
     g = result.graph
     assert [v.name for v in g.inputs] == ["x", "y"] and [v.name for v in g.outputs] == ["sum", "double"]
-    assert g.symbols == ["n"]
+    assert g.symbols == ("n",)
     text = (result.path / "graph.nnef").read_text()
     assert "graph main( x, y ) -> ( sum, double )" in text
     assert "extension tract_symbol n;" in text

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from t2ir.cli import app, fail
-from t2ir.emitters.writer import IR_DUMP_NAME
+from t2ir.emitters.layout import IR_DUMP_NAME
 from t2ir.errors import T2IRError
 from t2ir.parser import IRParseError, parse_ir
 

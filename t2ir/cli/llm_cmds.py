@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from t2ir.checkio import LEVELS
 from t2ir.cli import app, fail
 from t2ir.errors import T2IRError
 
@@ -23,13 +24,8 @@ class Compression(str, Enum):
     q4_0_with_embeddings = "q4_0_with_embeddings"
 
 
-class Level(str, Enum):
-    exact = "exact"
-    approximate = "approximate"
-    close = "close"
-    very = "very"
-    super = "super"
-    ultra = "ultra"
+# tract's tolerance levels, strictest first (t2ir.checkio has their numbers)
+Level = Enum("Level", {name: name for name in LEVELS}, type=str)
 
 
 @app.command("export-llm")
@@ -55,7 +51,8 @@ def export_llm_cmd(
     attn_implementation: str = typer.Option("sdpa", "--attn-implementation", help="transformers attention: sdpa or eager"),
 ) -> None:
     """Export a local Hugging Face causal LM folder to a tract package."""
-    from t2ir.llm.exporter import LLMExportOptions, export_llm
+    from t2ir.llm.exporter import export_llm
+    from t2ir.options import LLMExportOptions
     from t2ir.progress import Reporter
 
     opts = LLMExportOptions(
@@ -63,7 +60,7 @@ def export_llm_cmd(
         compression=compression.value if compression else None, keep_float=tuple(keep_float),
         with_tokenizer_and_config=with_tokenizer_and_config,
         check_io=check_io.value if check_io else None, num_logits_to_keep=num_logits_to_keep, dump_ir=dump_ir,
-        dry_run=dry_run, force=force, merge_peft=merge_peft, attn_implementation=attn_implementation)
+        dry_run=dry_run, overwrite=force, merge_peft=merge_peft, attn_implementation=attn_implementation)
     reporter = Reporter(quiet=quiet)
     try:
         summary = export_llm(opts, reporter)

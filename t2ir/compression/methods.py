@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from t2ir.compression.encodings import q4_0_reference
+from t2ir.compression.q4_0 import q4_0_reference
 from t2ir.compression.q4_0 import BLOCK as Q4_0_BLOCK
 from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph, Node, Value

@@ -240,3 +240,10 @@ def _dequantize_blocks(records: np.ndarray, out: np.ndarray) -> None:
     np.right_shift(qs, np.uint8(4), out=out[:, BLOCK // 2 :], casting="unsafe")
     out -= np.float32(8)
     out *= d  # (nibble - 8) * d is exact in float32, so the order of operations cannot matter
+
+
+def q4_0_reference(w: torch.Tensor) -> torch.Tensor:
+    """dequantize(quantize(w)) in w's dtype: the weight tract computes with once `w` is Q4_0."""
+    rows = w.detach().cpu().reshape(w.shape[0], -1)
+    back = dequantize_q4_0(quantize_q4_0(rows), tuple(rows.shape))
+    return torch.from_numpy(back).reshape(w.shape).to(w.dtype)

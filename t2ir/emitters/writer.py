@@ -11,20 +11,18 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from t2ir.compression.registry import ENCODINGS
+from t2ir.emitters.encodings import ENCODINGS
 from t2ir.compression.report import QuantReport, report_path
 from t2ir.emitters.dat import HEADER_SIZE
+from t2ir.emitters.layout import ARCHIVE_SUFFIXES, GRAPH_FILE, IR_DUMP_NAME
 from t2ir.emitters.nnef_text import build_document
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 
-ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".nnef.tgz")
 # gzip level 0 (stored blocks): float weights barely compress (7 % at level 1, measured in
 # bench/results/llm_export.md) while level 1 runs at ~19 MB/s against ~490 MB/s, and tract
 # loads a stored archive faster too. The file is still a valid .tgz for every reader.
 ARCHIVE_COMPRESSLEVEL = 0
-# The final IR is saved beside graph.nnef (tract ignores it) so `t2ir dump` can show it later.
-IR_DUMP_NAME = "graph.t2ir"
 
 
 class OutputExistsError(T2IRError):
@@ -85,7 +83,7 @@ def atomic_output(target: Path, overwrite: bool) -> Iterator[Path]:
 def write_folder(g: Graph, folder: Path, progress=None, report: Optional[QuantReport] = None) -> int:
     folder.mkdir(parents=True)
     doc = build_document(g)
-    (folder / "graph.nnef").write_text(doc.render())
+    (folder / GRAPH_FILE).write_text(doc.render())
     (folder / IR_DUMP_NAME).write_text(str(g))
     return write_dats(g, folder, doc.labels, progress, report)
 

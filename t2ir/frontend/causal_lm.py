@@ -255,10 +255,10 @@ def lift_causal_lm(model: torch.nn.Module, *, num_logits_to_keep: int | None = N
     """Export and lift a causal LM into the IR with torch_to_nnef's LLM signature:
     inputs `input_ids [1, S]`, `in_cache_{key,value}_{i} [1, kv, P, hd]`; outputs `outputs`
     (logits) and `out_cache_{key,value}_{i} [1, kv, P+S, hd]`."""
-    from t2ir.api import _ensure_registered
+    from t2ir.ops.builtins import ensure_registered
     from t2ir.frontend.fx import lift_exported_program
 
-    _ensure_registered()
+    ensure_registered()
     ep = export_causal_lm(model, num_logits_to_keep=num_logits_to_keep)
     num_layers = cache_layout(model.config)[0]
     inputs = ["input_ids", *cache_input_names(num_layers)]

@@ -21,39 +21,16 @@ from typing import Optional
 
 import torch
 
-from t2ir.emitters.writer import atomic_output, write_model
+from t2ir import driver
+from t2ir.checkio import OutputCheck
+from t2ir.emitters.writer import atomic_output
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
-from t2ir.options import ExportOptions
-from t2ir.passes.pack_weights import quant_report_of
+from t2ir.options import LLMExportOptions
 from t2ir.progress import Reporter
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class LLMExportOptions:
-    model_dir: Path
-    out_dir: Path
-    dtype: str = "f32"
-    f32_norm: bool = False
-    f32_attn: bool = False
-    compression: Optional[str] = None
-    keep_float: tuple[str, ...] = ()
-    with_tokenizer_and_config: bool = False
-    check_io: Optional[str] = None
-    num_logits_to_keep: Optional[int] = None
-    dump_ir: Optional[Path] = None
-    dry_run: bool = False
-    force: bool = False
-    merge_peft: bool = False
-    tests: bool = True
-    attn_implementation: str = "sdpa"
-
-    def export_options(self) -> ExportOptions:
-        return ExportOptions(f32_norm=self.f32_norm, f32_attn=self.f32_attn, compression=self.compression,
-                             keep_float=tuple(self.keep_float))
 
 
 @dataclass
@@ -65,7 +42,7 @@ class ExportSummary:
     packed: dict[str, int] = field(default_factory=dict)
     output_bytes: int = 0
     weight_bytes: int = 0
-    checks: list = field(default_factory=list)
+    checks: list[OutputCheck] = field(default_factory=list)
     check_passed: Optional[bool] = None
     quant_report: Optional[object] = None
 
@@ -157,11 +134,9 @@ def plan_lines(g: Graph, ckpt: Checkpoint) -> list[str]:
 
 
 def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> ExportSummary:
-    from t2ir.passes.pipeline import run_pipeline
-
     reporter = reporter or Reporter(quiet=True)
     out_dir = Path(opts.out_dir)
-    if out_dir.exists() and not opts.force and not opts.dry_run:
+    if out_dir.exists() and not opts.overwrite and not opts.dry_run:
         raise T2IRError(f"{out_dir} already exists: pass --force to replace it (the old export stays until the new one is complete)")
     summary = ExportSummary(out_dir)
     with reporter.phase("load"):
@@ -171,8 +146,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         model, config, graph = trace_graph(ckpt, opts, reporter)
     summary.ops_before = _op_counts(graph)
     with reporter.phase("passes"):
-        records = run_pipeline(graph, opts.export_options(), dump_dir=opts.dump_ir,
-                               on_pass=lambda name: reporter.advance(name))
+        run = driver.compile_graph(graph, opts, on_pass=lambda name: reporter.advance(name))
     summary.ops_after = _op_counts(graph)
     summary.packed = dict(collections.Counter(v.const.encoding for v in graph.consts if v.const.encoding != "plain"))
     if opts.dry_run:
@@ -180,11 +154,11 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
             reporter.line(line)
         summary.timings = dict(reporter.timings)
         return summary
-    with atomic_output(out_dir, overwrite=opts.force) as staged:
-        report = quant_report_of(records)
+    with atomic_output(out_dir, overwrite=opts.overwrite) as staged:
+        report = driver.quant_report(run)
         with reporter.phase("write", total=len(graph.consts)):
             model_path = staged / "model" / "model.nnef.tgz"
-            write_model(graph, model_path, progress=lambda name, size: reporter.advance(name), report=report)
+            driver.write(graph, model_path, run, progress=lambda name, size: reporter.advance(name))
             shutil.copy(ckpt.folder / "config.json", staged / "model" / "config.json")
             if opts.with_tokenizer_and_config:
                 _copy_tokenizer(ckpt.folder, staged / "tokenizer")
@@ -193,15 +167,16 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
                 case_files = _write_cases(model, config, ckpt, opts, staged, report)
         if opts.check_io:
             with reporter.phase("check"):
-                from t2ir.llm.check import check_cases
+                from t2ir.llm.io_cases import recorded_runs
 
-                summary.checks = check_cases(model_path, case_files, [v.name for v in graph.inputs],
-                                             [v.name for v in graph.outputs], opts.check_io)
+                inputs = [v.name for v in graph.inputs]
+                outputs = [v.name for v in graph.outputs]
+                summary.checks = driver.check(model_path, outputs, recorded_runs(case_files, inputs), opts.check_io)
                 summary.check_passed = all(c.passed for c in summary.checks)
         summary.quant_report = report
         summary.timings = dict(reporter.timings)
         summary.output_bytes = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
-        _write_manifest(staged / "manifest.json", ckpt, opts, records, summary)
+        _write_manifest(staged / "manifest.json", ckpt, opts, run.records, summary)
     return summary
 
 

@@ -9,8 +9,9 @@ from typing import Iterator, Optional
 import numpy as np
 
 from t2ir.errors import T2IRError
-from t2ir.frontend.causal_lm import cache_layout
-from t2ir.tract_run import load_runnable, run_tract
+from t2ir.tract_run import IOFact, io_facts, load_model, run_tract
+
+_NUMPY = {"f32": np.float32, "f16": np.float16, "f64": np.float64}
 
 
 def _eos_ids(out_dir: Path) -> set[int]:
@@ -24,25 +25,28 @@ def _eos_ids(out_dir: Path) -> set[int]:
 
 
 class TractGenerator:
-    """Holds the runnable model and its cache layout; yields one token id per step."""
+    """Holds the runnable model and its cache inputs (read from the model itself); yields one
+    token id per step."""
 
     def __init__(self, out_dir: Path | str):
         self.out_dir = Path(out_dir)
-        model = self.out_dir / "model" / "model.nnef.tgz"
-        if not model.exists():
-            raise T2IRError(f"{model} does not exist: is {self.out_dir} an export-llm output folder?")
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(str(self.out_dir / "model"))
-        self.num_layers, self.kv_heads, self.head_dim = cache_layout(config)
-        self.runnable = load_runnable(model)
-        manifest = self.out_dir / "manifest.json"
-        dtype = json.loads(manifest.read_text())["options"]["dtype"] if manifest.exists() else "f32"
-        self.cache_dtype = np.float32 if dtype == "f32" else np.float16
+        path = self.out_dir / "model" / "model.nnef.tgz"
+        if not path.exists():
+            raise T2IRError(f"{path} does not exist: is {self.out_dir} an export-llm output folder?")
+        model = load_model(path)
+        inputs, _ = io_facts(model)
+        self.caches = inputs[1:]
+        self.runnable = model.into_runnable()
         self.eos = _eos_ids(self.out_dir)
 
+    @staticmethod
+    def empty_cache(fact: IOFact) -> np.ndarray:
+        """A cache input with no past: its symbolic (past length) axis is 0."""
+        shape = tuple(d if isinstance(d, int) else 0 for d in fact.dims)
+        return np.zeros(shape, _NUMPY.get(fact.dtype, np.float32))
+
     def tokens(self, prompt_ids: list[int], max_new_tokens: int) -> Iterator[int]:
-        past = [np.zeros((1, self.kv_heads, 0, self.head_dim), self.cache_dtype) for _ in range(2 * self.num_layers)]
+        past = [self.empty_cache(f) for f in self.caches]
         ids = np.array([prompt_ids], dtype=np.int64)
         for _ in range(max_new_tokens):
             out = run_tract(self.runnable, [ids, *past])

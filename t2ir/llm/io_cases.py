@@ -7,11 +7,12 @@ Names follow torch_to_nnef's LLM export so existing runners read them: `input_id
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
+from t2ir.driver import Run
 from t2ir.frontend.causal_lm import cache_input_names, cache_output_names
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
@@ -80,3 +81,11 @@ def save_cases(cases: dict[str, dict], folder: Path) -> list[Path]:
 def load_case(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+def recorded_runs(paths: Sequence[Path], input_names: Sequence[str]) -> Iterator[Run]:
+    """Each saved case as a driver Run: its inputs in graph order, every other array expected."""
+    for path in paths:
+        data = load_case(path)
+        yield Run(path.stem.removesuffix("_io"), [data[n] for n in input_names],
+                  {k: v for k, v in data.items() if k not in input_names})

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
 from t2ir.ir import Graph
+from t2ir.options import ExportOptions
 
 
 @dataclass
@@ -15,6 +14,7 @@ class PassResult:
 
     changed: bool
     stats: dict[str, int] = field(default_factory=dict)
+    artifacts: dict[str, object] = field(default_factory=dict)  # e.g. a report for the exporter
 
 
 class Pass(abc.ABC):
@@ -24,12 +24,12 @@ class Pass(abc.ABC):
     pipeline checks that each pass's requirements were ensured by an earlier pass.
     """
 
-    name: ClassVar[str] = ""
-    requires: ClassVar[frozenset[str]] = frozenset()
-    ensures: ClassVar[frozenset[str]] = frozenset()
+    name: str = ""
+    requires: frozenset[str] = frozenset()
+    ensures: frozenset[str] = frozenset()
 
     @abc.abstractmethod
-    def run(self, graph: Graph, options: Any) -> PassResult:
+    def run(self, graph: Graph, options: ExportOptions) -> PassResult:
         """Rewrite `graph` in place."""
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from t2ir.ir import Graph
+from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.types import DType, TensorType
 
@@ -17,16 +18,16 @@ from t2ir.types import DType, TensorType
 def _convert_attr(a: Any, mapping: dict[DType, DType]) -> Any:
     if isinstance(a, DType):
         return mapping.get(a, a)
-    if isinstance(a, list):
-        return [_convert_attr(x, mapping) for x in a]
+    if isinstance(a, (list, tuple)):
+        return type(a)(_convert_attr(x, mapping) for x in a)
     return a
 
 
 class ConvertDtypes(Pass):
     name = "convert-dtypes"
 
-    def run(self, graph: Graph, options: Any) -> PassResult:
-        target = DType(getattr(options, "bf16_as", None) or DType.f16)
+    def run(self, graph: Graph, options: ExportOptions) -> PassResult:
+        target = DType(options.bf16_as)
         mapping = {DType.bf16: target}
         changed = 0
 

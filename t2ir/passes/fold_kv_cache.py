@@ -25,14 +25,15 @@ import sympy
 
 from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph, Node, Value
+from t2ir.ops.aliases import ATTENTION, ATTENTION_KV_INPUTS, CASTS, CONCATS, IDENTITY, RESHAPES, TRANSPOSES
+from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
-from t2ir.passes.patterns import CASTS, IDENTITIES, RESHAPES, TRANSPOSES, args, axis_of, transposes_last_two
+from t2ir.passes.pattern import arguments
+from t2ir.passes.patterns import axis_of, transposes_last_two
 from t2ir.types import format_dim
 
-CONCATS = frozenset({"aten.cat", "aten.concat", "aten.concatenate"})
-ATTENTION = {"t2ir.sdpa": {1: "key", 2: "value"}, "aten.scaled_dot_product_attention": {1: "key", 2: "value"}}
 # Ops attention reads the cache through (GQA repetition, layout changes, no-ops).
-PASS_THROUGH = CASTS | IDENTITIES | RESHAPES | TRANSPOSES | {
+PASS_THROUGH = CASTS | IDENTITY | RESHAPES | TRANSPOSES | {
     "aten.unsqueeze", "aten.expand", "aten.slice.Tensor", "aten.repeat_interleave.self_int", "aten.permute"}
 # Names that say "this input is a KV cache" even when the structure is not found.
 CACHE_NAME = re.compile(r"(cache|past)", re.IGNORECASE)
@@ -79,8 +80,8 @@ def _role(v: Value, order: dict[int, int]) -> tuple[Optional[str], int]:
             node = use.node
             if id(node) in seen:
                 continue
-            if node.op in ATTENTION and use.index in ATTENTION[node.op]:
-                return ATTENTION[node.op][use.index], order[id(node)]
+            if node.op in ATTENTION and use.index in ATTENTION_KV_INPUTS:
+                return ATTENTION_KV_INPUTS[use.index], order[id(node)]
             if node.op == "aten.matmul" and use.index == 1:
                 return ("key" if transposed else "value"), order[id(node)]
             if node.op in PASS_THROUGH and use.index == 0:
@@ -93,7 +94,7 @@ def _cache_concat(v: Value, g: Graph) -> Optional[Node]:
     """The concat that appends new entries to past input `v` along axis 2 and is returned."""
     for node in v.users:
         if node.op in CONCATS and node.inputs[0] is v and len(node.inputs) == 2:
-            if axis_of(args(node).get("dim") or 0, v.rank) == 2 and node.outputs[0] in g.outputs:
+            if axis_of(arguments(node).get("dim") or 0, v.rank) == 2 and node.outputs[0].is_output:
                 return node
     return None
 
@@ -105,7 +106,7 @@ def _symbol_of(d: Any) -> Optional[str]:
 class FoldKvCache(Pass):
     name = "fold-kv-cache"
 
-    def run(self, graph: Graph, options: Any) -> PassResult:
+    def run(self, graph: Graph, options: ExportOptions) -> PassResult:
         order = {id(n): i for i, n in enumerate(graph.nodes)}
         found: list[_Found] = []
         problems: list[Problem] = []
@@ -207,12 +208,13 @@ class FoldKvCache(Pass):
         targets = {name for _, name in renames}
         for v, _ in renames:  # two steps, so swapping names never collides
             graph.rename(v, graph.fresh_name(f"{v.name}_tmp"))
-        for v in list(graph._names.values()):
+        for v in graph.values():
             if v.name in targets:  # an unrelated value holds a signature name: move it aside
                 graph.rename(v, graph.fresh_name(f"{v.name}_"))
         for v, name in renames:
             graph.rename(v, name)
         new_inputs, new_outputs = other_in + cache_in, other_out + cache_out
-        changed |= new_inputs != graph.inputs or new_outputs != graph.outputs
-        graph.inputs, graph.outputs = new_inputs, new_outputs
+        changed |= tuple(new_inputs) != graph.inputs or tuple(new_outputs) != graph.outputs
+        graph.set_inputs(new_inputs)
+        graph.set_outputs(new_outputs)
         return changed

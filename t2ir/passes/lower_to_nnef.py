@@ -5,19 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from t2ir.errors import ExportError, Problem, UnsupportedOpsError
+from t2ir.errors import ExportError, Problem, TranslationError, UnsupportedOpsError
 from t2ir.ir import Graph, Node, Value
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import REGISTRY, is_nnef_level
+from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
-
-
-class TranslationError(Exception):
-    """Raised by a translator for a case it cannot express; becomes a Problem with location."""
-
-    def __init__(self, what: str, hint: str = ""):
-        super().__init__(what)
-        self.what, self.hint = what, hint
 
 
 def _as_values(result) -> list[Value]:
@@ -39,20 +32,19 @@ def translate_node(graph: Graph, node: Node, translator, options: Any) -> None:
     graph.replace_node(node, outs)
     created = set(map(id, ctx.created))
     for name, new in zip(names, outs):
-        if id(new) in created and new not in graph.outputs:
+        if id(new) in created and not new.is_output:
             graph.rename(new, name)  # the result keeps the name of the value it replaces
         keep_output_name(graph, new, name)
 
 
 def keep_output_name(graph: Graph, v: Value, name: str) -> None:
     """A graph output keeps its user-given name after `v` took its place."""
-    if v not in graph.outputs or v.name == name:
+    if not v.is_output or v.name == name:
         return
-    if v.producer is None or graph.outputs.count(v) > 1 or v.name in {o.name for o in graph.outputs if o is not v}:
+    if v.producer is None or v.output_uses > 1 or v.name in {o.name for o in graph.outputs if o is not v}:
         with graph.inserting_before(None):
             copy = graph.op("nnef.copy", [v], v.type, name=name)
-        index = graph.outputs.index(v)
-        graph.outputs[index] = copy
+        graph.set_output(graph.outputs.index(v), copy)
         graph.rename(copy, name)
     else:
         graph.rename(v, name)
@@ -73,7 +65,7 @@ class LowerToNnef(Pass):
     name = "lower-to-nnef"
     ensures = frozenset({"nnef-level"})
 
-    def run(self, graph: Graph, options: Any) -> PassResult:
+    def run(self, graph: Graph, options: ExportOptions) -> PassResult:
         unsupported: list[Problem] = []
         failed: list[Problem] = []
         count = 0

@@ -4,25 +4,20 @@ from __future__ import annotations
 
 import fnmatch
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from t2ir.compression.methods import CompressionMethod, Skip, Weight, find_weights, get_method, weight_uses
 from t2ir.compression.report import KEPT, PACKED, QuantReport
 from t2ir.ir import Derived, Graph, Value
-from t2ir.types import TensorType
+from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
+from t2ir.types import TensorType
+
+QUANT_REPORT = "quant_report"  # the artifact key of the report in PipelineRun.artifacts
 
 
 class CompressionWarning(UserWarning):
     """Weights a compression method could have been expected to pack but left float."""
-
-
-@dataclass
-class CompressionResult(PassResult):
-    """A PassResult that carries the report, for the emitter to complete and save."""
-
-    report: Optional[QuantReport] = field(default=None, repr=False)
 
 
 def _reads_as_kn(v: Value) -> bool:
@@ -68,14 +63,13 @@ class CompressWeights(Pass):
     name = "compress-weights"
     requires = frozenset({"nnef-level"})
 
-    def run(self, graph: Graph, options: Any) -> PassResult:
-        name = getattr(options, "compression", None)
-        if not name:
-            return CompressionResult(False)
-        method = get_method(name, options)
+    def run(self, graph: Graph, options: ExportOptions) -> PassResult:
+        if not options.compression:
+            return PassResult(False)
+        method = get_method(options.compression, options)
         report = QuantReport(method.name)
         unexpected: list[str] = []
-        keep_float = getattr(options, "keep_float", ()) or ()
+        keep_float = options.keep_float
         keep_float = (keep_float,) if isinstance(keep_float, str) else tuple(keep_float)
         transposed = transpose_kn_weights(graph) if method.transposes_kn else []
         for weight in find_weights(graph):
@@ -93,7 +87,7 @@ class CompressWeights(Pass):
         stats = {"packed": len(report.packed), "kept": len(report.kept)}
         if transposed:
             stats["transposed"] = len(transposed)
-        return CompressionResult(bool(report.packed), stats, report=report)
+        return PassResult(bool(report.packed), stats, {QUANT_REPORT: report})
 
     @staticmethod
     def decide(weight: Weight, method: CompressionMethod, keep_float: Sequence[str]) -> Optional[Skip]:
@@ -101,11 +95,3 @@ class CompressWeights(Pass):
         if pattern is not None:
             return Skip(f"kept float by keep_float pattern {pattern!r}", warn=False)
         return method.refuse(weight)
-
-
-def quant_report_of(records: Sequence[Any]) -> Optional[QuantReport]:
-    """The report of the compress-weights run among the pipeline's records (None if it did not run)."""
-    for r in records:
-        if isinstance(r.result, CompressionResult) and r.result.report is not None:
-            return r.result.report
-    return None

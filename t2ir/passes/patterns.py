@@ -1,85 +1,63 @@
-"""Matching helpers shared by the fusion passes: operands of aten nodes by name, no-op walks,
-constant-ness and position vectors (`arange(S) + P` broadcast along one axis)."""
+"""Pattern pieces and analyses shared by the fusion passes: no-op walks, constants behind casts,
+last-axis predicates, transformers' `repeat_kv`, and position vectors (`arange(S) + P`)."""
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import sympy
 
-from t2ir.ir import Graph, Node, Value
-from t2ir.ops.context import schema_args
+from t2ir.ir import Node, Value
+from t2ir.ops.aliases import CASTS, IDENTITY, RESHAPES, TRANSPOSES
+from t2ir.ops.aliases import MUL
+from t2ir.passes.pattern import Pattern, Skip, Var, arguments, is_number, lit, op, skip, var
 from t2ir.types import Dim, DType, dims_equal, simplify_dim
 
 INT_MAX = 2**63 - 1
 
-CASTS = frozenset({"aten.to.dtype", "aten._to_copy", "aten.type_as", "aten.to.dtype_layout", "aten.to.device"})
-# Ops that return their first input unchanged (in inference).
-IDENTITIES = frozenset({"aten.clone", "aten.contiguous", "aten.alias", "aten.detach", "aten.lift_fresh_copy",
-                        "aten.dropout", "aten.feature_dropout"})
-RESHAPES = frozenset({"aten.view", "aten.reshape", "aten._unsafe_view"})
-TRANSPOSES = frozenset({"aten.transpose.int", "aten.swapaxes", "aten.swapdims"})
+
+def axis_of(dim: int, rank: int) -> int:
+    return dim % rank if rank else 0
 
 
-def producer(v: Any) -> Optional[Node]:
-    return v.producer if isinstance(v, Value) else None
+def is_last_axis(dim: Any, rank: int) -> bool:
+    """`dim` (an int, or a one-element list) names the last of `rank` axes."""
+    if isinstance(dim, (list, tuple)):
+        if len(dim) != 1:
+            return False
+        dim = dim[0]
+    return isinstance(dim, int) and rank > 0 and axis_of(dim, rank) == rank - 1
 
 
-def op_of(v: Any) -> str:
-    """The op producing `v` ("" for inputs, constants and Python numbers)."""
-    p = producer(v)
-    return p.op if p is not None else ""
+def on_last_axis(arg: str = "dim", of: str = "self"):
+    """An `op(..., where=)` predicate: argument `arg` names the last axis of argument `of`."""
+    return lambda a: isinstance(a.get(of), Value) and is_last_axis(a.get(arg), a[of].rank)
 
 
-def args(node: Node) -> dict[str, Any]:
-    """The node's arguments by their torch schema names (aten ops only)."""
-    return schema_args(node)
+def concat_on_last_axis(a: dict) -> bool:
+    tensors = a.get("tensors") or []
+    return bool(tensors) and is_last_axis(a.get("dim") or 0, tensors[0].rank)
 
 
-def is_number(x: Any) -> bool:
-    return isinstance(x, numbers.Number) and not isinstance(x, bool)
+def swaps_last_two(a: dict) -> bool:
+    """transpose(x, -2, -1) in either order and any spelling of the axes."""
+    x = a.get("self")
+    if not isinstance(x, Value) or x.rank < 2:
+        return False
+    return {axis_of(a["dim0"], x.rank), axis_of(a["dim1"], x.rank)} == {x.rank - 2, x.rank - 1}
 
 
-def operands(node: Node) -> tuple[Any, Any]:
-    """(self, other) of a binary aten op: each a Value or a Python number ((None, None) for
-    add/sub with alpha != 1, which no pattern means)."""
-    a = args(node)
-    if (a.get("alpha") or 1) != 1:
-        return None, None
-    return a.get("self"), a.get("other")
+def transposes_last_two(node: Node) -> bool:
+    return node.op in TRANSPOSES and swaps_last_two(arguments(node))
 
 
-def plus_number(v: Any) -> Optional[tuple[Any, Any]]:
-    """(x, c) when `v = x + c` with `c` a Python number, in either operand order."""
-    p = producer(v)
-    if p is None or p.op != "aten.add.Tensor":
-        return None
-    x, c = operands(p)
-    if is_number(x):
-        x, c = c, x
-    return (x, c) if is_number(c) else None
-
-
-def other_operand(node: Node, v: Value) -> Any:
-    """The operand of commutative `node` that is not `v` (None when `v` is not an operand)."""
-    a, b = operands(node)
-    if a is v:
-        return b
-    if b is v:
-        return a
-    return None
-
-
-def is_full_slice(node: Node) -> bool:
-    a = args(node)
+def is_full_slice(a: dict) -> bool:
     x = a["self"]
-    dim = a.get("dim") or 0
     start, end, step = a.get("start") or 0, a.get("end"), a.get("step") or 1
     if step != 1 or start != 0:
         return False
-    size = x.shape[dim % x.rank]
+    size = x.shape[axis_of(a.get("dim") or 0, x.rank)]
     return end is None or end == INT_MAX or (isinstance(end, (int, sympy.Expr)) and dims_equal(end, size))
 
 
@@ -93,25 +71,38 @@ def is_noop(node: Node, casts: bool = False) -> bool:
     i64 <-> i32) count as no-ops too."""
     if not node.inputs:
         return False
-    x = node.inputs[0]
-    same = node.outputs[0].type == x.type
-    if node.op in IDENTITIES:
-        return not args(node).get("train", False)
+    x, out = node.inputs[0], node.outputs[0]
+    same = out.type == x.type
+    if node.op in IDENTITY:
+        return not arguments(node).get("train", False)
     if node.op == "aten.slice.Tensor":
-        return is_full_slice(node)
+        return is_full_slice(arguments(node))
     if node.op in CASTS:
-        out = node.outputs[0]
         return same or (casts and out.shape == x.shape and _same_kind(out.dtype, x.dtype))
     if node.op in RESHAPES or node.op == "aten.expand":
         return same
     return False
 
 
+def is_noop_or_cast(node: Node) -> bool:
+    return is_noop(node, casts=True)
+
+
 def skip_noops(v: Value, casts: bool = False) -> Value:
     """Walk back through ops that leave the values unchanged (precision changes too with `casts`)."""
-    while (p := producer(v)) is not None and is_noop(p, casts):
+    while (p := v.producer) is not None and is_noop(p, casts):
         v = p.inputs[0]
     return v
+
+
+def through_noops(p: Pattern) -> Skip:
+    """`p`, behind any ops that leave values unchanged (dropout, clone, same-type casts, ...)."""
+    return skip(is_noop, p)
+
+
+def through_casts(p: Pattern) -> Skip:
+    """`p`, behind no-ops and precision changes (softmax's f32 round trip in eager attention)."""
+    return skip(is_noop_or_cast, p)
 
 
 def root_const(v: Value) -> Optional[Value]:
@@ -120,48 +111,41 @@ def root_const(v: Value) -> Optional[Value]:
     return v if v.const is not None else None
 
 
-def axis_of(dim: int, rank: int) -> int:
-    return dim % rank if rank else 0
+def const(name: Optional[str] = None, **kwargs: Any) -> Var:
+    """A tensor operand that is a graph constant (a weight), possibly behind casts."""
+    where = kwargs.pop("where", None)
+    return var(name, where=lambda v: root_const(v) is not None and (where is None or where(v)), **kwargs)
 
 
-def transposes_last_two(node: Node) -> bool:
-    """transpose(x, -2, -1) (either order, any spelling of the axes)."""
-    if node.op not in TRANSPOSES:
+def number(name: Optional[str] = None) -> Pattern:
+    """A Python number argument (not a bool), captured as `name`."""
+    return lit(name=name, where=is_number)
+
+
+def square(x: Pattern) -> Pattern:
+    """x ** 2, square(x) or x * x."""
+    return (op("aten.pow.Tensor_Scalar", x, lambda e: e in (2, 2.0)) | op("aten.square", x)
+            | op(MUL, x, x))
+
+
+def repeat_kv(kv: Pattern) -> Pattern:
+    """transformers' `repeat_kv` of a [B, Hkv, L, D] value: `x[:, :, None].expand(B, Hkv, g, L, D)
+    .reshape(B, Hkv*g, L, D)`, or `repeat_interleave(x, g, dim=1)`. tract's sdpa maps query head h
+    to kv head h // g natively, which is the same grouping, so fusions match through it."""
+    unsqueezed = op("aten.unsqueeze", kv, lambda d: d in (2, -3))
+    expanded = op("aten.expand", through_noops(unsqueezed), size=lambda s: len(s) == 5)
+    return (op(RESHAPES, through_noops(expanded), where=_merges_group_axis)
+            | op("aten.repeat_interleave.self_int", kv, repeats=lambda r: isinstance(r, int), dim=lambda d: d in (1, -3),
+                 where=lambda a: a["self"].rank == 4))
+
+
+def _merges_group_axis(a: dict) -> bool:
+    e = a["self"]
+    if e.rank != 5:
         return False
-    a, r = args(node), node.inputs[0].rank
-    dims = {axis_of(a["dim0"], r), axis_of(a["dim1"], r)}
-    return r >= 2 and dims == {r - 2, r - 1}
-
-
-def strip_repeat_kv(v: Value) -> Value:
-    """[B, Hkv, L, D] repeated to [B, Hkv*g, L, D] (transformers' repeat_kv) -> the unrepeated value.
-
-    repeat_kv is `x[:, :, None].expand(B, Hkv, g, L, D).reshape(B, Hkv*g, L, D)`; tract's sdpa
-    maps query head h to key head h // g natively, which is the same grouping.
-    """
-    p = producer(v)
-    if p is not None and p.op == "aten.repeat_interleave.self_int":
-        a = args(p)
-        x = a["self"]
-        if a.get("dim") is not None and axis_of(a["dim"], x.rank) == 1 and x.rank == 4:
-            return x
-    if p is None or p.op not in RESHAPES or v.rank != 4:
-        return v
-    e = skip_noops(p.inputs[0])
-    pe = producer(e)
-    if pe is None or pe.op != "aten.expand" or e.rank != 5:
-        return v
-    u = skip_noops(pe.inputs[0])
-    pu = producer(u)
-    if pu is None or pu.op != "aten.unsqueeze" or axis_of(args(pu)["dim"], 5) != 2:
-        return v
-    x = pu.inputs[0]
     b, h, g, n, d = e.shape
-    if x.rank != 4 or not all(dims_equal(a, c) for a, c in zip(x.shape, (b, h, n, d))):
-        return v
-    if not all(dims_equal(a, c) for a, c in zip(v.shape, (b, h * g, n, d))):
-        return v
-    return x
+    out = a.get("size") or a.get("shape") or []
+    return len(out) == 4 and all(dims_equal(x, y) for x, y in zip(out, (b, h * g, n, d)))
 
 
 @dataclass(frozen=True)
@@ -176,26 +160,24 @@ class Positions:
 
 def positions(v: Value) -> Optional[Positions]:
     """Recognise an integer position vector: arange, +/- a scalar, unsqueezes, full slices."""
-    p = producer(v)
+    p = v.producer
     if p is None or v.dtype.is_float:
         return None
     if p.op.startswith("aten.arange"):
-        a = args(p)
-        start, step = a.get("start") or 0, a.get("step") or 1
-        if p.op == "aten.arange":
-            start = 0
+        a = arguments(p)
+        start, step = (a.get("start") or 0) if p.op != "aten.arange" else 0, a.get("step") or 1
         if step != 1 or v.rank != 1:
             return None
         return Positions(1, 0, simplify_dim(start), v.shape[0])
     if is_noop(p, casts=True):
         return positions(p.inputs[0])
     if p.op in ("aten.add.Tensor", "aten.sub.Tensor"):
-        a = args(p)
+        a = arguments(p)
         x, c = a["self"], a["other"]
-        if not isinstance(x, Value) or isinstance(c, Value) or (a.get("alpha") or 1) != 1:
+        if not isinstance(x, Value) or isinstance(c, Value) or isinstance(c, float) or (a.get("alpha") or 1) != 1:
             return None
         inner = positions(x)
-        if inner is None or isinstance(c, float):
+        if inner is None:
             return None
         sign = 1 if p.op == "aten.add.Tensor" else -1
         return Positions(inner.rank, inner.axis, simplify_dim(inner.offset + sign * c), inner.length)
@@ -203,27 +185,7 @@ def positions(v: Value) -> Optional[Positions]:
         inner = positions(p.inputs[0])
         if inner is None:
             return None
-        d = axis_of(args(p)["dim"], v.rank)
+        d = axis_of(arguments(p)["dim"], v.rank)
         return Positions(v.rank, inner.axis + (1 if d <= inner.axis else 0), inner.offset, inner.length)
     return None
 
-
-def cast_to(g: Graph, v: Value, dtype: DType, name: Optional[str] = None) -> Value:
-    """An explicit cast node (aten.to.dtype) unless `v` already has `dtype`."""
-    if v.dtype == dtype:
-        return v
-    return g.op("aten.to.dtype", [v], v.type.with_dtype(dtype), name=name or f"{v.name}_{dtype.value}", dtype=dtype)
-
-
-def is_dead(g: Graph, node: Node) -> bool:
-    """Nothing reads the node's outputs (a value a rule already replaced, awaiting DCE)."""
-    return all(not o.uses and o not in g.outputs for o in node.outputs)
-
-
-def replace_value(g: Graph, old: Value, new: Value) -> None:
-    """Point every reader (and graph output) of `old` at the freshly built `new`, which takes
-    `old`'s name so dumps stay readable; `old`'s now dead producers are left to DCE."""
-    name = old.name
-    old.replace_all_uses_with(new)
-    g.rename(old, g.fresh_name(f"{name}_replaced"))
-    g.rename(new, name)

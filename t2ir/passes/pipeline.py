@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 from t2ir.errors import PassError, T2IRError
 from t2ir.ir import Graph
+from t2ir.ops.registry import check_node
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.cleanup import Cleanup
@@ -22,33 +23,71 @@ from t2ir.passes.upcast_f32 import UpcastF32
 from t2ir.verify import verify
 
 
+def _always(options: ExportOptions) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Stage:
     """A pass and the condition (on the options) under which it runs."""
 
-    make: Callable[[], Pass]
-    when: Callable[[ExportOptions], bool] = lambda o: True
+    pass_: Pass
+    when: Callable[[ExportOptions], bool] = _always
 
 
-def _stages() -> list[Stage]:
+def builtin_stages() -> list[Stage]:
     return [
-        Stage(Cleanup),
-        Stage(ConvertDtypes),
-        Stage(FoldKvCache),  # a no-op on graphs without KV-cache IO
-        Stage(FuseAttention, when=lambda o: o.fuse_attention),
+        Stage(Cleanup()),
+        Stage(ConvertDtypes()),
+        Stage(FoldKvCache()),  # a no-op on graphs without KV-cache IO
+        Stage(FuseAttention(), when=lambda o: o.fuse_attention),
         Stage(FuseTransformerOps, when=lambda o: o.fuse_transformer_ops),
         # after the fusions (it finds t2ir.sdpa / t2ir.rms_norm) and convert-dtypes (bf16 is f16 by then)
         Stage(UpcastF32, when=lambda o: o.f32_norm or o.f32_attn),
-        Stage(LowerToNnef),
-        Stage(Cleanup),
+        Stage(LowerToNnef()),
+        Stage(Cleanup()),
         # last: it marks the final weights, so no later rewrite may move or fold them
-        Stage(CompressWeights, when=lambda o: bool(o.compression)),
+        Stage(CompressWeights(), when=lambda o: bool(o.compression)),
     ]
 
 
-def passes_by_name() -> dict[str, type[Pass]]:
-    """Every pass class the pipeline knows, by its name (for tests and tools)."""
-    return {s.make.name: s.make for s in _stages() if isinstance(s.make, type)}
+_USER_STAGES: list[tuple[str, Stage]] = []  # (name of the pass it follows, stage)
+
+
+def register_pass(p: Pass, *, after: str, when: Callable[[ExportOptions], bool] = _always) -> None:
+    """Run the user's pass `p` right after the first pass named `after` (see docs/passes.md).
+
+        t2ir.register_pass(RewritePass("my-fusions", [my_rule]), after="fuse-transformer-ops")
+    """
+    known = {s.pass_.name for s in builtin_stages()} | {s.pass_.name for _, s in _USER_STAGES}
+    if after not in known:
+        raise ValueError(f"no pass named {after!r}; passes: {', '.join(sorted(known))}")
+    if p.name in known:
+        raise ValueError(f"a pass named {p.name!r} is already in the pipeline")
+    _USER_STAGES.append((after, Stage(p, when)))
+
+
+def unregister_pass(name: str) -> None:
+    _USER_STAGES[:] = [(a, s) for a, s in _USER_STAGES if s.pass_.name != name]
+
+
+def stages() -> list[Stage]:
+    """Built-in passes in order, with each user pass after the one it follows."""
+    out = builtin_stages()
+    slots: dict[str, int] = {}  # where the next pass following each anchor goes
+    for after, stage in _USER_STAGES:
+        at = slots.get(after)
+        if at is None:
+            at = next(i for i, s in enumerate(out) if s.pass_.name == after) + 1
+        out.insert(at, stage)
+        slots = {k: v + 1 if v >= at else v for k, v in slots.items()}
+        slots[after] = at + 1  # passes registered after the same one keep their order
+    return out
+
+
+def passes_by_name() -> dict[str, Pass]:
+    """Every pass the pipeline knows, by name (for tests and tools)."""
+    return {s.pass_.name: s.pass_ for s in stages()}
 
 
 @dataclass
@@ -59,20 +98,38 @@ class PassRecord:
     nodes_after: int
 
 
+@dataclass
+class PipelineRun:
+    """What running the passes produced: one record per pass, and the artifacts passes left
+    (e.g. compress-weights' quantization report under `QUANT_REPORT`)."""
+
+    records: list[PassRecord] = field(default_factory=list)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __getitem__(self, i):
+        return self.records[i]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
 def dump_name(index: int, name: str) -> str:
     return f"{index:02d}-{name}.t2ir"
 
 
 def run_pipeline(graph: Graph, options: ExportOptions, *, dump_dir: Optional[Path] = None,
-                 check: bool = True, on_pass: Optional[Callable[[str], None]] = None) -> list[PassRecord]:
+                 check: bool = True, on_pass: Optional[Callable[[str], None]] = None) -> PipelineRun:
     """Run the enabled passes in order. `dump_dir` gets `00-lift.t2ir`, `01-<pass>.t2ir`, ..."""
     if dump_dir is not None:
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
         (dump_dir / dump_name(0, "lift")).write_text(str(graph))
-    records: list[PassRecord] = []
+    run = PipelineRun()
     ensured: set[str] = set()
-    passes = [s.make() for s in _stages() if s.when(options)]
+    passes = [s.pass_ for s in stages() if s.when(options)]
     for i, p in enumerate(passes, 1):
         missing = p.requires - ensured
         if missing:
@@ -83,14 +140,15 @@ def run_pipeline(graph: Graph, options: ExportOptions, *, dump_dir: Optional[Pat
         try:
             result = p.run(graph, options)
             if check:
-                verify(graph)
+                verify(graph, check_op=check_node)
         except T2IRError:
             raise
         except Exception as e:
-            before = ", ".join(r.name for r in records) or "none"
+            before = ", ".join(r.name for r in run.records) or "none"
             raise PassError(f"pass {p.name!r} failed ({type(e).__name__}: {e}); passes run before it: {before}") from e
         ensured |= p.ensures
-        records.append(PassRecord(p.name, result, time.perf_counter() - start, len(graph)))
+        run.records.append(PassRecord(p.name, result, time.perf_counter() - start, len(graph)))
+        run.artifacts.update(result.artifacts)
         if dump_dir is not None:
             (dump_dir / dump_name(i, p.name)).write_text(str(graph))
-    return records
+    return run

@@ -9,45 +9,31 @@ that were not fused and eager attention left unfused are not changed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Optional
 
-from t2ir.ir import Graph, Node
-from t2ir.passes.base import Pass, PassResult
-from t2ir.passes.patterns import cast_to, replace_value
+from t2ir.ir import Value
+from t2ir.ops.aliases import ATTENTION, NORMS
+from t2ir.passes.pattern import op
+from t2ir.passes.rewrite import Match, RewritePass, Rule
 from t2ir.types import DType
 
 HALF = (DType.f16, DType.bf16)
-NORMS = frozenset({"t2ir.rms_norm", "aten.layer_norm", "aten.rms_norm", "aten.group_norm"})
-ATTENTION = frozenset({"t2ir.sdpa", "aten.scaled_dot_product_attention"})
 
 
-def compute_in_f32(g: Graph, node: Node) -> bool:
-    """Re-create `node` with half-precision inputs cast to f32 and f32 outputs, casting back after."""
-    if not any(o.dtype in HALF for o in node.outputs):
-        return False
-    with g.inserting_before(node):
-        inputs = [cast_to(g, v, DType.f32) if v.dtype in HALF else v for v in node.inputs]
-        types = [o.type.with_dtype(DType.f32) if o.dtype in HALF else o.type for o in node.outputs]
-        up = g.add_node(node.op, inputs, types, dict(node.attrs), name=f"{node.outputs[0].name}_f32", loc=node.loc)
-        backs = [cast_to(g, new, old.dtype) for new, old in zip(up.outputs, node.outputs)]
-    for old, new in zip(list(node.outputs), backs):
-        replace_value(g, old, new)
-    g.erase_node(node)
-    return True
+def in_f32(m: Match) -> Optional[list[Value]]:
+    """The node again, its half-precision inputs cast to f32 and outputs computed in f32, each
+    output cast back to its old type."""
+    node = m.root
+    wanted = m.options.f32_norm if node.op in NORMS else m.options.f32_attn
+    if not wanted or not any(o.dtype in HALF for o in node.outputs):
+        return None
+    inputs = [m.cast(v, DType.f32) if v.dtype in HALF else v for v in node.inputs]
+    types = [o.type.with_dtype(DType.f32) if o.dtype in HALF else o.type for o in node.outputs]
+    up = m.graph.add_node(node.op, inputs, types, dict(node.attrs), name=f"{node.outputs[0].name}_f32", loc=node.loc)
+    return [m.cast(new, old.dtype) for new, old in zip(up.outputs, node.outputs)]
 
 
-class UpcastF32(Pass):
-    name = "upcast-f32"
-
-    def run(self, graph: Graph, options: Any) -> PassResult:
-        ops: set[str] = set()
-        if getattr(options, "f32_norm", False):
-            ops |= NORMS
-        if getattr(options, "f32_attn", False):
-            ops |= ATTENTION
-        stats: dict[str, int] = {}
-        for node in list(graph.nodes):
-            if node.op in ops and compute_in_f32(graph, node):
-                kind = "attention" if node.op in ATTENTION else "norm"
-                stats[kind] = stats.get(kind, 0) + 1
-        return PassResult(bool(stats), stats)
+UpcastF32 = RewritePass("upcast-f32", [
+    Rule("norm", op(NORMS), in_f32, "norm(x: f16) -> cast(norm(cast(x, f32)), f16)"),
+    Rule("attention", op(ATTENTION), in_f32, "sdpa(q, k, v: f16) -> cast(sdpa(cast(q), cast(k), cast(v)), f16)"),
+])

@@ -67,11 +67,11 @@ def nnef_section(ops: list) -> list[str]:
 
 def render() -> str:
     """The whole document, from the built-in entries of the registry only."""
-    from t2ir.api import _ensure_registered
+    from t2ir.ops.builtins import ensure_registered
     from t2ir.ops.context import NO_F64_OPS
     from t2ir.ops.registry import REGISTRY
 
-    _ensure_registered()
+    ensure_registered()
     builtin = [op for op in REGISTRY.ops.values() if op.origin == "builtin"]
     source = [op for op in builtin if op.translate is not None]
     nnef = [op for op in builtin if op.signature is not None]

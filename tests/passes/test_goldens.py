@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 import t2ir  # noqa: F401  (registers ops)
-from t2ir.api import _ensure_registered
+from t2ir.ops.builtins import ensure_registered
 from t2ir.options import ExportOptions
 from t2ir.parser import parse_ir
 from t2ir.passes.pipeline import passes_by_name
+from t2ir.ops.registry import check_node
 from t2ir.verify import verify
 
 HERE = Path(__file__).parent
@@ -32,13 +33,12 @@ def options_of(text: str) -> ExportOptions:
 
 @pytest.mark.parametrize("before", CASES, ids=[f"{p.parent.name}/{p.name.split('.')[0]}" for p in CASES])
 def test_golden(before: Path):
-    _ensure_registered()
+    ensure_registered()
     text = before.read_text()
     graph = parse_ir(text)
-    verify(graph)
-    pass_cls = passes_by_name()[before.parent.name]
-    result = pass_cls().run(graph, options_of(text))
-    verify(graph)
+    verify(graph, check_op=check_node)
+    result = passes_by_name()[before.parent.name].run(graph, options_of(text))
+    verify(graph, check_op=check_node)
     after = before.with_name(before.name.replace(".before.", ".after."))
     got = str(graph)
     if UPDATE:

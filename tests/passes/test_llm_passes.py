@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from t2ir.api import _ensure_registered
+from t2ir.ops.builtins import ensure_registered
 from t2ir.options import ExportOptions
 from t2ir.parser import parse_ir
 from t2ir.passes.fold_kv_cache import FoldKvCache, KvCacheLayoutError
@@ -15,7 +15,7 @@ HEADER = "graph main\nsymbol S\nsymbol P\n"
 
 
 def run(pass_cls, text: str, **options):
-    _ensure_registered()
+    ensure_registered()
     graph = parse_ir(text)
     result = pass_cls().run(graph, ExportOptions(**options))
     verify(graph)

@@ -8,7 +8,7 @@ import sympy
 
 from t2ir.ir import Value
 from t2ir.ops.context import LowerContext
-from t2ir.passes.lower_to_nnef import TranslationError
+from t2ir.errors import TranslationError
 from t2ir.types import DType, TensorType
 
 

@@ -6,10 +6,11 @@ import math
 
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import promote, scalar_or_value, unsqueeze_to_rank
+from t2ir.ops.aliases import CASTS, IDENTITY
 from t2ir.ops.aten.factories import fill
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
-from t2ir.passes.lower_to_nnef import TranslationError
+from t2ir.errors import TranslationError
 from t2ir.types import DType, TensorType
 
 
@@ -260,13 +261,12 @@ def masked_fill(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("nnef.select", [mask, x], out, true_value=value)
 
 
-@builtin("aten._to_copy", "aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten.type_as")
+@builtin(*CASTS)
 def to_dtype(node: Node, ctx: LowerContext) -> Value:
     return ctx.cast(node.inputs[0], ctx.out.dtype)
 
 
-@builtin("aten.clone", "aten.contiguous", "aten.detach", "aten.alias", "aten.dropout", "aten.lift_fresh_copy",
-         "aten.feature_dropout", "aten.alpha_dropout", "aten.lift_fresh", "aten.detach_", "aten.positive")
+@builtin(*IDENTITY)
 def identity(node: Node, ctx: LowerContext) -> Value:
     return node.inputs[0]
 

@@ -9,7 +9,7 @@ from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import norm_axis
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
-from t2ir.passes.lower_to_nnef import TranslationError
+from t2ir.errors import TranslationError
 from t2ir.types import DType, TensorType, dims_equal
 
 

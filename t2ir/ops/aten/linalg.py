@@ -14,7 +14,7 @@ from t2ir.types import TensorType
 def require_float(ctx: LowerContext) -> None:
     """tract has no integer matrix product (an i64 matmul aborts the whole process)."""
     if not ctx.out.dtype.is_float:
-        from t2ir.passes.lower_to_nnef import TranslationError
+        from t2ir.errors import TranslationError
 
         raise TranslationError(f"matrix products on {ctx.out.dtype} are not supported by tract",
                                "cast the operands to float (e.g. .float()) before the product")

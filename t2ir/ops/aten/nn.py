@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from t2ir.ir import Node, Value
+from t2ir.ops.aliases import SOFTMAX
 from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
-from t2ir.passes.lower_to_nnef import TranslationError
+from t2ir.errors import TranslationError
 from t2ir.types import DType
 
 
@@ -283,7 +284,7 @@ def group_norm(node: Node, ctx: LowerContext) -> Value:
     return y
 
 
-@builtin("aten.softmax.int", "aten._softmax", "aten.softmax")
+@builtin(*SOFTMAX)
 def softmax(node: Node, ctx: LowerContext) -> Value:
     x = ctx.cast(node.inputs[0], ctx.out.dtype)
     return ctx.emit("nnef.softmax", [x], ctx.out, axes=[norm_axis(ctx.args["dim"], x.rank)])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import sympy
 
 from t2ir.ir import Node, Value
+from t2ir.ops.aliases import CONCATS, RESHAPES
 from t2ir.ops.aten._util import norm_axes, norm_axis
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
 from t2ir.types import DType
 
 
-@builtin("aten.view", "aten.reshape", "aten._unsafe_view", "aten.flatten.using_ints", "aten.unflatten.int",
+@builtin(*RESHAPES, "aten.flatten.using_ints", "aten.unflatten.int",
          "aten.view_as", "aten.reshape_as", "aten.flatten")
 def reshape(node: Node, ctx: LowerContext) -> Value:
     """Every view becomes one reshape to the (possibly symbolic) output shape."""
@@ -57,7 +58,7 @@ def transpose(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("nnef.transpose", [x], ctx.out, axes=perm)
 
 
-@builtin("aten.cat", "aten.concat", "aten.concatenate")
+@builtin(*CONCATS)
 def cat(node: Node, ctx: LowerContext) -> Value:
     out = ctx.out
     values = [ctx.cast(v, out.dtype) for v in node.inputs if v.rank == out.rank]  # torch skips empty 1-D
