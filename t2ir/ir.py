@@ -268,6 +268,9 @@ class Node:
 
 _NAME_OK = re.compile(r"[A-Za-z0-9_.]+")
 _SYMBOL_OK = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# tract_assert syntax: an optional scenario name, then one comparison of dimension expressions
+_ASSERTION = re.compile(r"(?:(?P<scenario>[A-Za-z_][A-Za-z0-9_]*) ?: ?)?(?P<lhs>[^<>=:]+?) ?(?P<op>==|<=|>=|<|>) ?"
+                        r"(?P<rhs>[^<>=:]+)")
 
 
 class InvalidNameError(ValueError):
@@ -295,6 +298,7 @@ class Graph:
         self._consts: list[Value] = []
         self._outputs: list[Value] = []
         self._symbols: list[str] = []
+        self._assertions: list[str] = []
         self._head: Optional[Node] = None
         self._tail: Optional[Node] = None
         self._names: dict[str, Value] = {}
@@ -307,6 +311,7 @@ class Graph:
     consts = _tuple_view("_consts", "The constants (weights), in declaration order.")
     outputs = _tuple_view("_outputs", "The graph outputs (a value may appear twice).")
     symbols = _tuple_view("_symbols", "The declared dimension symbols.")
+    assertions = _tuple_view("_assertions", "Facts about the symbols, in tract's syntax (`S >= 1`, `tg: S == 1`).")
 
     # ---- names -------------------------------------------------------------------------
     def fresh_name(self, hint: str = "v") -> str:
@@ -379,6 +384,26 @@ class Graph:
             raise InvalidNameError(f"invalid symbol name {name!r}: use letters, digits and '_'")
         if name not in self._symbols:
             self._symbols.append(name)
+
+    def add_assertion(self, text: str) -> None:
+        """Record a fact about the symbols that tract may use (`extension tract_assert ...`):
+        `S >= 1`, `S + P < 4096`, or a named scenario `tg: S == 1`. Symbols must be declared."""
+        text = " ".join(str(text).split())
+        m = _ASSERTION.fullmatch(text)
+        if not m:
+            raise ValueError(f"invalid assertion {text!r}: write `[name:] EXPR OP EXPR` with OP one of "
+                             "==, <=, >=, <, >")
+        from t2ir.types import free_symbols, parse_dim
+
+        try:
+            used = free_symbols((parse_dim(m["lhs"]), parse_dim(m["rhs"])))
+        except Exception:
+            raise ValueError(f"invalid assertion {text!r}: its sides are not dimension expressions") from None
+        undeclared = sorted(used - set(self._symbols))
+        if undeclared:
+            raise ValueError(f"assertion {text!r} uses undeclared symbols {undeclared}")
+        if text not in self._assertions:
+            self._assertions.append(text)
 
     def set_outputs(self, values: Sequence[Value]) -> None:
         for v in self._outputs:

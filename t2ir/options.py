@@ -17,6 +17,7 @@ class ExportOptions:
     bf16_as: DType = DType.f16         # tract has no bf16: what bf16 values become (f16 or f32)
     f32_norm: bool = False             # compute normalisations in f32 when the graph is f16
     f32_attn: bool = False             # compute attention (scores, softmax) in f32
+    f32_linear_acc: bool = False       # accumulate f16 linear layers in f32 (torch_to_nnef's -f32-lin-acc)
     fuse_attention: bool = True        # fold attention patterns into one tract sdpa node
     fuse_transformer_ops: bool = True  # rms_norm, rotary, silu-gated MLP into tract operators
     compression: Optional[str] = None  # "q4_0", "q4_0_with_embeddings", or a registered method
@@ -33,10 +34,12 @@ class LLMExportOptions(ExportOptions):
 
     model_dir: Path
     out_dir: Path
-    dtype: str = "f32"                         # f32, f16 or bf16 (exported as f16)
-    with_tokenizer_and_config: bool = False    # copy tokenizer files to OUT/tokenizer
-    num_logits_to_keep: Optional[int] = None   # logits of the last N positions only
+    dtype: str = "auto"                        # f32, f16, bf16 (exported as f16), or auto: the checkpoint's
+    with_tokenizer_and_config: bool = False    # copy tokenizer files and config to OUT/tokenizer, OUT/model
+    num_logits_to_keep: int = 1                # logits of the last N positions only; 0 keeps every position
     dry_run: bool = False                      # trace and plan, write nothing
     merge_peft: bool = False                   # merge a LoRA adapter folder into its base model
-    tests: bool = True                         # write OUT/tests/*_io.npz reference cases
+    tests: bool = True                         # write OUT/tests/*.npz reference cases
+    sample_tokens: int = 8                     # prompt length of the reference cases (torch_to_nnef's -sgts)
+    layout: str = "deep"                       # OUT/model + OUT/tokenizer ("deep") or all in OUT ("flat")
     attn_implementation: str = "sdpa"          # transformers attention the model is traced with

@@ -206,6 +206,13 @@ def parse_ir(text: str) -> Graph:
             raise c.error("nothing may follow the output line")
         elif c.accept("symbol "):
             g.declare_symbol(c.match(r"[A-Za-z_][A-Za-z0-9_]*", "a symbol name").group(0))
+        elif c.accept("assert "):
+            start = c.pos
+            try:
+                g.add_assertion(c.text[c.pos:])
+            except ValueError as e:
+                raise c.error(str(e), start) from None
+            c.pos = len(c.text)
         elif c.accept("input "):
             name = c.match(_NAME, "an input like %x").group(1)
             c.expect(":")

@@ -2,6 +2,7 @@
 
     graph main
     symbol batch
+    assert batch >= 1
     input %x : f32[batch, 64]
     const %fc.weight : f32[32, 64] = "fc.weight"
     %linear = aten.linear(%x, %fc.weight, bias=none) : f32[batch, 32]  # fc (model.py:12)
@@ -74,6 +75,7 @@ def format_const(v: Value) -> str:
 def print_graph(g: Graph) -> str:
     lines = [f"graph {g.name}"]
     lines += [f"symbol {s}" for s in g.symbols]
+    lines += [f"assert {a}" for a in g.assertions]
     lines += [f"input %{v.name} : {v.type}" for v in g.inputs]
     lines += [format_const(v) for v in g.consts]
     lines += [format_node(n) for n in g.nodes]

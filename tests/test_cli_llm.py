@@ -75,7 +75,7 @@ def test_generate_matches_transformers_greedy(model_dir, tmp_path):
     out = tmp_path / "out"
     run_cli("export-llm", "-d", str(model_dir), "-e", str(out), "--with-tokenizer-and-config", "--quiet")
     result = run_cli("generate", str(out), "--prompt", "the quick brown fox", "-n", "12", "--ids")
-    ours = [int(t) for t in result.output.splitlines()[0].split()]
+    ours = [int(t) for t in result.stdout.splitlines()[-1].split()]  # the text, then the ids
     ids = Tokenizer.from_file(str(model_dir / "tokenizer.json")).encode("the quick brown fox").ids
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     with torch.no_grad():

@@ -22,10 +22,7 @@ def fail(msg: object, code: int = 2) -> None:
 def _register() -> None:
     from t2ir.cli import inspect_cmds  # noqa: F401
 
-    try:
-        from t2ir.cli import llm_cmds  # noqa: F401
-    except ImportError:  # the LLM commands need transformers
-        pass
+    from t2ir.cli import export_llm_cmd, llm_cmds  # noqa: F401
 
 
 def main() -> None:

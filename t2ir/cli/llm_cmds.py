@@ -1,90 +1,15 @@
-"""`t2ir export-llm` and `t2ir generate`."""
+"""`t2ir generate`: run an export-llm package in tract."""
 
 from __future__ import annotations
 
-from enum import Enum
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from t2ir.checkio import LEVELS
 from t2ir.cli import app, fail
 from t2ir.errors import T2IRError
-
-
-class Dtype(str, Enum):
-    f32 = "f32"
-    f16 = "f16"
-    bf16 = "bf16"
-
-
-class Compression(str, Enum):
-    q4_0 = "q4_0"
-    q4_0_with_embeddings = "q4_0_with_embeddings"
-
-
-# tract's tolerance levels, strictest first (t2ir.checkio has their numbers)
-Level = Enum("Level", {name: name for name in LEVELS}, type=str)
-
-
-@app.command("export-llm")
-def export_llm_cmd(
-    model_dir: Path = typer.Option(..., "-d", "--model-dir", help="folder written by save_pretrained"),
-    export_dir: Path = typer.Option(..., "-e", "--export-dir", help="output folder (must not exist unless --force)"),
-    dtype: Dtype = typer.Option(Dtype.f32, "--dtype", help="precision of weights and activations"),
-    f32_norm: bool = typer.Option(False, "--f32-norm", help="compute normalisations in f32"),
-    f32_attn: bool = typer.Option(False, "--f32-attn", help="compute attention in f32"),
-    compression: Optional[Compression] = typer.Option(None, "--compression", help="pack weights"),
-    keep_float: list[str] = typer.Option([], "--keep-float", metavar="GLOB",
-                                         help="weights (by name, e.g. 'lm_head.*') never compressed; repeatable"),
-    with_tokenizer_and_config: bool = typer.Option(False, "--with-tokenizer-and-config",
-                                                   help="copy tokenizer files to OUT/tokenizer"),
-    check_io: Optional[Level] = typer.Option(None, "--check-io", help="run the test cases in tract at this tolerance"),
-    num_logits_to_keep: Optional[int] = typer.Option(None, "--num-logits-to-keep", min=1,
-                                                     help="only the last N positions' logits"),
-    dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write the IR after every pass here"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="trace and plan only; write nothing"),
-    force: bool = typer.Option(False, "--force", help="replace an existing export folder"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
-    merge_peft: bool = typer.Option(False, "--merge-peft", help="merge a LoRA adapter folder into its base"),
-    attn_implementation: str = typer.Option("sdpa", "--attn-implementation", help="transformers attention: sdpa or eager"),
-) -> None:
-    """Export a local Hugging Face causal LM folder to a tract package."""
-    from t2ir.llm.exporter import export_llm
-    from t2ir.options import LLMExportOptions
-    from t2ir.progress import Reporter
-
-    opts = LLMExportOptions(
-        model_dir=model_dir, out_dir=export_dir, dtype=dtype.value, f32_norm=f32_norm, f32_attn=f32_attn,
-        compression=compression.value if compression else None, keep_float=tuple(keep_float),
-        with_tokenizer_and_config=with_tokenizer_and_config,
-        check_io=check_io.value if check_io else None, num_logits_to_keep=num_logits_to_keep, dump_ir=dump_ir,
-        dry_run=dry_run, overwrite=force, merge_peft=merge_peft, attn_implementation=attn_implementation)
-    reporter = Reporter(quiet=quiet)
-    try:
-        summary = export_llm(opts, reporter)
-    except T2IRError as e:
-        fail(str(e))
-    if dry_run:
-        return
-    reporter.line(f"exported to {summary.out_dir} ({summary.output_bytes / 1e6:.1f} MB; weights in: "
-                  f"{summary.weight_bytes / 1e6:.1f} MB)")
-    reporter.line("time per phase: " + ", ".join(f"{k} {v:.1f}s" for k, v in summary.timings.items()))
-    reporter.line(f"ops: {sum(summary.ops_before.values())} after lifting, {sum(summary.ops_after.values())} after passes")
-    for line in summary.fusion_lines():
-        reporter.line("  " + line)
-    if summary.quant_report is not None and not quiet:
-        summary.quant_report.print(reporter.stream)
-    if summary.checks:
-        worst = {}
-        for c in summary.checks:
-            worst[c.output] = max(worst.get(c.output, 0.0), c.max_abs_diff)
-        reporter.line(f"check-io ({opts.check_io}): " + ", ".join(f"{k} {v:.2g}" for k, v in worst.items()))
-        if not summary.check_passed:
-            failed = [f"{c.case}:{c.output} (max |diff| {c.max_abs_diff:.3g})" for c in summary.checks if not c.passed]
-            fail(f"tract's outputs differ from PyTorch beyond --check-io {opts.check_io}: {', '.join(failed)}; "
-                  "try a looser level or --f32-norm/--f32-attn", code=1)
 
 
 @app.command()
@@ -93,15 +18,60 @@ def generate(
     prompt: str = typer.Option(..., "--prompt", "-p"),
     n: int = typer.Option(20, "-n", "--max-new-tokens", min=1),
     tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="tokenizer folder (default OUT/tokenizer)"),
-    show_ids: bool = typer.Option(False, "--ids", help="print the token ids too"),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", min=0.0, help="0: greedy; higher: more random"),
+    top_k: int = typer.Option(0, "--top-k", min=0, help="sample among the k most likely tokens (0: all)"),
+    top_p: float = typer.Option(1.0, "--top-p", min=0.0, max=1.0, help="sample within this probability mass"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="random seed for sampling (reproducible runs)"),
+    chat: bool = typer.Option(False, "--chat", help="wrap the prompt in the tokenizer's chat template"),
+    show_ids: bool = typer.Option(False, "--ids", help="print the token ids after the text"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no speed summary"),
 ) -> None:
-    """Greedy generation in tract with the exported model and its tokenizer."""
-    from t2ir.llm.generate import generate_text
+    """Generate text in tract with an exported model: tokens stream as they come, then the speed."""
+    from t2ir.llm.generate import Sampling, generate_text
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
 
     try:
-        ids, text = generate_text(export_dir, prompt, n, tokenizer)
+        sampling = Sampling(temperature, top_k, top_p if top_p > 0 else 1.0, seed)
+        ids, _, stats = generate_text(export_dir, prompt, n, tokenizer, sampling=sampling, chat=chat, on_text=show)
     except T2IRError as e:
         fail(str(e))
-    if show_ids:
-        typer.echo(" ".join(map(str, ids)))
-    typer.echo(text)
+    sys.stdout.write("\n" + (" ".join(map(str, ids)) + "\n" if show_ids else ""))
+    sys.stdout.flush()
+    if not quiet:
+        typer.echo(str(stats), err=True)
+
+
+@app.command()
+def bench(
+    export_dir: Path = typer.Argument(..., help="an export-llm output folder"),
+    prompt_sizes: list[int] = typer.Option([512], "-p", "--prompt", help="ppN: N prompt tokens (repeatable)"),
+    gen_sizes: list[int] = typer.Option([128], "-n", "--gen", help="tgN: N generated tokens (repeatable)"),
+    repetitions: int = typer.Option(5, "-r", "--repetitions", min=1, help="timed runs per test (after a warm-up)"),
+    past: int = typer.Option(0, "--past", min=0, help="tokens already in the cache before tgN"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="also write the results and machine as JSON"),
+) -> None:
+    """Prompt processing (ppN) and token generation (tgN) speed in tract, like llama-bench."""
+    import json
+
+    from t2ir.llm.bench import bench as run_bench
+    from t2ir.llm.bench import machine
+
+    info = machine()
+    typer.echo(f"{info['cpu']} ({info['cores']} cores), python {info['python']}, t2ir {info['t2ir']}, "
+               f"tract {info['tract']}")
+    typer.echo(f"| {'test':>10} | {'tokens/s':>10} | {'+/-':>8} |")
+    typer.echo(f"| {'-' * 10} | {'-' * 10} | {'-' * 8} |")
+
+    def show(r) -> None:
+        typer.echo(f"| {r.test:>10} | {r.tokens_per_second:>10.2f} | {r.spread:>8.2f} |")
+
+    try:
+        results = run_bench(export_dir, prompt_sizes, gen_sizes, repetitions, past, on_result=show)
+    except T2IRError as e:
+        fail(str(e))
+    if json_path is not None:
+        json_path.write_text(json.dumps({"machine": info, "model": str(export_dir),
+                                         "results": [r.as_dict() for r in results]}, indent=2))

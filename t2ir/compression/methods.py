@@ -70,12 +70,24 @@ def _is_leading_unsqueeze(node: Node) -> bool:
     return node.op == "nnef.unsqueeze" and axes == list(range(len(axes)))
 
 
+def _einsum_reads_as_linear(expr: str, index: int) -> bool:
+    """Operand `index` of einsum `expr` is an [N, K] weight contracted on its last axis K
+    (e.g. "bsk,nk->bsn", what f32_linear_acc emits): Q4_0 blocks run along K."""
+    inputs, _, output = expr.partition("->")
+    terms = inputs.split(",")
+    if index >= len(terms) or len(terms[index]) != 2:
+        return False
+    n, k = terms[index]
+    others = "".join(t for i, t in enumerate(terms) if i != index)
+    return k in others and k not in output and n in output and n not in others
+
+
 def _classify(node: Node, index: int) -> str:
     if node.op == "nnef.matmul":
         linear = index == 1 and node.attrs.get("transposeB") is True
         return LINEAR if linear else MATMUL
     if node.op == "tract_core.einsum":
-        return MATMUL
+        return LINEAR if _einsum_reads_as_linear(node.attrs.get("expr", ""), index) else MATMUL
     if node.op == "tract_core.gather" and index == 0 and node.attrs.get("axis") == 0 \
             and node.attrs.get("datum_type") is not None:
         return EMBEDDING

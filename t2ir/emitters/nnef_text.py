@@ -34,6 +34,7 @@ class NnefDocument:
     name: str
     extensions: list[str]
     symbols: list[str]
+    assertions: list[str]
     fragments: list[str]
     inputs: list[str]
     outputs: list[str]
@@ -223,7 +224,7 @@ def build_document(g: Graph) -> NnefDocument:
     if uses_transformers:
         exts.append("tract_registry tract_transformers")
     return NnefDocument(
-        name=_IDENT_BAD.sub("_", g.name) or "main", extensions=exts, symbols=symbols,
+        name=_IDENT_BAD.sub("_", g.name) or "main", extensions=exts, symbols=symbols, assertions=list(g.assertions),
         fragments=list(fragments.values()), inputs=[names[v] for v in g.inputs],
         outputs=[names[v] for v in g.outputs], statements=stmts, labels=labels,
     )

@@ -62,6 +62,26 @@ class Checkpoint:
                 names.setdefault(id(t), name)
         return names
 
+    def stored_dtype(self) -> str:
+        """The dtype most weights are stored in ("f32", "f16" or "bf16"), read from the safetensors
+        headers (no weight data), as torch_to_nnef picks the module dtype when none is forced."""
+        from safetensors import safe_open
+
+        counts: dict[str, int] = {}
+        for shard in sorted(set(self.index.values())):
+            with safe_open(shard, framework="pt") as f:
+                for name in f.keys():
+                    if self.index.get(name) != shard:
+                        continue
+                    piece = f.get_slice(name)
+                    numel = 1
+                    for d in piece.get_shape():
+                        numel *= d
+                    dtype = {"F32": "f32", "F16": "f16", "BF16": "bf16"}.get(piece.get_dtype())
+                    if dtype is not None:
+                        counts[dtype] = counts.get(dtype, 0) + numel
+        return max(counts, key=counts.get) if counts else "f32"
+
     def tensor_nbytes(self) -> int:
         """Total bytes of the weights on disk (for memory ratios and size predictions)."""
         return sum(p.stat().st_size for p in set(self.index.values()))
@@ -145,11 +165,24 @@ def _lora_adapter(folder: Path, base_index: dict[str, Path]) -> LoraAdapter:
     return LoraAdapter(folder, alpha / r, pairs)
 
 
+def model_folder(folder: Path) -> Path:
+    """`folder`, or the one folder below it holding a config.json (as torch_to_nnef's --local-dir
+    searches, e.g. a snapshot copied with its parents)."""
+    if (folder / "config.json").exists() or (folder / "adapter_config.json").exists():
+        return folder
+    found = sorted({p.parent for p in folder.rglob("config.json")})
+    if len(found) > 1:
+        raise CheckpointError(f"{folder} holds several models ({', '.join(str(f) for f in found[:4])}): "
+                              "pass the folder of the one to export")
+    return found[0] if found else folder
+
+
 def open_checkpoint(folder: Path | str, *, merge_peft: bool = False) -> Checkpoint:
     """Index a model folder without reading any weight data."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder: pass the directory written by save_pretrained")
+    folder = model_folder(folder)
     adapter_cfg = folder / "adapter_config.json"
     if adapter_cfg.exists():
         if not merge_peft:
@@ -166,6 +199,26 @@ def open_checkpoint(folder: Path | str, *, merge_peft: bool = False) -> Checkpoi
     index = _shard_index(folder)
     files = [folder / "config.json", *sorted(set(index.values()))]
     return Checkpoint(folder, config, index, files=files)
+
+
+def resolve_model_slug(slug: str) -> Path:
+    """The local snapshot of Hugging Face model `slug` (org/name) in the Hugging Face cache
+    (HF_HUB_CACHE, HF_HOME or ~/.cache/huggingface); nothing is downloaded."""
+    try:
+        from huggingface_hub import constants, snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        raise CheckpointError("reading -s/--model-slug needs the huggingface_hub package: pip install huggingface_hub"
+                              ) from None
+    try:
+        return Path(snapshot_download(slug, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise CheckpointError(
+            f"model {slug!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}): t2ir does not "
+            f"download models; fetch it on a machine with network (`huggingface-cli download {slug}`) and copy "
+            "the cache, or pass the folder with -d") from None
+    except Exception as e:  # malformed ids and the like
+        raise CheckpointError(f"cannot resolve model {slug!r} in the local Hugging Face cache: {e}") from None
 
 
 def load_config(ckpt: Checkpoint):

@@ -1,7 +1,11 @@
-"""`t2ir export-llm`: a local Hugging Face causal LM folder to a tract package.
+"""`t2ir export-llm`: a local Hugging Face causal LM folder to a tract package, laid out like
+torch_to_nnef's LLM export so its runners read it:
 
-    OUT/model/model.nnef.tgz   OUT/model/config.json   OUT/tokenizer/...
-    OUT/tests/{export,prompt,prompt_with_past,text_generation}_io.npz   OUT/manifest.json
+    OUT/model/model.nnef.tgz   OUT/model/config.json   OUT/tokenizer/...   OUT/modes.json
+    OUT/tests/{export,prompt,prompt_with_past,text_generation}_{inputs,outputs,io}.npz
+    OUT/manifest.json
+
+(`layout="flat"` puts model and tokenizer files in OUT itself.)
 
 The model is built on the meta device and traced there; each weight streams from its safetensors
 shard through conversion (and packing) to its .dat, one at a time. The whole OUT folder is staged
@@ -31,6 +35,7 @@ from t2ir.options import LLMExportOptions
 from t2ir.progress import Reporter
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
+MODES_FILE = "modes.json"
 
 
 @dataclass
@@ -45,6 +50,7 @@ class ExportSummary:
     checks: list[OutputCheck] = field(default_factory=list)
     check_passed: Optional[bool] = None
     quant_report: Optional[object] = None
+    passes: list = field(default_factory=list)  # PassRecord per pass run
 
     def fusion_lines(self) -> list[str]:
         a = self.ops_after
@@ -72,10 +78,28 @@ def _op_counts(g: Graph) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op for n in g.nodes).items()))
 
 
-def _check_dtype(dtype: str) -> torch.dtype:
+def resolve_dtype(dtype: str, ckpt: Checkpoint) -> torch.dtype:
+    """The torch dtype to build the model in; "auto" keeps the checkpoint's (by weight count)."""
+    if dtype == "auto":
+        dtype = ckpt.stored_dtype()
     if dtype not in DTYPES:
-        raise T2IRError(f"--dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
+        raise T2IRError(f"--dtype {dtype!r} is not supported: use one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
+
+
+def declare_llm_facts(graph: Graph, config) -> None:
+    """What tract may assume about the symbols (torch_to_nnef's tract_assert lines): a past of any
+    length, at least one new token, positions inside the model's range, and the two scenarios
+    runners use: token generation (one new token) and prompt processing (no past)."""
+    if not {"S", "P"} <= set(graph.symbols):
+        return
+    graph.add_assertion("P >= 0")
+    graph.add_assertion("S >= 1")
+    max_positions = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None)
+    if isinstance(max_positions, int) and max_positions > 0:
+        graph.add_assertion(f"S + P <= {max_positions}")
+    graph.add_assertion("tg: S == 1")
+    graph.add_assertion("pp: P == 0")
 
 
 def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
@@ -83,7 +107,7 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
     from t2ir.frontend.causal_lm import build_meta_model, lift_causal_lm
 
     config = load_config(ckpt)
-    dtype = _check_dtype(opts.dtype)
+    dtype = resolve_dtype(opts.dtype, ckpt)
     try:
         model = build_meta_model(config, dtype, attn_implementation=opts.attn_implementation)
     except ValueError as e:
@@ -103,6 +127,7 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
         return None  # computed buffers (rotary inv_freq, ...) are real tensors already
 
     graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source)
+    declare_llm_facts(graph, config)
     return model, config, graph
 
 
@@ -156,26 +181,29 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         return summary
     with atomic_output(out_dir, overwrite=opts.overwrite) as staged:
         report = driver.quant_report(run)
+        model_dir = staged / "model" if opts.layout == "deep" else staged
         with reporter.phase("write", total=len(graph.consts)):
-            model_path = staged / "model" / "model.nnef.tgz"
+            model_path = model_dir / "model.nnef.tgz"
             driver.write(graph, model_path, run, progress=lambda name, size: reporter.advance(name))
-            shutil.copy(ckpt.folder / "config.json", staged / "model" / "config.json")
+            shutil.copy(ckpt.folder / "config.json", model_dir / "config.json")
             if opts.with_tokenizer_and_config:
-                _copy_tokenizer(ckpt.folder, staged / "tokenizer")
+                _copy_tokenizer(ckpt.folder, staged / "tokenizer" if opts.layout == "deep" else staged)
         if opts.tests or opts.check_io:
             with reporter.phase("reference"):
-                case_files = _write_cases(model, config, ckpt, opts, staged, report)
+                case_files = _write_cases(model, config, ckpt, opts, staged, report, graph)
+                _write_modes(staged / MODES_FILE)
         if opts.check_io:
             with reporter.phase("check"):
                 from t2ir.llm.io_cases import recorded_runs
 
-                inputs = [v.name for v in graph.inputs]
+                inputs = [(v.name, v.dtype.numpy) for v in graph.inputs]
                 outputs = [v.name for v in graph.outputs]
                 summary.checks = driver.check(model_path, outputs, recorded_runs(case_files, inputs), opts.check_io)
                 summary.check_passed = all(c.passed for c in summary.checks)
         summary.quant_report = report
         summary.timings = dict(reporter.timings)
         summary.output_bytes = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
+        summary.passes = run.records
         _write_manifest(staged / "manifest.json", ckpt, opts, run.records, summary)
     return summary
 
@@ -191,7 +219,15 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
     shutil.copy(src / "config.json", dst / "config.json")
 
 
-def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
+def _write_modes(path: Path) -> None:
+    """torch_to_nnef's modes.json: the reference cases runners may replay (its exact bytes)."""
+    from t2ir.llm.io_cases import MODES
+
+    path.write_text(json.dumps({"pytorch_supported_modes": list(MODES)}))
+
+
+def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report,
+                 graph: Graph) -> list[Path]:
     """PyTorch outputs for the npz cases. With packed weights the reference computes with the
     dequantized weights, so the cases check the export itself, not the quantization error."""
     from t2ir.compression.methods import dequantized_weight, get_method
@@ -205,13 +241,13 @@ def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged
         transform = lambda name, t: dequantized_weight(method, packed[name], t) if name in packed else t  # noqa: E731
 
     num_layers, kv, hd = cache_layout(config)
-    dtype = DTYPES[opts.dtype]
+    dtype = resolve_dtype(opts.dtype, ckpt)
     wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep).eval()
     vocab = config.get_text_config(decoder=True).vocab_size
     with streamed_weights(model, ckpt, dtype, transform):
         cases = make_cases(wrapper, num_layers=num_layers, kv_heads=kv, head_dim=hd, vocab_size=vocab,
-                           dtype=dtype, tokenizer_dir=ckpt.folder)
-    return save_cases(cases, staged / "tests")
+                           dtype=dtype, tokenizer_dir=ckpt.folder, n_tokens=opts.sample_tokens)
+    return save_cases(cases, staged / "tests", [v.name for v in graph.inputs])
 
 
 def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, records, summary: ExportSummary) -> None:

@@ -1,7 +1,11 @@
-"""The test cases stored in OUT/tests/*_io.npz: inputs and PyTorch outputs for tract to replay.
+"""The test cases stored in OUT/tests/: inputs and PyTorch outputs for tract to replay.
 
-Names follow torch_to_nnef's LLM export so existing runners read them: `input_ids`,
-`in_cache_{key,value}_{i}`, `outputs`, `out_cache_{key,value}_{i}`.
+They follow torch_to_nnef's LLM export so that its runners and tract's CLI read them as they are:
+- `{case}_inputs.npz` and `{case}_outputs.npz` (torch_to_nnef >= 0.21), plus `{case}_io.npz`
+  holding both (the merged form tract's `--input-from-npz X --assert-output-bundle X` reads);
+- names `input_ids`, `in_cache_{key,value}_{i}`, `outputs`, `out_cache_{key,value}_{i}`;
+- `input_ids` int64, every float array float32 even when the graph computes in f16 (a reader
+  casts inputs to the model's input type, as tract's `--allow-float-casts` does).
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ from t2ir.driver import Run
 from t2ir.frontend.causal_lm import cache_input_names, cache_output_names
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
+MODES = ("prompt", "prompt_with_past", "text_generation")  # what modes.json lists, as torch_to_nnef does
 Forward = Callable[..., Sequence[torch.Tensor]]
 
 
 def _np(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """Floats as float32 (after rounding to the model's half type when it has one)."""
     t = t.detach()
     if t.is_floating_point():
-        t = t.to(torch.float16 if dtype in (torch.float16, torch.bfloat16) else torch.float32)
+        if dtype in (torch.float16, torch.bfloat16):
+            t = t.to(torch.float16)
+        t = t.to(torch.float32)
     return t.numpy()
 
 
@@ -53,25 +61,36 @@ def prompt_ids(tokenizer_dir: Optional[Path], vocab_size: int, n: int) -> torch.
 def make_cases(forward: Forward, *, num_layers: int, kv_heads: int, head_dim: int, vocab_size: int,
                dtype: torch.dtype, tokenizer_dir: Optional[Path] = None, n_tokens: int = 8) -> dict[str, dict]:
     """prompt: n tokens from an empty cache; prompt_with_past: the second half after the first;
-    text_generation: one token after n - 1; export: 3 tokens after 5 (the traced sizes)."""
+    text_generation: one token after n - 1; export: the last 3 tokens after the others (n = 8:
+    3 after 5, the sizes the model is traced with).
+
+    The past of each later case is a prefix of the prompt's caches (a causal model's cache for
+    the first k tokens is the first k positions), so the model runs 4 times, not 7."""
+    if n_tokens < 2:
+        raise ValueError(f"the reference cases need at least 2 tokens, got {n_tokens}")
     ids = prompt_ids(tokenizer_dir, vocab_size, n_tokens)
     empty = [torch.zeros(1, kv_heads, 0, head_dim, dtype=dtype) for _ in range(2 * num_layers)]
     cases = {}
-    cases["prompt"], _ = _record(forward, ids, empty, num_layers, dtype)
-    half = n_tokens // 2
-    _, past_half = _record(forward, ids[:, :half], empty, num_layers, dtype)
-    cases["prompt_with_past"], _ = _record(forward, ids[:, half:], past_half, num_layers, dtype)
-    _, past_most = _record(forward, ids[:, :-1], empty, num_layers, dtype)
-    cases["text_generation"], _ = _record(forward, ids[:, -1:], past_most, num_layers, dtype)
-    _, past5 = _record(forward, ids[:, :5], empty, num_layers, dtype)
-    cases["export"], _ = _record(forward, ids[:, 5:8], past5, num_layers, dtype)
+    cases["prompt"], full = _record(forward, ids, empty, num_layers, dtype)
+
+    def after(k: int) -> dict:
+        past = [c[:, :, :k] for c in full]
+        return _record(forward, ids[:, k:], past, num_layers, dtype)[0]
+
+    cases["prompt_with_past"] = after(n_tokens // 2)
+    cases["text_generation"] = after(n_tokens - 1)
+    cases["export"] = after(n_tokens - min(3, n_tokens - 1))
     return cases
 
 
-def save_cases(cases: dict[str, dict], folder: Path) -> list[Path]:
+def save_cases(cases: dict[str, dict], folder: Path, input_names: Sequence[str]) -> list[Path]:
+    """Write each case as `_inputs`, `_outputs` and merged `_io` npz; returns the `_io` paths."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, arrays in cases.items():
+        inputs = {k: v for k, v in arrays.items() if k in input_names}
+        np.savez(folder / f"{name}_inputs.npz", **inputs)
+        np.savez(folder / f"{name}_outputs.npz", **{k: v for k, v in arrays.items() if k not in inputs})
         path = folder / f"{name}_io.npz"
         np.savez(path, **arrays)
         paths.append(path)
@@ -83,9 +102,11 @@ def load_case(path: Path) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def recorded_runs(paths: Sequence[Path], input_names: Sequence[str]) -> Iterator[Run]:
-    """Each saved case as a driver Run: its inputs in graph order, every other array expected."""
+def recorded_runs(paths: Sequence[Path], inputs: Sequence[tuple[str, np.dtype]]) -> Iterator[Run]:
+    """Each saved case as a driver Run: its inputs in graph order, cast to the model's input
+    types (name, numpy dtype), every other array expected."""
+    names = [n for n, _ in inputs]
     for path in paths:
         data = load_case(path)
-        yield Run(path.stem.removesuffix("_io"), [data[n] for n in input_names],
-                  {k: v for k, v in data.items() if k not in input_names})
+        yield Run(path.stem.removesuffix("_io"), [data[n].astype(t, copy=False) for n, t in inputs],
+                  {k: v for k, v in data.items() if k not in names})

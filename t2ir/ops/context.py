@@ -6,18 +6,30 @@ import functools
 from typing import Any, Optional, Sequence
 
 from t2ir.ir import Graph, Node, Value
+from t2ir.options import ExportOptions
 from t2ir.types import DType, TensorType
 
 
 @functools.lru_cache(maxsize=None)
-def torch_schema(op: str):
-    """The torch schema of an IR op name (`aten.add.Tensor`, `aten.linear`, `mylib.my_op`)."""
+def torch_op(op: str):
+    """The torch OpOverload behind an IR op name (`aten.add.Tensor`, `aten.linear`, `mylib.my_op`)."""
     import torch
 
     parts = op.split(".")
     packet = getattr(getattr(torch.ops, parts[0]), parts[1])
-    overload = parts[2] if len(parts) > 2 else "default"
-    return getattr(packet, overload)._schema
+    return getattr(packet, parts[2] if len(parts) > 2 else "default")
+
+
+def torch_schema(op: str):
+    """The torch schema of an IR op name."""
+    return torch_op(op)._schema
+
+
+def draws_random_numbers(op: str) -> bool:
+    """torch tags ops whose result depends on the random generator (rand, dropout in training)."""
+    import torch
+
+    return torch.Tag.nondeterministic_seeded in torch_op(op).tags
 
 
 def is_tensor_list_type(t) -> bool:
@@ -69,10 +81,10 @@ NO_F64_OPS = frozenset({
 class LowerContext:
     """Builder handed to translators; new nodes go right before the node being translated."""
 
-    def __init__(self, graph: Graph, node: Node, options: Any = None):
+    def __init__(self, graph: Graph, node: Node, options: Optional[ExportOptions] = None):
         self.graph = graph
         self.node = node
-        self.options = options
+        self.options = options if options is not None else ExportOptions()
         self._args: Optional[dict[str, Any]] = None
         self.created: list[Value] = []  # outputs of the nodes this translation added
 

@@ -14,6 +14,7 @@ from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.cleanup import Cleanup
 from t2ir.passes.convert_dtypes import ConvertDtypes
+from t2ir.passes.cse import Cse
 from t2ir.passes.fold_kv_cache import FoldKvCache
 from t2ir.passes.fuse_attention import FuseAttention
 from t2ir.passes.fuse_transformer_ops import FuseTransformerOps
@@ -45,6 +46,7 @@ def builtin_stages() -> list[Stage]:
         # after the fusions (it finds t2ir.sdpa / t2ir.rms_norm) and convert-dtypes (bf16 is f16 by then)
         Stage(UpcastF32, when=lambda o: o.f32_norm or o.f32_attn),
         Stage(LowerToNnef()),
+        Stage(Cse()),  # masks and position ranges each attention translation built: once
         Stage(Cleanup()),
         # last: it marks the final weights, so no later rewrite may move or fold them
         Stage(CompressWeights(), when=lambda o: bool(o.compression)),

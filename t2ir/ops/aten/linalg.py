@@ -8,7 +8,7 @@ from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
-from t2ir.types import TensorType
+from t2ir.types import DType, TensorType
 
 
 def require_float(ctx: LowerContext) -> None:
@@ -36,11 +36,22 @@ def linear_matmul(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Val
     return ctx.emit("nnef.matmul", [x, w], out, transposeB=True)
 
 
+def linear_f32_accumulated(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Value:
+    """x @ w^T summed in f32 (tract's einsum `acc`), for `f32_linear_acc` on half graphs; the
+    weight keeps its layout and storage (Q4_0 works as an einsum operand)."""
+    letters = string.ascii_lowercase[: x.rank - 1]
+    expr = f"{letters}k,nk->{letters}n"
+    return ctx.emit("tract_core.einsum", [x, w], out.with_dtype(DType.f32), expr=expr, acc="f32", output="")
+
+
 @builtin("aten.linear")
 def linear(node: Node, ctx: LowerContext) -> Value:
     require_float(ctx)
     x, w, b = ctx.args["input"], ctx.args["weight"], ctx.args.get("bias")
     out = ctx.out
+    if ctx.options.f32_linear_acc and out.dtype == DType.f16 and x.rank >= 1:
+        y = linear_f32_accumulated(ctx, ctx.cast(x, out.dtype), w, out)
+        return ctx.cast(add_bias(ctx, y, b), out.dtype)
     y = linear_matmul(ctx, ctx.cast(x, out.dtype), w, out)
     return add_bias(ctx, y, b)
 
