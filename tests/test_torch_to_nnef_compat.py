@@ -230,3 +230,29 @@ def test_f32_linear_accumulation_matches_pytorch_in_f32(tmp_path):
         diffs[acc] = float(np.abs(got - want).max())
         assert any(n.op == "tract_core.einsum" for n in result.graph.nodes) == acc
     assert diffs[True] <= diffs[False] + 1e-3 and diffs[True] < 2e-2
+
+
+def test_q4_0_with_quantile_scales_matches_its_definition():
+    """min_max_q4_0_with_embeddings_99: per block d = quantile(|w|, 0.99) / -8, values rounded
+    to the nearest of (q - 8) * d with q clamped to 0..15 (an independent numpy reading)."""
+    from t2ir.compression.q4_0 import dequantize_q4_0, quantize_q4_0
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((16, 64)).astype(np.float32)
+    w[0, 3] = 40.0  # an outlier: clipped instead of stretching its block's grid
+    got = dequantize_q4_0(quantize_q4_0(w, percentile=0.99), w.shape)
+    blocks = w.reshape(-1, 32)
+    d = (np.quantile(np.abs(blocks), 0.99, axis=1, method="linear") / -8).astype(np.float16).astype(np.float32)
+    q = np.clip(np.trunc(blocks / d[:, None] + 8.5), 0, 15)
+    want = ((q - 8) * d[:, None]).reshape(w.shape)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert got[0, 3] == pytest.approx(-8 * d[0]) and got[0, 3] < 40  # clipped to the grid's end
+
+
+def test_q4_0_99_export_checks_against_its_dequantized_weights(model_dir, tmp_path):
+    out = tmp_path / "out"
+    run_cli("export-llm", "-d", str(model_dir), "-e", str(out), "-c", "min_max_q4_0_with_embeddings_99",
+            "-tt", "approximate", "--quiet")
+    report = json.loads((out / "model" / "model.nnef.tgz.quant_report.json").read_text())
+    assert {t["encoding"] for t in report["tensors"] if t["status"] == "packed"} == {"q4_0_p99"}
+    assert json.loads((out / "manifest.json").read_text())["check"]["passed"] is True

@@ -26,9 +26,11 @@ Layout = Enum("Layout", {"deep": "deep", "flat": "flat"}, type=str)
 T2N_COMPRESSION = {
     "min_max_q4_0": "q4_0",
     "min_max_q4_0_with_embeddings": "q4_0_with_embeddings",
+    "min_max_q4_0_with_embeddings_99": "q4_0_with_embeddings_99",
     "min_max_q4_0_all": "q4_0_with_embeddings",
 }
-Compression = Enum("Compression", {n: n for n in ("q4_0", "q4_0_with_embeddings", *T2N_COMPRESSION)}, type=str)
+Compression = Enum("Compression", {n: n for n in ("q4_0", "q4_0_with_embeddings", "q4_0_with_embeddings_99",
+                                                   *T2N_COMPRESSION)}, type=str)
 # Flags torch_to_nnef needs for things t2ir does differently; accepted so scripts keep working.
 IGNORED_T2N_FLAGS = {
     "tract_specific_path": "t2ir checks with the tract Python package, not a tract binary",

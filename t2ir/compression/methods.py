@@ -276,3 +276,16 @@ class Q4_0WithEmbeddings(Q4_0):
 
     name = "q4_0_with_embeddings"
     positions = frozenset({LINEAR, EMBEDDING})
+
+
+@register_method
+class Q4_0WithEmbeddings99(Q4_0WithEmbeddings):
+    """Like q4_0_with_embeddings, each block scaled by the 0.99 quantile of its |values|
+    (torch_to_nnef's min_max_q4_0_with_embeddings_99): the largest values are clipped."""
+
+    name = "q4_0_with_embeddings_99"
+    stored_as = "q4_0_p99"
+    percentile = 0.99
+
+    def dequantized(self, tensor: torch.Tensor) -> torch.Tensor:
+        return q4_0_reference(tensor, self.percentile)

@@ -62,13 +62,18 @@ def check_payload_size(shape: Sequence[int], nbytes: int) -> None:
         )
 
 
-def quantize_q4_0(w: ArrayLike, *, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
+def quantize_q4_0(w: ArrayLike, *, percentile: float = 1.0, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """Quantize ``w`` (numpy or torch, any float dtype) to GGML Q4_0 bytes.
 
     Returns a uint8 array of shape ``(*w.shape[:-1], w.shape[-1] // 32 * 18)``, the same layout
-    as ``gguf.quants.quantize(w, GGMLQuantizationType.Q4_0)``. Rows are processed ``chunk_bytes``
-    of f32 at a time, so extra memory stays bounded for large matrices.
+    as ``gguf.quants.quantize(w, GGMLQuantizationType.Q4_0)`` (bit-identical with the default
+    ``percentile=1``). With ``percentile < 1`` each block's scale is that quantile of its |values|
+    over -8 instead (torch_to_nnef's `_99` calibration): outliers are clipped to the range, the
+    rest get a finer grid. Rows are processed ``chunk_bytes`` of f32 at a time, so extra memory
+    stays bounded for large matrices.
     """
+    if not 0.0 < percentile <= 1.0:
+        raise ValueError(f"percentile must be in (0, 1], got {percentile}")
     shape = _check_shape(tuple(w.shape))
     k = shape[-1]
     out_shape = (*shape[:-1], k // BLOCK * BYTES_PER_BLOCK)
@@ -83,7 +88,7 @@ def quantize_q4_0(w: ArrayLike, *, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray
             blocks = _f32_rows(rows, r0, r0 + step).reshape(-1, BLOCK)
             b0 = r0 * (k // BLOCK)
             try:
-                _quantize_blocks(blocks, out[b0 : b0 + blocks.shape[0]], scratch)
+                _quantize_blocks(blocks, out[b0 : b0 + blocks.shape[0]], scratch, percentile)
             except _NonFiniteError as err:
                 msg = f"cannot quantize tensor of shape {list(shape)} to Q4_0: {err}"
                 raise ValueError(msg) from None
@@ -161,17 +166,18 @@ def _torch_view(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a)
 
 
-def _quantize_blocks(b: np.ndarray, out: np.ndarray, scratch: _Scratch) -> None:
+def _quantize_blocks(b: np.ndarray, out: np.ndarray, scratch: _Scratch, percentile: float = 1.0) -> None:
     """Quantize ``b`` (n, 32) float32 into ``out`` (n,) BLOCK_RECORD."""
     n = b.shape[0]
-    d = _block_scales(b)
+    d = _block_scales(b) if percentile == 1.0 else _quantile_scales(b, percentile)
     inv, overflow = _inverse_scales(d)
     x, q = scratch.x[:n], scratch.q[:n]
     tx = torch.from_numpy(x)
     torch.mul(_torch_view(b), torch.from_numpy(inv)[:, None], out=tx)
-    tx.add_(8.5).clamp_(max=15.0)
-    # x is finite and in [0.49, 15]: the float -> uint8 cast truncates exactly like gguf's
-    # np.trunc + astype, and clamping before truncating equals gguf's clip after it.
+    tx.add_(8.5).clamp_(min=0.0, max=15.0)
+    # x is finite and in [0, 15] (in [0.49, 15] with max scales): the float -> uint8 cast
+    # truncates exactly like gguf's np.trunc + astype, and clamping before truncating equals
+    # gguf's clip after it.
     np.copyto(q, x, casting="unsafe")
     if overflow.any():
         q[overflow] = 0
@@ -193,6 +199,15 @@ def _block_scales(b: np.ndarray) -> np.ndarray:
         tied = b[ties]
         m[ties] = tied[np.arange(ties.size), np.abs(tied).argmax(axis=1)]
     d = m / np.float32(-8)
+    if not np.isfinite(d).all():
+        raise _NonFiniteError("it contains inf or nan values")
+    return d
+
+
+def _quantile_scales(b: np.ndarray, percentile: float) -> np.ndarray:
+    """d = the `percentile` quantile of |block| (linear interpolation, like torch.quantile) / -8."""
+    q = torch.quantile(_torch_view(b).abs(), percentile, dim=1).numpy()
+    d = (q / np.float32(-8)).astype(np.float32)
     if not np.isfinite(d).all():
         raise _NonFiniteError("it contains inf or nan values")
     return d
@@ -242,8 +257,8 @@ def _dequantize_blocks(records: np.ndarray, out: np.ndarray) -> None:
     out *= d  # (nibble - 8) * d is exact in float32, so the order of operations cannot matter
 
 
-def q4_0_reference(w: torch.Tensor) -> torch.Tensor:
+def q4_0_reference(w: torch.Tensor, percentile: float = 1.0) -> torch.Tensor:
     """dequantize(quantize(w)) in w's dtype: the weight tract computes with once `w` is Q4_0."""
     rows = w.detach().cpu().reshape(w.shape[0], -1)
-    back = dequantize_q4_0(quantize_q4_0(rows), tuple(rows.shape))
+    back = dequantize_q4_0(quantize_q4_0(rows, percentile=percentile), tuple(rows.shape))
     return torch.from_numpy(back).reshape(w.shape).to(w.dtype)

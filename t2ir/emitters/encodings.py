@@ -7,6 +7,7 @@ may return a dict of what it measured (e.g. {"rel_error": 0.1}) for the quantiza
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def static_shape(v: Value) -> tuple[int, ...]:
     return dims
 
 
-def write_q4_0(f: BinaryIO, tensor: torch.Tensor, v: Value) -> dict:
+def write_q4_0(f: BinaryIO, tensor: torch.Tensor, v: Value, percentile: float = 1.0) -> dict:
     """Quantize `tensor` (any float dtype, taken in f32) to a Q4_0 .dat; returns {"rel_error": ...}.
 
     The error is measured row chunk by row chunk, so the extra memory stays a few MiB beyond the
@@ -101,7 +102,7 @@ def write_q4_0(f: BinaryIO, tensor: torch.Tensor, v: Value) -> dict:
         raise ValueError(f"constant {v.const.label!r}: data has shape {list(tensor.shape)}, IR says {list(shape)}")
     w = tensor.detach().cpu().reshape(shape[0], -1)
     try:
-        payload = quantize_q4_0(w)
+        payload = quantize_q4_0(w, percentile=percentile)
     except ValueError as e:
         raise ValueError(f"constant {v.const.label!r}: {e}") from None
     err = RelativeError()
@@ -115,3 +116,5 @@ def write_q4_0(f: BinaryIO, tensor: torch.Tensor, v: Value) -> dict:
 
 register_encoding("plain", write_plain, bits_per_weight=0)
 register_encoding("q4_0", write_q4_0, bits_per_weight=4.5)
+# Q4_0 blocks scaled by the 0.99 quantile of |w| (torch_to_nnef's min_max_q4_0_with_embeddings_99)
+register_encoding("q4_0_p99", functools.partial(write_q4_0, percentile=0.99), bits_per_weight=4.5)
