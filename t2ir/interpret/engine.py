@@ -25,7 +25,7 @@ from t2ir.errors import T2IRError
 from t2ir.ir import Graph, Node, Value
 from t2ir.ops.context import schema_args, torch_schema
 from t2ir.ops.registry import REGISTRY, is_nnef_level
-from t2ir.tools.reference_ops import REFERENCE, Call
+from t2ir.interpret.ops import REFERENCE, Call
 from t2ir.types import DType
 
 Tensorish = Union[torch.Tensor, np.ndarray]
@@ -178,7 +178,7 @@ def evaluate_node(node: Node, args: list[torch.Tensor], sizes: dict[sympy.Symbol
             result = REFERENCE[node.op](_call(node, args, attrs))
         elif is_nnef_level(node.op) or node.namespace == "t2ir":
             raise InterpretError(f"{node.op} has no reference implementation: register one with "
-                                 "@t2ir.tools.reference_ops.reference_op")
+                                 "@t2ir.interpret.reference_op")
         else:
             result = _run_torch_op(node, args, sizes)
     except T2IRError:
@@ -252,7 +252,7 @@ def _run_torch_op(node: Node, args: list[torch.Tensor], sizes) -> Any:
         schema = torch_schema(node.op)
     except (AttributeError, RuntimeError):
         raise InterpretError(f"{node.op} is neither a PyTorch op nor an op with a reference implementation: "
-                             "register one with @t2ir.tools.reference_ops.reference_op") from None
+                             "register one with @t2ir.interpret.reference_op") from None
     by_value = collections.defaultdict(list)
     for v, t in zip(node.inputs, args):
         by_value[id(v)].append(t)

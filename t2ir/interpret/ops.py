@@ -4,7 +4,7 @@
 their axes, binary ops align a lower-rank operand to the left, `round` rounds half away from
 zero, integer division truncates, sdpa's causal mask is aligned bottom-right.
 
-`t2ir.tools.interpret` runs them; `@reference_op(name)` adds one (a user fragment, say).
+`t2ir.interpret.engine` runs them; `@reference_op(name)` adds one (a user fragment, say).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def matmul(c: Call) -> torch.Tensor:
 @reference_op("tract_core.einsum")
 def einsum(c: Call) -> torch.Tensor:
     acc = DType(c.attr("acc") or c.out[0].dtype.value).torch
-    return torch.einsum(c.attr("expr"), *(x.to(acc) for x in c.args)).to(c.dtype())
+    return torch.einsum(c.attr("expr"), *(x.to(acc) for x in c.args[0])).to(c.dtype())
 
 
 def _pairs(padding: list, n: int) -> list[tuple[int, int]]:
@@ -335,8 +335,8 @@ def pad(c: Call) -> torch.Tensor:
     if mode == "constant":
         return F.pad(x, _torch_pad(pairs), value=c.attr("value", 0.0))
     lead = next((i for i, p in enumerate(pairs) if tuple(p) != (0, 0)), x.dim())
-    # torch pads the trailing axes of a [N, C, ...] tensor in these modes: give it two leading axes
-    y = x.reshape(1, 1, *x.shape[lead:])
+    # torch pads the trailing axes of a [N, C, ...] tensor in these modes: fold the others into C
+    y = x.reshape(1, -1, *x.shape[lead:])
     y = F.pad(y, _torch_pad(pairs[lead:]), mode=mode)
     return y.reshape(*x.shape[:lead], *y.shape[2:])
 
