@@ -21,6 +21,7 @@ _LAZY = {
     "register_pass": "t2ir.passes.pipeline", "unregister_pass": "t2ir.passes.pipeline",
     # torch-free tools (kept lazy so `import t2ir` stays the IR core only)
     "diff": "t2ir.tools.irdiff", "load_ir": "t2ir.tools.open_ir",
+    "bisect": "t2ir.tools.bisect",
 }
 
 
@@ -34,7 +35,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "export", "lift", "ExportResult", "ExportOptions", "LLMExportOptions", "register_op", "register_nnef_op",
-    "register_pass", "unregister_pass", "parse_ir", "load_ir", "diff", "verify", "Graph", "Node", "Value", "Loc", "DType",
+    "register_pass", "unregister_pass", "parse_ir", "load_ir", "diff", "bisect", "verify", "Graph", "Node", "Value", "Loc", "DType",
     "TensorType", "T2IRError", "ExportError", "UnsupportedOpsError", "CheckIOError", "TranslationError",
     "IRParseError", "__version__",
 ]

@@ -44,6 +44,9 @@ def export_llm_cmd(
     num_logits_to_keep: Optional[int] = typer.Option(None, "--num-logits-to-keep", min=1,
                                                      help="only the last N positions' logits"),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write the IR after every pass here"),
+    check_passes: bool = typer.Option(False, "--check-passes",
+                                      help="evaluate the graph after every pass and name the first that changes "
+                                           "the outputs beyond --check-io's level"),
     dry_run: bool = typer.Option(False, "--dry-run", help="trace and plan only; write nothing"),
     force: bool = typer.Option(False, "--force", help="replace an existing export folder"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
@@ -60,6 +63,7 @@ def export_llm_cmd(
         compression=compression.value if compression else None, keep_float=tuple(keep_float),
         with_tokenizer_and_config=with_tokenizer_and_config,
         check_io=check_io.value if check_io else None, num_logits_to_keep=num_logits_to_keep, dump_ir=dump_ir,
+        check_passes=check_passes,
         dry_run=dry_run, overwrite=force, merge_peft=merge_peft, attn_implementation=attn_implementation)
     reporter = Reporter(quiet=quiet)
     try:
@@ -74,6 +78,14 @@ def export_llm_cmd(
     reporter.line(f"ops: {sum(summary.ops_before.values())} after lifting, {sum(summary.ops_after.values())} after passes")
     for line in summary.fusion_lines():
         reporter.line("  " + line)
+    if summary.op_report is not None:
+        reporter.line("op report:")
+        for line in summary.op_report.lines():
+            reporter.line("  " + line)
+    if summary.pass_checks:
+        reporter.line("check-passes (max |diff| from the model's outputs after each pass):")
+        for c in summary.pass_checks:
+            reporter.line(f"  {c.name:<24} {c.max_abs_diff:.3g}")
     if summary.quant_report is not None and not quiet:
         summary.quant_report.print(reporter.stream)
     if summary.checks:

@@ -14,9 +14,12 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
-from t2ir.ir import Graph, Node
+from t2ir.ir import Graph, Node, Value
+from t2ir.ops.aliases import NNEF_CAST, NNEF_RESHAPES
 
 LIFT = "lift"  # the story of a node no pass made
+# What lies between a weight and the op that reads it (the packed weight counts for the reader).
+_WEIGHT_PATH = NNEF_RESHAPES | {NNEF_CAST, "nnef.transpose"}
 
 
 class Provenance:
@@ -93,8 +96,16 @@ def op_report(graph: Graph, provenance: Provenance) -> OpReport:
         row.nodes += 1
         story = provenance.story(node)
         row.made_by[story] = row.made_by.get(story, 0) + 1
-        packed = {f"{v.const.encoding} ({provenance.packed_by.get(v.name, LIFT)})" for v in node.inputs
-                  if v.const is not None and v.const.encoding != "plain"}
+        packed = set() if node.op in _WEIGHT_PATH else {
+            f"{w.const.encoding} ({provenance.packed_by.get(w.name, LIFT)})"
+            for w in map(_weight_behind, node.inputs) if w is not None and w.const.encoding != "plain"}
         for key in packed:
             row.packed[key] = row.packed.get(key, 0) + 1
     return OpReport(sorted(rows.values(), key=lambda r: (-r.nodes, r.op)))
+
+
+def _weight_behind(v: Value) -> Value | None:
+    """The constant `v` is (through reshapes, transposes and casts), if any."""
+    while v.producer is not None and v.producer.op in _WEIGHT_PATH and len(v.producer.inputs) == 1:
+        v = v.producer.inputs[0]
+    return v if v.const is not None else None
