@@ -95,11 +95,23 @@ def copy_graph(g: Graph) -> Graph:
     return copy
 
 
+def computed_values(graph: Graph) -> list[Value]:
+    """Node outputs that depend on a graph input (the others are constants to tract, which keeps
+    packed weights in their packed form even through a reshape)."""
+    live = {id(v) for v in graph.inputs}
+    out = []
+    for node in graph.nodes:
+        if any(id(v) in live for v in node.inputs):
+            live.update(id(o) for o in node.outputs)
+            out += node.outputs
+    return out
+
+
 def tract_values(graph: Graph, model: Path, inputs: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """Every node output of `graph` as tract computes it: the graph is re-emitted with all of them
-    as outputs beside the .dat files of the exported `model` (a folder or an archive)."""
+    """Every computed value of `graph` as tract computes it: the graph is re-emitted with all of
+    them as outputs beside the .dat files of the exported `model` (a folder or an archive)."""
     exposed = parse_ir(str(graph))
-    values = list(dict.fromkeys([*exposed.outputs, *(o for n in exposed.nodes for o in n.outputs)]))
+    values = list(dict.fromkeys([*exposed.outputs, *computed_values(exposed)]))
     exposed.set_outputs(values)
     with tempfile.TemporaryDirectory(prefix="t2ir-bisect-") as tmp:
         folder = Path(tmp) / "model"
@@ -131,6 +143,8 @@ def bisect_graphs(reference: Graph, exported: Graph, model: Path | str, inputs: 
     checked = []
     for node in exported.nodes:
         for v in node.outputs:
+            if v.name not in theirs:
+                continue
             got = theirs[v.name]
             reading = compare(v.name, got, _numpy(ours[v.name]), tol)
             lifted = _reference_value(reference, v, ref, got.shape)
