@@ -81,3 +81,42 @@ def bisect(
     typer.echo(str(report))
     if report.first is not None:
         raise typer.Exit(1)
+
+
+@app.command()
+def view(
+    path: Path = typer.Argument(..., help=PATH_HELP),
+    after: Optional[str] = typer.Option(None, "--after", metavar="PASS", help="from a --dump-ir folder: this pass"),
+    diff_with: Optional[Path] = typer.Option(None, "--diff", metavar="OTHER", help="show PATH and OTHER side by side, "
+                                              "coloured by what was added, removed, changed or fused"),
+    pass_name: Optional[str] = typer.Option(None, "--pass", metavar="PASS",
+                                            help="with a --dump-ir folder: what this pass changed"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="where to write the page (default: a temp file)"),
+    no_open: bool = typer.Option(False, "--no-open", help="write the page without opening a browser"),
+) -> None:
+    """Open the IR as a graph in the browser (one self-contained HTML page): nodes grouped by module
+    path; with --diff or --pass, two graphs coloured by what changed."""
+    from t2ir.cli.inspect_cmds import pass_pair
+    from t2ir.tools.irdiff import diff
+    from t2ir.tools.view import render_diff_html, render_html
+
+    try:
+        if pass_name is not None:
+            before, after_path = pass_pair(path, pass_name)
+            a, b = load_ir(before), load_ir(after_path)
+            page = render_diff_html(a, b, diff(a, b), before.stem, after_path.stem)
+        elif diff_with is not None:
+            a, b = load_ir(path, after), load_ir(diff_with)
+            page = render_diff_html(a, b, diff(a, b), str(path), str(diff_with))
+        else:
+            page = render_html(load_ir(path, after), f"{path}" + (f" after {after}" if after else ""))
+    except T2IRError as e:
+        fail(e)
+    if output is None:
+        output = Path(tempfile.mkstemp(prefix="t2ir-view-", suffix=".html")[1])
+    output.write_text(page, encoding="utf-8")
+    typer.echo(f"wrote {output}")
+    if not no_open:
+        import webbrowser
+
+        webbrowser.open(output.resolve().as_uri())

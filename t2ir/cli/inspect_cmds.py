@@ -87,7 +87,7 @@ def dump(path: Path = typer.Argument(..., help=PATH_HELP),
         out.print(styled_ir_line(line))
 
 
-def _pass_pair(folder: Path, name: str) -> tuple[Path, Path]:
+def pass_pair(folder: Path, name: str) -> tuple[Path, Path]:
     """The dumps just before and just after pass `name` in a --dump-ir folder."""
     dumps = pass_dumps(folder)
     if not dumps:
@@ -119,7 +119,7 @@ def diff(before: Path = typer.Argument(..., help=PATH_HELP),
     if pass_name is not None:
         if after is not None:
             fail("give one --dump-ir folder with --pass, or two IRs without it")
-        before, after = _pass_pair(before, pass_name)
+        before, after = pass_pair(before, pass_name)
     elif after is None:
         fail("give two IRs to compare (or one --dump-ir folder with --pass PASS)")
     a, b = _load(before), _load(after)
