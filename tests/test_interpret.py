@@ -32,18 +32,30 @@ def _params(cases):
             for c in cases for dt in c.dtypes]
 
 
-@pytest.mark.parametrize("case,dtype", _params(CASES))
-def test_interpreter_matches_eager_and_tract(case: Case, dtype: str, tmp_path) -> None:
+def _inputs(case: Case, dtype: str):
+    """The module, inputs to trace with, and inputs at other sizes of the dynamic axes."""
     torch.manual_seed(zlib.crc32(case.id.encode()))
     module = WRAPPERS[len(case.inputs)](case).eval().to(TORCH_DTYPE[dtype])
     axes = dynamic_axes(case)
     gen = torch.Generator().manual_seed(zlib.crc32(case.id.encode()))
     traced = tuple(make_input(s, SIZES[0], TORCH_DTYPE[dtype], gen) for s in case.inputs)
     sizes = {**SIZES[1], **{k: SIZES[0][k] for k in case.static}} if axes else SIZES[0]
-    args = tuple(make_input(s, sizes, TORCH_DTYPE[dtype], gen) for s in case.inputs)  # other sizes than traced
+    args = tuple(make_input(s, sizes, TORCH_DTYPE[dtype], gen) for s in case.inputs)
     graph = t2ir.lift(module, traced, input_names=[f"x{i}" for i in range(len(args))], dynamic_axes=axes)
+    return module, graph, args
+
+
+@pytest.mark.parametrize("case,dtype", _params(CASES))
+def test_interpreter_runs_lifted_graphs_as_eager(case: Case, dtype: str) -> None:
+    module, graph, args = _inputs(case, dtype)
     for i, (o, w) in enumerate(zip(Interpreter(graph).outputs(list(args)), eager(module, args))):
         check(o.numpy(), w, dtype, case, f"{case.id}[{dtype}] output {i}: lifted graph vs eager")
+
+
+@pytest.mark.parametrize("case,dtype", _params([c for c in CASES if c.id in QUICK]))
+def test_interpreter_runs_exports_as_tract(case: Case, dtype: str, tmp_path) -> None:
+    """(tests/test_ops.py checks this for every case of the table, on its own exports.)"""
+    _, graph, args = _inputs(case, dtype)
     run = driver.compile_graph(graph, t2ir.ExportOptions())
     path = driver.write(graph, tmp_path / "m.nnef.tgz", run)
     got = run_tract(load_runnable(path), [a.numpy() for a in args])

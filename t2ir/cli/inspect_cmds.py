@@ -130,13 +130,13 @@ def diff(before: Path = typer.Argument(..., help=PATH_HELP),
     out.print(Text(d.summary(), "bold"))
     for line in d.io_changes:
         out.print(Text(f"~ {line}", "yellow"))
+    for c in sorted(d.changed, key=lambda c: not c.fused):
+        fused = f"; fused {', '.join('%' + n for n in c.fused)}" if c.fused else ""
+        out.print(Text(f"~ %{c.name}: {'; '.join(c.changes)}{fused}", "magenta" if c.fused else "yellow"))
     for n in d.removed:
         out.print(Text(f"- {n.line()}", "red"))
     for n in d.added:
         out.print(Text(f"+ {n.line()}", "green"))
-    for c in d.changed:
-        fused = f"; fused {', '.join('%' + n for n in c.fused)}" if c.fused else ""
-        out.print(Text(f"~ %{c.name}: {'; '.join(c.changes)}{fused}", "magenta" if c.fused else "yellow"))
     if text:
         lines = difflib.unified_diff(str(a).splitlines(), str(b).splitlines(), str(before), str(after),
                                      n=context, lineterm="")
