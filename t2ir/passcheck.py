@@ -16,7 +16,7 @@ import torch
 
 from t2ir.checkio import OutputCheck, Tolerance, compare
 from t2ir.errors import T2IRError
-from t2ir.interpret import Interpreter
+from t2ir.interpret import Interpreter, as_numpy
 from t2ir.ir import Graph, Value
 
 
@@ -48,11 +48,6 @@ def float_weights(v: Value) -> torch.Tensor:
     return v.const.source.load().detach().to(v.dtype.torch)
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
-
-
 class PassChecker:
     """Evaluates the graph on `inputs` after each pass and compares with `expected` (the module's
     outputs; None: the lifted graph's own evaluation, which runs the module's aten ops)."""
@@ -66,11 +61,11 @@ class PassChecker:
     def check(self, name: str, graph: Graph) -> PassCheck:
         got = Interpreter(graph, float_weights).outputs(self.inputs)
         if self.expected is None:
-            self.expected = [_numpy(t) for t in got]
+            self.expected = [as_numpy(t) for t in got]
         if len(got) != len(self.expected):
             raise PassNumericsError(f"after pass {name!r} the graph has {len(got)} outputs, the module "
                                     f"{len(self.expected)}")
-        outputs = [compare(v.name, _numpy(t), want, self.tol, case=name)
+        outputs = [compare(v.name, as_numpy(t), want, self.tol, case=name)
                    for v, t, want in zip(graph.outputs, got, self.expected)]
         result = PassCheck(name, outputs)
         self.checks.append(result)

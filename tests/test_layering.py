@@ -101,3 +101,18 @@ def test_dump_and_diff_need_no_torch(tmp_path: Path):
         r = run_without_torch(f"import sys; sys.argv = ['t2ir', *{args!r}]\nfrom t2ir.cli import main\nmain()")
         assert r.returncode == 0, (args, r.stderr)
         assert "relu" in r.stdout
+
+
+def test_structural_diff_and_load_ir_need_no_torch(tmp_path: Path):
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    (dumps / "00-lift.t2ir").write_text("graph g\ninput %x : f32[2]\n%y = aten.relu(%x) : f32[2]\noutput %y\n")
+    (dumps / "01-lower.t2ir").write_text("graph g\ninput %x : f32[2]\n%y = nnef.relu(%x) : f32[2]\noutput %y\n")
+    r = run_without_torch(f"import t2ir\nd = t2ir.diff(t2ir.load_ir({str(dumps)!r}, after='lift'), {str(dumps)!r})\n"
+                          "print(d.changed[0].changes)")
+    assert r.returncode == 0, r.stderr
+    assert "op aten.relu -> nnef.relu" in r.stdout
+    for args in (["dump", str(dumps), "--after", "lift"], ["diff", str(dumps), "--pass", "lower"]):
+        r = run_without_torch(f"import sys; sys.argv = ['t2ir', *{args!r}]\nfrom t2ir.cli import main\nmain()")
+        assert r.returncode == 0, (args, r.stderr)
+        assert "relu" in r.stdout

@@ -50,10 +50,9 @@ def bisect(
     """Run the export in tract with every intermediate value exposed, and report the first value that
     differs from PyTorch (export-llm folders: the model traced again from its manifest) or from what
     t2ir means by the exported ops, with its source location."""
-    from t2ir.interpret import dat_weights
     from t2ir.llm.io_cases import load_case
     from t2ir.ops.builtins import ensure_registered
-    from t2ir.tools.bisect import bisect_graphs, weights_as_exported
+    from t2ir.tools.bisect import bisect_graphs, dat_weights, weights_as_exported
 
     ensure_registered()
     llm = (export / "manifest.json").exists()

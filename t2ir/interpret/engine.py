@@ -14,7 +14,6 @@ after their last reader unless asked to be kept.
 from __future__ import annotations
 
 import collections
-from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -42,6 +41,12 @@ def as_tensor(x: Tensorish) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
 
 
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor as numpy (bf16, which numpy lacks, as f32)."""
+    t = t.detach()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def source_weights(v: Value) -> torch.Tensor:
     """A constant from its lazy handle, in the IR's dtype; a packed constant as the values the
     exported model computes with (its compression method's dequantized form)."""
@@ -61,23 +66,6 @@ def _dequantized(encoding: str, tensor: torch.Tensor) -> torch.Tensor:
             if new is not None:
                 return new
     raise InterpretError(f"no compression method stores {encoding!r} weights with a dequantized form")
-
-
-def dat_weights(folder: Path | str, graph: Graph) -> WeightLoader:
-    """Constants read back from the .dat files of an exported model folder (Q4_0 dequantized)."""
-    from t2ir.emitters.dat import read_dat, read_dat_header, read_q4_0_dat
-    from t2ir.emitters.nnef_text import dat_labels
-
-    labels = dat_labels(list(graph.consts))
-
-    def load(v: Value) -> torch.Tensor:
-        path = Path(folder) / f"{labels[v.name]}.dat"
-        if not path.exists():
-            raise InterpretError(f"constant %{v.name}: {path.name} is missing from {folder}")
-        array = read_q4_0_dat(path).dequantize() if read_dat_header(path).is_q4_0 else read_dat(path)
-        return as_tensor(array).to(v.dtype.torch)
-
-    return load
 
 
 def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[sympy.Symbol, int]:

@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from t2ir.checkio import DEFAULT_LEVEL, OutputCheck, Tolerance, compare
+from t2ir.emitters.dat import read_dat, read_dat_header, read_q4_0_dat
 from t2ir.emitters.layout import GRAPH_FILE
-from t2ir.emitters.nnef_text import build_document
-from t2ir.interpret import Interpreter, WeightLoader, source_weights
+from t2ir.emitters.nnef_text import build_document, dat_labels
+from t2ir.errors import T2IRError
+from t2ir.interpret import Interpreter, WeightLoader, as_numpy, as_tensor, source_weights
 from t2ir.ir import Derived, Graph, Value
 from t2ir.options import ExportOptions
 from t2ir.parser import parse_ir
@@ -125,9 +127,18 @@ def tract_values(graph: Graph, model: Path, inputs: Sequence[np.ndarray]) -> dic
     return {v.name: g for v, g in zip(values, got)}
 
 
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach()
-    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+def dat_weights(folder: Path | str, graph: Graph) -> WeightLoader:
+    """Constants read back from the .dat files of an exported model folder (Q4_0 dequantized)."""
+    labels = dat_labels(list(graph.consts))
+
+    def load(v: Value) -> torch.Tensor:
+        path = Path(folder) / f"{labels[v.name]}.dat"
+        if not path.exists():
+            raise T2IRError(f"constant %{v.name}: {path.name} is missing from {folder}")
+        array = read_q4_0_dat(path).dequantize() if read_dat_header(path).is_q4_0 else read_dat(path)
+        return as_tensor(array).to(v.dtype.torch)
+
+    return load
 
 
 def bisect_graphs(reference: Graph, exported: Graph, model: Path | str, inputs: Sequence, *,
@@ -138,7 +149,7 @@ def bisect_graphs(reference: Graph, exported: Graph, model: Path | str, inputs: 
     tensors = [torch.as_tensor(np.asarray(x)) for x in inputs]
     ref = Interpreter(reference, reference_weights).run(tensors, keep=True)
     ours = Interpreter(exported, exported_weights).run(tensors, keep=True)
-    feeds = [_numpy(t.to(v.dtype.torch)) for t, v in zip(tensors, exported.inputs)]
+    feeds = [as_numpy(t.to(v.dtype.torch)) for t, v in zip(tensors, exported.inputs)]
     theirs = tract_values(exported, Path(model), feeds)
     checked = []
     for node in exported.nodes:
@@ -146,9 +157,9 @@ def bisect_graphs(reference: Graph, exported: Graph, model: Path | str, inputs: 
             if v.name not in theirs:
                 continue
             got = theirs[v.name]
-            reading = compare(v.name, got, _numpy(ours[v.name]), tol)
+            reading = compare(v.name, got, as_numpy(ours[v.name]), tol)
             lifted = _reference_value(reference, v, ref, got.shape)
-            vs_ref = compare(v.name, got, _numpy(ref[v.name]), tol) if lifted is not None else None
+            vs_ref = compare(v.name, got, as_numpy(ref[v.name]), tol) if lifted is not None else None
             origin = lifted.producer if lifted is not None else None
             checked.append(ValueCheck(v.name, node.op, str(node.loc), vs_ref, reading,
                                       origin.op if origin else "", str(origin.loc) if origin else ""))
