@@ -135,3 +135,20 @@ def test_bisect_cli_finds_a_planted_wrong_translation_in_an_llm(tiny_llm_dir, tm
     result = runner.invoke(app, ["bisect", str(broken), "--case", "prompt"])
     assert result.exit_code == 1, result.output
     assert "nnef.sigmoid" in result.output and "model.layers.0.mlp" in result.output
+
+
+def test_bisect_cli_on_any_model_with_inputs(tmp_path):
+    import numpy as np
+
+    x = torch.randn(3, 8)
+    t2ir.export(Net().eval(), (x,), tmp_path / "net.nnef.tgz", input_names=["x"], dynamic_axes={"x": {0: "B"}})
+    np.savez(tmp_path / "in.npz", x=torch.randn(5, 8).numpy())
+    args = ["bisect", str(tmp_path / "net.nnef.tgz"), "--inputs", str(tmp_path / "in.npz")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "(0 also with the PyTorch reference): all within tolerance" in result.output
+    REFERENCE["tract_core.erf"] = lambda c: torch.tanh(c.args[0])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "tract_core.erf" in result.output and "tract's value differs" in result.output
+    result = runner.invoke(app, args + ["--level", "loose"])
+    assert result.exit_code == 2 and "unknown tolerance level" in result.output

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from t2ir.checkio import DEFAULT_LEVEL, LEVELS
+from t2ir.checkio import DEFAULT_LEVEL, LEVELS, check_level
 from t2ir.cli import app, fail
 from t2ir.cli.inspect_cmds import PATH_HELP
 from t2ir.errors import T2IRError
@@ -50,10 +50,15 @@ def bisect(
     """Run the export in tract with every intermediate value exposed, and report the first value that
     differs from PyTorch (export-llm folders: the model traced again from its manifest) or from what
     t2ir means by the exported ops, with its source location."""
-    from t2ir.llm.io_cases import load_case
+    import numpy as np
+
     from t2ir.ops.builtins import ensure_registered
     from t2ir.tools.bisect import bisect_graphs, dat_weights, weights_as_exported
 
+    try:
+        check_level(level)
+    except ValueError as e:
+        fail(e)
     ensure_registered()
     llm = (export / "manifest.json").exists()
     npz = inputs or (export / "tests" / f"{case}_io.npz")
@@ -63,7 +68,8 @@ def bisect(
         exported = load_ir(export)
         model = locate(export)[0]
         model = model.parent if model.name == "graph.t2ir" else model
-        data = load_case(npz)
+        with np.load(npz) as z:
+            data = {k: z[k] for k in z.files}
         missing = [v.name for v in exported.inputs if v.name not in data]
         if missing:
             fail(f"{npz} has no array for input(s) {', '.join(missing)}")
@@ -71,7 +77,7 @@ def bisect(
         with tempfile.TemporaryDirectory(prefix="t2ir-bisect-") as tmp:
             folder = _unpacked(model, Path(tmp) / "model")
             weights = dat_weights(folder, exported)
-            reference = _llm_reference(export) if llm else exported
+            reference = _llm_reference(export) if llm else None
             report = bisect_graphs(reference, exported, folder, feeds, tol=level, exported_weights=weights,
                                    reference_weights=weights_as_exported(reference, exported, weights)
                                    if llm else weights)

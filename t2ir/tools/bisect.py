@@ -141,13 +141,13 @@ def dat_weights(folder: Path | str, graph: Graph) -> WeightLoader:
     return load
 
 
-def bisect_graphs(reference: Graph, exported: Graph, model: Path | str, inputs: Sequence, *,
+def bisect_graphs(reference: Optional[Graph], exported: Graph, model: Path | str, inputs: Sequence, *,
                   tol: Tolerance | str = DEFAULT_LEVEL, reference_weights: WeightLoader = source_weights,
                   exported_weights: WeightLoader = source_weights) -> BisectReport:
-    """Compare, value by value, the lifted `reference` (PyTorch), the `exported` graph as t2ir
-    reads it, and tract running `model` (the export of `exported`), on `inputs`."""
+    """Compare, value by value, the lifted `reference` (PyTorch; None: no such comparison), the
+    `exported` graph as t2ir reads it, and tract running `model` (the export of `exported`)."""
     tensors = [torch.as_tensor(np.asarray(x)) for x in inputs]
-    ref = Interpreter(reference, reference_weights).run(tensors, keep=True)
+    ref = Interpreter(reference, reference_weights).run(tensors, keep=True) if reference is not None else {}
     ours = Interpreter(exported, exported_weights).run(tensors, keep=True)
     feeds = [as_numpy(t.to(v.dtype.torch)) for t, v in zip(tensors, exported.inputs)]
     theirs = tract_values(exported, Path(model), feeds)
@@ -166,9 +166,9 @@ def bisect_graphs(reference: Graph, exported: Graph, model: Path | str, inputs: 
     return BisectReport(checked)
 
 
-def _reference_value(reference: Graph, v: Value, ref: dict, shape: tuple) -> Optional[Value]:
+def _reference_value(reference: Optional[Graph], v: Value, ref: dict, shape: tuple) -> Optional[Value]:
     """The lifted value `v` stands for: same name, same shape once evaluated."""
-    if not reference.has_name(v.name) or v.name not in ref or tuple(ref[v.name].shape) != tuple(shape):
+    if reference is None or not reference.has_name(v.name) or v.name not in ref or tuple(ref[v.name].shape) != tuple(shape):
         return None
     lifted = reference.value(v.name)
     return lifted if lifted.producer is not None else None
