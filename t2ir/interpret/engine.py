@@ -223,8 +223,8 @@ def _call(node: Node, args: list[torch.Tensor], attrs: dict[str, Any]) -> Call:
 def _torch_arg(value: Any, tensors: dict[int, torch.Tensor], sizes) -> Any:
     if isinstance(value, Value):
         return tensors[id(value)]
-    if isinstance(value, list):
-        return [_torch_arg(x, tensors, sizes) for x in value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_torch_arg(x, tensors, sizes) for x in value)
     if isinstance(value, DType):
         return value.torch
     if isinstance(value, str) and value.startswith("torch."):
@@ -260,7 +260,7 @@ def _run_torch_op(node: Node, args: list[torch.Tensor], sizes) -> Any:
         value = named.get(a.name)
         if isinstance(value, list) and "*" in value:
             value = [next(fill) if x == "*" else x for x in value]
-        value = _torch_arg(concrete(value, sizes) if not isinstance(value, (Value, list)) else value, tensors, sizes)
+        value = _torch_arg(value, tensors, sizes)
         if a.kwarg_only:
             keywords[a.name] = value
         else:

@@ -395,18 +395,30 @@ def scatter_elements(c: Call) -> torch.Tensor:
 
 # ---- reductions ----------------------------------------------------------------------------
 
-def _reduce(fn: Callable[..., torch.Tensor]) -> ReferenceFn:
-    return lambda c: fn(c.args[0], _axes(c, c.args[0])).to(c.dtype()) if _axes(c, c.args[0]) else c.args[0].to(c.dtype())
+def _reduce(fn: Callable[[torch.Tensor, list[int]], torch.Tensor]) -> ReferenceFn:
+    """An NNEF reduction: over `axes`, keeping them (no axes: the input as it is)."""
+    def run(c: Call) -> torch.Tensor:
+        x = c.args[0]
+        axes = _axes(c, x)
+        return (fn(x, axes) if axes else x).to(c.dtype())
+
+    return run
+
+
+def _any(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    return x.bool().sum(axes, keepdim=True) > 0
+
+
+def _all(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    return (~x.bool()).sum(axes, keepdim=True) == 0
 
 
 reference_op("nnef.sum_reduce")(lambda c: _sum_reduce(c))
 reference_op("nnef.mean_reduce")(_reduce(lambda x, a: x.mean(a, keepdim=True)))
 reference_op("nnef.max_reduce")(_reduce(lambda x, a: x.amax(a, keepdim=True)))
 reference_op("nnef.min_reduce")(_reduce(lambda x, a: x.amin(a, keepdim=True)))
-reference_op("nnef.any_reduce")(_reduce(lambda x, a: x.bool().any(a[0], keepdim=True) if len(a) == 1
-                                       else x.bool().flatten().any().reshape([1] * x.dim())))
-reference_op("nnef.all_reduce")(_reduce(lambda x, a: x.bool().all(a[0], keepdim=True) if len(a) == 1
-                                       else x.bool().flatten().all().reshape([1] * x.dim())))
+reference_op("nnef.any_reduce")(_reduce(_any))
+reference_op("nnef.all_reduce")(_reduce(_all))
 
 
 def _prod(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
