@@ -1,7 +1,8 @@
 """t2ir: compile PyTorch models to NNEF for the tract inference engine, through a small SSA IR.
 
-Importing t2ir loads the IR core only (no torch), so `t2ir.parse_ir`, `t2ir dump` and `t2ir diff`
-start fast; `t2ir.export` and the other torch-facing names load on first use.
+Importing t2ir loads the IR core only (no torch), so `t2ir.parse_ir`, `t2ir.load_ir`, `t2ir.diff`,
+`t2ir dump` and `t2ir diff` start fast; `t2ir.export` and the other torch-facing names load on
+first use.
 """
 
 from t2ir.errors import CheckIOError, ExportError, T2IRError, TranslationError, UnsupportedOpsError
@@ -18,6 +19,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "export": "t2ir.api", "lift": "t2ir.api", "ExportResult": "t2ir.api",
     "register_pass": "t2ir.passes.pipeline", "unregister_pass": "t2ir.passes.pipeline",
+    # torch-free tools (kept lazy so `import t2ir` stays the IR core only)
+    "diff": "t2ir.tools.irdiff", "load_ir": "t2ir.tools.open_ir",
+    "bisect": "t2ir.tools.bisect",
 }
 
 
@@ -31,7 +35,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "export", "lift", "ExportResult", "ExportOptions", "LLMExportOptions", "register_op", "register_nnef_op",
-    "register_pass", "unregister_pass", "parse_ir", "verify", "Graph", "Node", "Value", "Loc", "DType",
+    "register_pass", "unregister_pass", "parse_ir", "load_ir", "diff", "bisect", "verify", "Graph", "Node", "Value", "Loc", "DType",
     "TensorType", "T2IRError", "ExportError", "UnsupportedOpsError", "CheckIOError", "TranslationError",
     "IRParseError", "__version__",
 ]

@@ -16,15 +16,20 @@ from t2ir.ir import Graph
 from t2ir.ops.builtins import ensure_registered
 from t2ir.options import ExportOptions
 from t2ir.passes.pack_weights import QUANT_REPORT
+from t2ir.passcheck import PassChecker
 from t2ir.passes.pipeline import PipelineRun, run_pipeline
 from t2ir.tract_run import load_runnable, run_tract
 
 
-def compile_graph(graph: Graph, options: ExportOptions, *,
-                  on_pass: Optional[Callable[[str], None]] = None) -> PipelineRun:
-    """Run the passes the options enable (dumping the IR after each with `options.dump_ir`)."""
+def compile_graph(graph: Graph, options: ExportOptions, *, on_pass: Optional[Callable[[str], None]] = None,
+                  checker: Optional[PassChecker] = None) -> PipelineRun:
+    """Run the passes the options enable (dumping the IR after each with `options.dump_ir`);
+    a `checker` evaluates the graph after lifting and after every pass (`check_passes`)."""
     ensure_registered()
-    return run_pipeline(graph, options, dump_dir=options.dump_ir, on_pass=on_pass)
+    if checker is not None:
+        checker.check("lift", graph)
+    return run_pipeline(graph, options, dump_dir=options.dump_ir, on_pass=on_pass,
+                        after_pass=checker.after_pass if checker is not None else None)
 
 
 def quant_report(run: PipelineRun) -> Optional[QuantReport]:

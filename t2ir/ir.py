@@ -305,6 +305,7 @@ class Graph:
         self._insert_before: Optional[Node] = None
         self._counter = 0
         self.default_loc = Loc()
+        self._observers: list[Callable[[Node, Optional[Node]], None]] = []
 
     # ---- read-only views (edits go through the methods below) ----------------------------------
     inputs = _tuple_view("_inputs", "The graph inputs, in signature order.")
@@ -437,6 +438,16 @@ class Graph:
         return sum(1 for _ in self.nodes)
 
     @contextlib.contextmanager
+    def observe(self, fn: Callable[[Node, Optional[Node]], None]):
+        """Inside the block, `fn(node, anchor)` sees every node added; `anchor` is the node new
+        nodes are inserted before (the node a rewrite or translation replaces), or None."""
+        self._observers.append(fn)
+        try:
+            yield
+        finally:
+            self._observers.remove(fn)
+
+    @contextlib.contextmanager
     def inserting_before(self, node: Optional[Node]):
         """New nodes made inside this block go before `node` (None: at the end)."""
         saved, saved_loc = self._insert_before, self.default_loc
@@ -458,6 +469,8 @@ class Graph:
             outputs.append(self._register(Value(self.fresh_name(hint if i == 0 else f"{hint}_{i}"), t)))
         node = Node(op, inputs, attrs or {}, outputs, loc if loc is not None else self.default_loc)
         self._link(node, self._insert_before)
+        for fn in self._observers:
+            fn(node, self._insert_before)
         return node
 
     def op(self, op: str, inputs: Sequence[Value], out_type: TensorType, name: Optional[str] = None,

@@ -23,6 +23,7 @@ class ExportOptions:
     compression: Optional[str] = None  # "q4_0", "q4_0_with_embeddings", or a registered method
     keep_float: tuple[str, ...] = ()   # constant labels (globs) never compressed, e.g. "lm_head.*"
     check_io: Optional[str] = None     # run the export in tract and compare at this tract tolerance level
+    check_passes: bool = False         # evaluate the graph after every pass (reference interpreter) against the module
     dump_ir: Optional[Path] = None     # write the IR after every pass into this folder
     overwrite: bool = False            # replace an existing output (only once the new one is complete)
     extra: dict = field(default_factory=dict)  # options of user passes / compression methods

@@ -21,8 +21,8 @@ LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (3, "passes", ("t2ir.passes", "t2ir.rewrite")),
     (3, "frontend", ("t2ir.frontend",)),
     (4, "emitters", ("t2ir.emitters",)),
-    (4, "runtime", ("t2ir.tract_run", "t2ir.checkio", "t2ir.progress")),
-    (5, "driver", ("t2ir.driver", "t2ir.api")),
+    (4, "runtime", ("t2ir.tract_run", "t2ir.checkio", "t2ir.progress", "t2ir.interpret")),
+    (5, "driver", ("t2ir.driver", "t2ir.api", "t2ir.passcheck")),
     (6, "llm", ("t2ir.llm",)),
     (6, "tools", ("t2ir.tools",)),
     (7, "cli", ("t2ir.cli", "t2ir.demo", "t2ir")),
@@ -98,6 +98,21 @@ def test_dump_and_diff_need_no_torch(tmp_path: Path):
     a.write_text("graph g\ninput %x : f32[2]\n%y = aten.relu(%x) : f32[2]\noutput %y\n")
     b.write_text("graph g\ninput %x : f32[2]\n%y = aten.sigmoid(%x) : f32[2]\noutput %y\n")
     for args in (["dump", str(a)], ["dump", "--stats", str(a)], ["diff", str(a), str(b)]):
+        r = run_without_torch(f"import sys; sys.argv = ['t2ir', *{args!r}]\nfrom t2ir.cli import main\nmain()")
+        assert r.returncode == 0, (args, r.stderr)
+        assert "relu" in r.stdout
+
+
+def test_structural_diff_and_load_ir_need_no_torch(tmp_path: Path):
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    (dumps / "00-lift.t2ir").write_text("graph g\ninput %x : f32[2]\n%y = aten.relu(%x) : f32[2]\noutput %y\n")
+    (dumps / "01-lower.t2ir").write_text("graph g\ninput %x : f32[2]\n%y = nnef.relu(%x) : f32[2]\noutput %y\n")
+    r = run_without_torch(f"import t2ir\nd = t2ir.diff(t2ir.load_ir({str(dumps)!r}, after='lift'), {str(dumps)!r})\n"
+                          "print(d.changed[0].changes)")
+    assert r.returncode == 0, r.stderr
+    assert "op aten.relu -> nnef.relu" in r.stdout
+    for args in (["dump", str(dumps), "--after", "lift"], ["diff", str(dumps), "--pass", "lower"]):
         r = run_without_torch(f"import sys; sys.argv = ['t2ir', *{args!r}]\nfrom t2ir.cli import main\nmain()")
         assert r.returncode == 0, (args, r.stderr)
         assert "relu" in r.stdout

@@ -1,6 +1,9 @@
 """Every supported operator, exported alone and run in tract, compared with PyTorch eager at two
 sizes of each dynamic axis. The table of cases is `tests/op_cases.py`.
 
+The reference interpreter (`t2ir.interpret`) runs the same exported graph and must agree with
+tract at the same tolerances (tests/test_interpret.py checks it on the lifted graphs too).
+
 Tolerances: f32 atol 1e-4; f16 atol 1e-2 + rtol 1e-2 (both sides round to f16, and tract may
 accumulate in f16 where PyTorch's CPU kernels accumulate in f32); f64 atol 1e-6 (a few ops run
 in f32 inside, see NO_F64_OPS). Integer and bool outputs must match exactly, and every output
@@ -17,6 +20,7 @@ import pytest
 import torch
 
 import t2ir
+from t2ir.interpret import Interpreter
 from t2ir.tract_run import load_runnable, run_tract
 from tests.helpers import assert_round_trip
 from tests.op_cases import CASES, SIZES, Case, In
@@ -121,6 +125,10 @@ def run_case(case: Case, dtype: str, tmp_path: Path) -> t2ir.ExportResult:
         assert len(got) == len(want)
         for i, (g, w) in enumerate(zip(got, want)):
             check(g, w, dtype, case, f"{case.id}[{dtype}] output {i} at sizes {sizes}")
+        # the reference interpreter reads the exported NNEF-level graph as tract runs it
+        ours = Interpreter(result.graph).outputs(list(args))
+        for i, (g, o) in enumerate(zip(got, ours)):
+            check(g, o, dtype, case, f"{case.id}[{dtype}] output {i}: tract vs the reference interpreter")
     return result
 
 

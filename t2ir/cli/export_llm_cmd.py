@@ -84,6 +84,9 @@ def export_llm_cmd(
     layout: Layout = typer.Option(Layout.deep, "--export-dir-struct",
                              help="deep: OUT/model and OUT/tokenizer; flat: everything in OUT"),
     dump_ir: Optional[Path] = typer.Option(None, "--dump-ir", help="write the IR after every pass here"),
+    check_passes: bool = typer.Option(False, "--check-passes",
+                                      help="evaluate the graph after every pass and name the first that changes "
+                                           "the outputs beyond --check-io's level"),
     dry_run: bool = typer.Option(False, "--dry-run", help="trace and plan only; write nothing"),
     force: bool = typer.Option(False, "--force", "-iaed", "--ignore-already-exist-dir",
                           help="replace an existing export folder (the old one stays until the new one is complete)"),
@@ -131,7 +134,8 @@ def export_llm_cmd(
             compression=T2N_COMPRESSION.get(compression.value, compression.value) if compression else None,
             keep_float=tuple(keep_float), with_tokenizer_and_config=with_tokenizer_and_config,
             check_io=None if no_verify else check_io.value, num_logits_to_keep=num_logits_to_keep,
-            sample_tokens=sample_tokens, layout=layout.value, dump_ir=dump_ir, dry_run=dry_run, overwrite=force,
+            sample_tokens=sample_tokens, layout=layout.value, dump_ir=dump_ir, check_passes=check_passes,
+            dry_run=dry_run, overwrite=force,
             merge_peft=merge_peft, attn_implementation=attn_implementation)
         summary = export_llm(opts, reporter)
     except T2IRError as e:
@@ -148,6 +152,14 @@ def _print_summary(reporter, summary, opts, quiet: bool, verbose: bool) -> None:
     reporter.line(f"ops: {sum(summary.ops_before.values())} after lifting, {sum(summary.ops_after.values())} after passes")
     for line in summary.fusion_lines():
         reporter.line("  " + line)
+    if summary.op_report is not None:
+        reporter.line("op report:")
+        for line in summary.op_report.lines():
+            reporter.line("  " + line)
+    if summary.pass_checks:
+        reporter.line("check-passes (max |diff| from the model's outputs after each pass):")
+        for c in summary.pass_checks:
+            reporter.line(f"  {c.name:<24} {c.max_abs_diff:.3g}")
     if verbose:
         for r in summary.passes:
             hits = ", ".join(f"{k} {v}" for k, v in r.result.stats.items())

@@ -32,6 +32,8 @@ from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
 from t2ir.options import LLMExportOptions
+from t2ir.passcheck import PassCheck, PassChecker
+from t2ir.passes.op_report import OpReport
 from t2ir.progress import Reporter
 
 DTYPES = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}
@@ -51,6 +53,8 @@ class ExportSummary:
     check_passed: Optional[bool] = None
     quant_report: Optional[object] = None
     passes: list = field(default_factory=list)  # PassRecord per pass run
+    op_report: Optional[OpReport] = None
+    pass_checks: list[PassCheck] = field(default_factory=list)  # with --check-passes
 
     def fusion_lines(self) -> list[str]:
         a = self.ops_after
@@ -170,9 +174,12 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
     with reporter.phase("trace"):
         model, config, graph = trace_graph(ckpt, opts, reporter)
     summary.ops_before = _op_counts(graph)
+    checker = _pass_checker(ckpt, config, opts) if opts.check_passes else None
     with reporter.phase("passes"):
-        run = driver.compile_graph(graph, opts, on_pass=lambda name: reporter.advance(name))
+        run = driver.compile_graph(graph, opts, on_pass=lambda name: reporter.advance(name), checker=checker)
     summary.ops_after = _op_counts(graph)
+    summary.op_report = run.op_report(graph)
+    summary.pass_checks = checker.checks if checker is not None else []
     summary.packed = dict(collections.Counter(v.const.encoding for v in graph.consts if v.const.encoding != "plain"))
     if opts.dry_run:
         for line in plan_lines(graph, ckpt):
@@ -206,6 +213,20 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         summary.passes = run.records
         _write_manifest(staged / "manifest.json", ckpt, opts, run.records, summary)
     return summary
+
+
+def _pass_checker(ckpt: Checkpoint, config, opts: LLMExportOptions) -> PassChecker:
+    """--check-passes on the traced sizes (3 new tokens after 5 cached ones, random cache); the
+    reference is the lifted graph's own evaluation, i.e. the model's aten ops run by PyTorch."""
+    from t2ir.frontend.causal_lm import cache_layout
+    from t2ir.llm.io_cases import prompt_ids
+
+    num_layers, kv, hd = cache_layout(config)
+    g = torch.Generator().manual_seed(0)
+    ids = prompt_ids(ckpt.folder, config.get_text_config(decoder=True).vocab_size, 8)[:, 5:8]
+    dtype = resolve_dtype(opts.dtype, ckpt)
+    cache = [torch.randn(1, kv, 5, hd, generator=g).to(dtype) for _ in range(2 * num_layers)]
+    return PassChecker([ids, *cache], None, opts.check_io or driver.DEFAULT_LEVEL)
 
 
 def _copy_tokenizer(src: Path, dst: Path) -> None:
@@ -260,6 +281,8 @@ def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, record
         "passes": [{"name": r.name, "changed": r.result.changed, "stats": r.result.stats,
                     "seconds": round(r.seconds, 3)} for r in records],
         "ops_after": summary.ops_after,
+        "op_report": summary.op_report.to_dict() if summary.op_report else [],
+        "pass_checks": [c.as_dict() for c in summary.pass_checks],
         "check": {"level": opts.check_io, "passed": summary.check_passed,
                   "results": [c.as_dict() for c in summary.checks]},
         "timings": {k: round(v, 3) for k, v in summary.timings.items()},

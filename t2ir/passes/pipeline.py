@@ -19,6 +19,7 @@ from t2ir.passes.fold_kv_cache import FoldKvCache
 from t2ir.passes.fuse_attention import FuseAttention
 from t2ir.passes.fuse_transformer_ops import FuseTransformerOps
 from t2ir.passes.lower_to_nnef import LowerToNnef
+from t2ir.passes.op_report import OpReport, Provenance, op_report
 from t2ir.passes.pack_weights import CompressWeights
 from t2ir.passes.upcast_f32 import UpcastF32
 from t2ir.verify import verify
@@ -107,6 +108,11 @@ class PipelineRun:
 
     records: list[PassRecord] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
+    provenance: Provenance = field(default_factory=Provenance)
+
+    def op_report(self, graph: Graph) -> OpReport:
+        """Each op of `graph` (the graph these passes ran on): nodes, and which passes made them."""
+        return op_report(graph, self.provenance)
 
     def __iter__(self):
         return iter(self.records)
@@ -123,8 +129,10 @@ def dump_name(index: int, name: str) -> str:
 
 
 def run_pipeline(graph: Graph, options: ExportOptions, *, dump_dir: Optional[Path] = None,
-                 check: bool = True, on_pass: Optional[Callable[[str], None]] = None) -> PipelineRun:
-    """Run the enabled passes in order. `dump_dir` gets `00-lift.t2ir`, `01-<pass>.t2ir`, ..."""
+                 check: bool = True, on_pass: Optional[Callable[[str], None]] = None,
+                 after_pass: Optional[Callable[[str, Graph], None]] = None) -> PipelineRun:
+    """Run the enabled passes in order. `dump_dir` gets `00-lift.t2ir`, `01-<pass>.t2ir`, ...;
+    `after_pass(name, graph)` sees the graph after each pass (e.g. to evaluate it)."""
     if dump_dir is not None:
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
@@ -140,7 +148,8 @@ def run_pipeline(graph: Graph, options: ExportOptions, *, dump_dir: Optional[Pat
             on_pass(p.name)
         start = time.perf_counter()
         try:
-            result = p.run(graph, options)
+            with run.provenance.recording(graph, p.name):
+                result = p.run(graph, options)
             if check:
                 verify(graph, check_op=check_node)
         except T2IRError:
@@ -153,4 +162,6 @@ def run_pipeline(graph: Graph, options: ExportOptions, *, dump_dir: Optional[Pat
         run.artifacts.update(result.artifacts)
         if dump_dir is not None:
             (dump_dir / dump_name(i, p.name)).write_text(str(graph))
+        if after_pass is not None:
+            after_pass(p.name, graph)
     return run

@@ -1,0 +1,575 @@
+"""PyTorch implementations of the ops PyTorch does not have under their IR name: t2ir's own ops
+(`t2ir.rms_norm`, `t2ir.rope`, `t2ir.silu`, `t2ir.sdpa`) and the NNEF-level ops tract runs
+(`nnef.*`, `tract_core.*`, `tract_transformers.*`), with tract's semantics: NNEF reductions keep
+their axes, binary ops align a lower-rank operand to the left, `round` rounds half away from
+zero, integer division truncates, sdpa's causal mask is aligned bottom-right.
+
+`t2ir.interpret.engine` runs them; `@reference_op(name)` adds one (a user fragment, say).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from t2ir.types import DType, TensorType
+
+
+@dataclass
+class Call:
+    """One node's evaluation: tensor arguments in signature order (literals made tensors),
+    attributes with symbols resolved, and the output types the IR declares."""
+
+    op: str
+    args: list[Any]
+    attrs: dict[str, Any]
+    out: list[TensorType]
+
+    def dtype(self, i: int = 0) -> torch.dtype:
+        return self.out[i].dtype.torch
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        v = self.attrs.get(name, default)
+        return default if v is None else v
+
+
+ReferenceFn = Callable[[Call], Any]
+REFERENCE: dict[str, ReferenceFn] = {}
+
+
+def reference_op(*names: str):
+    """Register the PyTorch implementation of IR ops: `fn(call) -> tensor or tuple of tensors`.
+
+        @reference_op("fragment.axpy")
+        def axpy(c):
+            x, y = c.args
+            return x * c.attr("a") + y
+    """
+    def wrap(fn: ReferenceFn) -> ReferenceFn:
+        for n in names:
+            REFERENCE[n] = fn
+        return fn
+
+    return wrap
+
+
+def left_aligned(*xs: torch.Tensor) -> list[torch.Tensor]:
+    """NNEF broadcasting: a lower-rank operand gets trailing unit axes (aligned left)."""
+    rank = max(x.dim() for x in xs)
+    return [x.reshape(tuple(x.shape) + (1,) * (rank - x.dim())) for x in xs]
+
+
+def _axes(c: Call, x: torch.Tensor) -> list[int]:
+    return [a % max(x.dim(), 1) for a in c.attr("axes", [])]
+
+
+# ---- element-wise ----------------------------------------------------------------------------
+
+def _round_half_away(x: torch.Tensor) -> torch.Tensor:
+    return torch.sign(x) * torch.floor(x.abs() + 0.5)
+
+
+_UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "exp": torch.exp, "log": torch.log, "sin": torch.sin, "cos": torch.cos, "tan": torch.tan, "abs": torch.abs,
+    "neg": torch.neg, "sign": torch.sign, "recip": torch.reciprocal, "floor": torch.floor, "ceil": torch.ceil,
+    "round": _round_half_away, "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "tanh": torch.tanh,
+    "sigmoid": torch.sigmoid, "relu": torch.relu, "not": torch.logical_not, "copy": lambda x: x.clone(),
+    "softplus": lambda x: torch.log1p(torch.exp(x)), "asin": torch.asin, "acos": torch.acos, "atan": torch.atan,
+    "sinh": torch.sinh, "cosh": torch.cosh, "asinh": torch.asinh, "acosh": torch.acosh, "atanh": torch.atanh,
+    "square": torch.square,
+}
+for _name, _fn in _UNARY.items():
+    reference_op(f"nnef.{_name}")(lambda c, fn=_fn: fn(c.args[0]))
+
+reference_op("tract_core.erf")(lambda c: torch.erf(c.args[0]))
+reference_op("tract_core.round_even")(lambda c: torch.round(c.args[0]))
+reference_op("tract_core.silu", "tract_transformers.silu", "t2ir.silu")(lambda c: F.silu(c.args[0]))
+reference_op("tract_core.hard_swish")(lambda c: F.hardswish(c.args[0]))
+reference_op("tract_core.is_nan")(lambda c: torch.isnan(c.args[0]))
+reference_op("tract_core.bitnot")(lambda c: torch.bitwise_not(c.args[0]))
+reference_op("nnef.leaky_relu")(lambda c: F.leaky_relu(c.args[0], c.attr("alpha")))
+reference_op("nnef.elu")(lambda c: F.elu(c.args[0], c.attr("alpha", 1.0)))
+
+
+@reference_op("tract_core.gelu_approx")
+def gelu_approx(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+@reference_op("tract_core.is_inf")
+def is_inf(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    pos = torch.isposinf(x) if c.attr("detect_positive", True) else torch.zeros_like(x, dtype=torch.bool)
+    neg = torch.isneginf(x) if c.attr("detect_negative", True) else torch.zeros_like(x, dtype=torch.bool)
+    return pos | neg
+
+
+def _div(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if x.is_floating_point():
+        return x / y
+    return torch.div(x, y, rounding_mode="trunc")
+
+
+_BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "nnef.add": torch.add, "nnef.sub": torch.sub, "nnef.mul": torch.mul, "nnef.div": _div, "nnef.pow": torch.pow,
+    "nnef.min": torch.minimum, "nnef.max": torch.maximum, "nnef.and": torch.logical_and,
+    "nnef.or": torch.logical_or, "nnef.eq": torch.eq, "nnef.ne": torch.ne, "nnef.lt": torch.lt, "nnef.gt": torch.gt,
+    "nnef.le": torch.le, "nnef.ge": torch.ge, "tract_core.xor": torch.logical_xor,
+    "tract_core.bitand": torch.bitwise_and, "tract_core.bitor": torch.bitwise_or,
+    "tract_core.bitxor": torch.bitwise_xor,
+}
+for _name, _fn in _BINARY.items():
+    reference_op(_name)(lambda c, fn=_fn: fn(*left_aligned(*c.args)))
+
+
+@reference_op("nnef.select")
+def select(c: Call) -> torch.Tensor:
+    cond, a, b = left_aligned(*c.args)
+    return torch.where(cond, a, b)
+
+
+@reference_op("nnef.clamp")
+def clamp(c: Call) -> torch.Tensor:
+    x, lo, hi = left_aligned(*c.args)
+    return torch.minimum(torch.maximum(x, lo), hi)
+
+
+@reference_op("tract_core.cast")
+def cast(c: Call) -> torch.Tensor:
+    return c.args[0].to(c.dtype())
+
+
+# ---- linear algebra, convolution, pooling ----------------------------------------------------
+
+@reference_op("nnef.matmul")
+def matmul(c: Call) -> torch.Tensor:
+    a, b = c.args
+    if c.attr("transposeA", False):
+        a = a.transpose(-1, -2)
+    if c.attr("transposeB", False):
+        b = b.transpose(-1, -2)
+    return torch.matmul(a, b)
+
+
+@reference_op("tract_core.einsum")
+def einsum(c: Call) -> torch.Tensor:
+    acc = DType(c.attr("acc") or c.out[0].dtype.value).torch
+    return torch.einsum(c.attr("expr"), *(x.to(acc) for x in c.args[0])).to(c.dtype())
+
+
+def _pairs(padding: list, n: int) -> list[tuple[int, int]]:
+    return [tuple(p) for p in padding] if padding else [(0, 0)] * n
+
+
+def _torch_pad(pairs: list[tuple[int, int]]) -> list[int]:
+    """NNEF (before, after) per axis, first axis first -> F.pad's last-axis-first flat list."""
+    return [v for before, after in reversed(pairs) for v in (before, after)]
+
+
+def _bias(c: Call, y: torch.Tensor):
+    """NNEF's bias: [1, C] along the channel axis, or a scalar."""
+    if len(c.args) < 3:
+        return 0.0
+    b = c.args[2].to(y.dtype)
+    return b.reshape(1, -1, *[1] * (y.dim() - 2)) if b.dim() else b
+
+
+@reference_op("nnef.conv")
+def conv(c: Call) -> torch.Tensor:
+    x, w = c.args[0], c.args[1]
+    n = x.dim() - 2
+    pairs = _pairs(c.attr("padding", []), n)
+    x = F.pad(x, _torch_pad(pairs))
+    groups = c.attr("groups", 1) or x.shape[1]
+    conv_fn = (F.conv1d, F.conv2d, F.conv3d)[n - 1]
+    y = conv_fn(x, w, stride=c.attr("stride") or 1, dilation=c.attr("dilation") or 1, groups=groups)
+    return y + _bias(c, y)
+
+
+@reference_op("nnef.deconv")
+def deconv(c: Call) -> torch.Tensor:
+    """Filter [Cout, Cin/g, *k] (tract's layout); padding crops the full transposed output."""
+    x, w = c.args[0], c.args[1]
+    n = x.dim() - 2
+    groups = c.attr("groups", 1) or x.shape[1]
+    cout, cin_g, *k = w.shape
+    torch_w = w.reshape(groups, cout // groups, cin_g, *k).transpose(1, 2).reshape(groups * cin_g, cout // groups, *k)
+    fn = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)[n - 1]
+    y = fn(x, torch_w, stride=c.attr("stride") or 1, dilation=c.attr("dilation") or 1, groups=groups)
+    pairs = _pairs(c.attr("padding", []), n)
+    y = F.pad(y, _torch_pad([(0, 0), (0, 0)] + [(-b, -a) for b, a in pairs]))
+    return y + _bias(c, y)
+
+
+def _windows(c: Call, x: torch.Tensor, fill: float) -> torch.Tensor:
+    """Every pooling window as trailing axes: [*out, *size] (padding filled with `fill`)."""
+    rank = x.dim()
+    size = c.attr("size")
+    stride = c.attr("stride") or [1] * rank
+    dilation = c.attr("dilation") or [1] * rank
+    x = F.pad(x, _torch_pad(_pairs(c.attr("padding", []), rank)), value=fill)
+    for axis in range(rank):
+        span = dilation[axis] * (size[axis] - 1) + 1
+        x = x.unfold(axis, span, stride[axis])[..., ::dilation[axis]]
+    return x
+
+
+def _pool_reduce(c: Call, x: torch.Tensor, kind: str):
+    rank = x.dim()
+    ignore = c.attr("border", "constant") == "ignore"
+    fill = -math.inf if kind == "max" and ignore else 0.0
+    win = _windows(c, x, fill)
+    axes = tuple(range(rank, 2 * rank))
+    if kind == "max":
+        return win.amax(axes)
+    total = win.sum(axes)
+    if kind == "sum" and not c.attr("normalize", False):
+        return total
+    if ignore:
+        count = _windows(c, torch.ones_like(x), 0.0).sum(axes)
+    else:
+        count = math.prod(c.attr("size"))
+    return total / count
+
+
+reference_op("nnef.max_pool")(lambda c: _pool_reduce(c, c.args[0], "max"))
+reference_op("nnef.avg_pool")(lambda c: _pool_reduce(c, c.args[0], "avg"))
+reference_op("nnef.box")(lambda c: _pool_reduce(c, c.args[0], "sum"))
+
+
+@reference_op("nnef.max_pool_with_index")
+def max_pool_with_index(c: Call):
+    """Values and, like torch, the index of each maximum flattened over the spatial axes."""
+    x = c.args[0]
+    rank = x.dim()
+    spatial = math.prod(x.shape[2:])
+    flat_index = torch.arange(spatial, dtype=torch.float64).reshape(1, 1, *x.shape[2:]).expand(x.shape)
+    win = _windows(c, x, -math.inf).flatten(rank)
+    idx = _windows(c, flat_index.to(torch.float64), -1.0).flatten(rank)
+    values, where = win.max(-1)
+    return values, idx.gather(-1, where.unsqueeze(-1)).squeeze(-1).to(c.dtype(1))
+
+
+@reference_op("nnef.batch_normalization")
+def batch_norm(c: Call) -> torch.Tensor:
+    x, mean, var, offset, scale = left_aligned(*c.args)
+    return (x - mean) / torch.sqrt(var + c.attr("epsilon", 0.0)) * scale + offset
+
+
+# ---- shapes --------------------------------------------------------------------------------
+
+@reference_op("nnef.reshape")
+def reshape(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    start = c.attr("axis_start", 0)
+    count = c.attr("axis_count", -1)
+    end = x.dim() if count == -1 else start + count
+    part = [x.shape[start + i] if d == 0 else d for i, d in enumerate(c.attr("shape"))]
+    return x.reshape(*x.shape[:start], *part, *x.shape[end:])
+
+
+@reference_op("nnef.transpose")
+def transpose(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    axes = list(c.attr("axes"))
+    return x.permute(*axes, *range(len(axes), x.dim()))
+
+
+@reference_op("nnef.squeeze")
+def squeeze(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    return x.reshape([d for i, d in enumerate(x.shape) if i not in set(c.attr("axes"))])
+
+
+@reference_op("nnef.unsqueeze")
+def unsqueeze(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    for a in sorted(c.attr("axes")):
+        x = x.unsqueeze(a)
+    return x
+
+
+@reference_op("nnef.slice")
+def slice_(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    index = [slice(None)] * x.dim()
+    strides = c.attr("stride") or [1] * len(c.attr("axes"))
+    for axis, b, e, s in zip(c.attr("axes"), c.attr("begin"), c.attr("end"), strides):
+        size = x.shape[axis]
+        b, e = (v + size if v < 0 else v for v in (b, e))
+        index[axis] = slice(min(max(b, 0), size), min(max(e, 0), size), s)
+    return x[tuple(index)]
+
+
+@reference_op("tract_core.dyn_slice")
+def dyn_slice(c: Call) -> torch.Tensor:
+    x, start, end = c.args
+    return x.narrow(c.attr("axis"), int(start), int(end) - int(start))
+
+
+reference_op("nnef.concat")(lambda c: torch.cat([x.to(c.dtype()) for x in c.args[0]], c.attr("axis")))
+reference_op("nnef.stack")(lambda c: torch.stack(c.args[0], c.attr("axis")))
+reference_op("nnef.tile")(lambda c: c.args[0].repeat(*c.attr("repeats")))
+
+
+@reference_op("tract_core.broadcast")
+def broadcast(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    shape = list(c.attr("shape"))
+    return x.reshape((1,) * (len(shape) - x.dim()) + tuple(x.shape)).expand(shape).to(c.dtype())
+
+
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicated": "replicate", "edge": "replicate"}
+
+
+@reference_op("nnef.pad")
+def pad(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    mode = _PAD_MODES[c.attr("border", "constant")]
+    pairs = _pairs(c.attr("padding"), x.dim())
+    if mode == "constant":
+        return F.pad(x, _torch_pad(pairs), value=c.attr("value", 0.0))
+    lead = next((i for i, p in enumerate(pairs) if tuple(p) != (0, 0)), x.dim())
+    # torch pads the trailing axes of a [N, C, ...] tensor in these modes: fold the others into C
+    y = x.reshape(1, -1, *x.shape[lead:])
+    y = F.pad(y, _torch_pad(pairs[lead:]), mode=mode)
+    return y.reshape(*x.shape[:lead], *y.shape[2:])
+
+
+@reference_op("tract_core.trilu")
+def trilu(c: Call) -> torch.Tensor:
+    x, k = c.args
+    return (torch.triu if c.attr("upper") else torch.tril)(x, int(k))
+
+
+@reference_op("tract_core.range")
+def range_(c: Call) -> torch.Tensor:
+    start, end, step = (float(v) if c.out[0].dtype.is_float else int(v) for v in c.args)
+    return torch.arange(start, end, step, dtype=c.dtype())
+
+
+# ---- gather / scatter ----------------------------------------------------------------------
+
+@reference_op("tract_core.gather")
+def gather(c: Call) -> torch.Tensor:
+    x, idx = c.args
+    axis = c.attr("axis", 0) % x.dim()
+    idx = torch.where(idx < 0, idx + x.shape[axis], idx).long()
+    out = x.index_select(axis, idx.reshape(-1))
+    return out.reshape(*x.shape[:axis], *idx.shape, *x.shape[axis + 1:]).to(c.dtype())
+
+
+@reference_op("tract_core.gather_elements")
+def gather_elements(c: Call) -> torch.Tensor:
+    x, idx = c.args
+    axis = c.attr("axis", 0)
+    return torch.gather(x, axis, torch.where(idx < 0, idx + x.shape[axis], idx).long())
+
+
+@reference_op("tract_core.gather_nd")
+def gather_nd(c: Call) -> torch.Tensor:
+    """ONNX GatherND (batch_dims = 0): the last axis of `indices` indexes x's leading axes."""
+    x, idx = c.args
+    if c.attr("batch_dims", 0):
+        raise NotImplementedError("tract_core.gather_nd with batch_dims > 0")
+    k = idx.shape[-1]
+    flat = idx.reshape(-1, k).long()
+    picked = x[tuple(flat[:, i] for i in range(k))]
+    return picked.reshape(*idx.shape[:-1], *x.shape[k:])
+
+
+@reference_op("tract_core.scatter_elements")
+def scatter_elements(c: Call) -> torch.Tensor:
+    x, idx, updates = c.args
+    reduction = c.attr("reduction", "none")
+    axis = c.attr("axis", 0)
+    if reduction in (None, "none"):
+        return x.scatter(axis, idx.long(), updates)
+    return x.scatter_reduce(axis, idx.long(), updates, {"add": "sum", "mul": "prod"}.get(reduction, reduction))
+
+
+# ---- reductions ----------------------------------------------------------------------------
+
+def _reduce(fn: Callable[[torch.Tensor, list[int]], torch.Tensor]) -> ReferenceFn:
+    """An NNEF reduction: over `axes`, keeping them (no axes: the input as it is)."""
+    def run(c: Call) -> torch.Tensor:
+        x = c.args[0]
+        axes = _axes(c, x)
+        return (fn(x, axes) if axes else x).to(c.dtype())
+
+    return run
+
+
+def _any(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    return x.bool().sum(axes, keepdim=True) > 0
+
+
+def _all(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    return (~x.bool()).sum(axes, keepdim=True) == 0
+
+
+reference_op("nnef.sum_reduce")(lambda c: _sum_reduce(c))
+reference_op("nnef.mean_reduce")(_reduce(lambda x, a: x.mean(a, keepdim=True)))
+reference_op("nnef.max_reduce")(_reduce(lambda x, a: x.amax(a, keepdim=True)))
+reference_op("nnef.min_reduce")(_reduce(lambda x, a: x.amin(a, keepdim=True)))
+reference_op("nnef.any_reduce")(_reduce(_any))
+reference_op("nnef.all_reduce")(_reduce(_all))
+
+
+def _prod(x: torch.Tensor, axes: list[int]) -> torch.Tensor:
+    for a in axes:
+        x = x.prod(a, keepdim=True)
+    return x
+
+
+reference_op("tract_core.product_reduce")(_reduce(_prod))
+
+
+def _sum_reduce(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    axes = _axes(c, x)
+    if not axes:
+        return x.to(c.dtype())
+    y = x.sum(axes, keepdim=True, dtype=c.dtype())
+    return y / math.prod(x.shape[a] for a in axes) if c.attr("normalize", False) else y
+
+
+@reference_op("nnef.moments")
+def moments(c: Call):
+    x = c.args[0]
+    axes = _axes(c, x)
+    mean = x.mean(axes, keepdim=True)
+    return mean, ((x - mean) ** 2).mean(axes, keepdim=True)
+
+
+def _arg_reduce(largest: bool, last: bool) -> ReferenceFn:
+    def fn(c: Call) -> torch.Tensor:
+        x = c.args[0]
+        axes = _axes(c, x)
+        if len(axes) != 1:
+            raise NotImplementedError(f"{c.op} over several axes")
+        a = axes[0]
+        y = x.flip(a) if last else x
+        i = (y.argmax if largest else y.argmin)(a, keepdim=True)
+        return (x.shape[a] - 1 - i if last else i).to(c.dtype())
+
+    return fn
+
+
+reference_op("nnef.argmax_reduce")(_arg_reduce(True, False))
+reference_op("nnef.argmin_reduce")(_arg_reduce(False, False))
+reference_op("tract_core.argmax_reduce_last")(_arg_reduce(True, True))
+reference_op("tract_core.argmin_reduce_last")(_arg_reduce(False, True))
+
+
+@reference_op("nnef.softmax")
+def softmax(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    axes = _axes(c, x)
+    e = torch.exp(x - x.amax(axes, keepdim=True))
+    return e / e.sum(axes, keepdim=True)
+
+
+@reference_op("tract_core.log_softmax")
+def log_softmax(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    axes = _axes(c, x)
+    shifted = x - x.amax(axes, keepdim=True)
+    return shifted - torch.log(torch.exp(shifted).sum(axes, keepdim=True))
+
+
+@reference_op("tract_core.cumsum")
+def cumsum(c: Call) -> torch.Tensor:
+    x = c.args[0]
+    axis = c.attr("axis")
+    y = x.flip(axis) if c.attr("reverse", False) else x
+    s = y.cumsum(axis, dtype=c.dtype())
+    if c.attr("exclusive", False):
+        s = s - y.to(s.dtype)
+    return s.flip(axis) if c.attr("reverse", False) else s
+
+
+@reference_op("tract_core.topk")
+def topk(c: Call):
+    values, indices = torch.topk(c.args[0], int(c.attr("k")), c.attr("axis"), largest=c.attr("largest", True))
+    return values, indices.to(c.dtype(1))
+
+
+# ---- transformer ops -----------------------------------------------------------------------
+
+def _rms_norm(x: torch.Tensor, axis: int, eps: float) -> torch.Tensor:
+    x32 = x.float()
+    return (x32 * torch.rsqrt(x32.pow(2).mean(axis, keepdim=True) + eps)).to(x.dtype)
+
+
+@reference_op("tract_core.rms_norm", "tract_transformers.rms_norm")
+def rms_norm(c: Call) -> torch.Tensor:
+    return _rms_norm(c.args[0], c.attr("axis"), c.attr("eps"))
+
+
+@reference_op("tract_core.scaled_rms_norm")
+def scaled_rms_norm(c: Call) -> torch.Tensor:
+    x, scale = c.args
+    return _rms_norm(x, c.attr("axis"), c.attr("eps")) * scale
+
+
+@reference_op("t2ir.rms_norm")
+def t2ir_rms_norm(c: Call) -> torch.Tensor:
+    x, *weight = c.args
+    axis = c.attr("axis") % x.dim()
+    y = _rms_norm(x.to(c.dtype()), axis, c.attr("eps", 1e-6))
+    if weight:
+        shape = [d if i == axis else 1 for i, d in enumerate(x.shape)]
+        y = y * weight[0].to(y.dtype).reshape(shape)
+    return y
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], -1)
+
+
+@reference_op("t2ir.rope", "tract_transformers.apply_rope")
+def rope(c: Call) -> torch.Tensor:
+    x, cos, sin = (t.to(c.dtype()) for t in c.args)
+    return x * cos + _rotate_half(x) * sin
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor], *, scale: Optional[float],
+              causal: bool, softcap: Optional[float] = None) -> torch.Tensor:
+    """softmax(q k^T * scale [softcap] + mask) v in f32, heads grouped natively (GQA), the causal
+    mask aligned bottom-right (query i sees keys j <= i + Skv - Sq)."""
+    q32, k32, v32 = q.float(), k.float(), v.float()
+    if q.dim() >= 3 and q.shape[-3] != k.shape[-3]:
+        group = q.shape[-3] // k.shape[-3]
+        k32, v32 = k32.repeat_interleave(group, -3), v32.repeat_interleave(group, -3)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = torch.matmul(q32, k32.transpose(-1, -2)) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    sq, skv = scores.shape[-2], scores.shape[-1]
+    if causal:
+        allowed = torch.arange(skv)[None, :] <= torch.arange(sq)[:, None] + (skv - sq)
+        scores = scores.masked_fill(~allowed, -math.inf)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, -math.inf) if mask.dtype == torch.bool else scores + mask.float()
+    return torch.matmul(torch.softmax(scores, -1), v32).to(q.dtype)
+
+
+@reference_op("t2ir.sdpa")
+def t2ir_sdpa(c: Call) -> torch.Tensor:
+    q, k, v, *mask = c.args
+    return attention(q, k, v, mask[0] if mask else None, scale=c.attr("scale"), causal=c.attr("causal", False),
+                     softcap=c.attr("softcap")).to(c.dtype())
+
+
+@reference_op("tract_transformers.sdpa")
+def tract_sdpa(c: Call) -> torch.Tensor:
+    q, k, v, *mask = c.args
+    return attention(q, k, v, mask[0] if mask else None, scale=c.attr("scale"),
+                     causal=c.attr("is_causal", False)).to(c.dtype())
