@@ -131,7 +131,9 @@ def test_bisect_cli_finds_a_planted_wrong_translation_in_an_llm(tiny_llm_dir, tm
 
     broken = tmp_path / "broken"
     result = runner.invoke(app, ["export-llm", "-d", str(tiny_llm_dir), "-e", str(broken), "--quiet"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and "differ from PyTorch" in result.output  # the default check catches it ...
+    result = runner.invoke(app, ["export-llm", "-d", str(tiny_llm_dir), "-e", str(broken), "--quiet", "-nv", "--force"])
+    assert result.exit_code == 0, result.output  # ... and bisect says where
     result = runner.invoke(app, ["bisect", str(broken), "--case", "prompt"])
     assert result.exit_code == 1, result.output
     assert "nnef.sigmoid" in result.output and "model.layers.0.mlp" in result.output
