@@ -11,7 +11,8 @@ from pathlib import Path
 import typer
 
 from t2ir.cli import app, fail
-from t2ir.emitters.layout import IR_DUMP_NAME
+from t2ir.emitters.archive import read_member
+from t2ir.emitters.layout import ARCHIVE_SUFFIXES, IR_DUMP_NAME
 from t2ir.errors import T2IRError
 from t2ir.parser import IRParseError, parse_ir
 
@@ -25,16 +26,20 @@ def read_ir_text(path: Path) -> str:
         if not dump.exists():
             raise T2IRError(f"{path} has no {IR_DUMP_NAME}: was it exported by t2ir?")
         return dump.read_text()
-    if tarfile.is_tarfile(path):
-        with tarfile.open(path) as tar:
-            try:
-                member = tar.extractfile(IR_DUMP_NAME)
-            except KeyError:
-                member = None
-            if member is None:
-                raise T2IRError(f"{path} has no {IR_DUMP_NAME}: was it exported by t2ir?")
-            return member.read().decode()
-    return path.read_text()
+    if path.name.endswith(ARCHIVE_SUFFIXES) or tarfile.is_tarfile(path):
+        data = read_member(path, IR_DUMP_NAME)
+        if data is None:
+            raise T2IRError(f"{path} has no {IR_DUMP_NAME}: was it exported by t2ir?")
+        return _decoded(data, path)
+    return _decoded(path.read_bytes(), path)
+
+
+def _decoded(data: bytes, path: Path) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise T2IRError(f"{path} is not IR text (byte {e.start} is not UTF-8): pass a .t2ir dump, "
+                        "an exported folder or .nnef.tgz") from None
 
 
 def _load(path: Path):

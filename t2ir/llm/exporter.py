@@ -15,7 +15,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -91,6 +91,7 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
                         f"{opts.attn_implementation!r}: {e}") from None
     except Exception as e:
         raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
+    ckpt.check_shapes(model)
     names = ckpt.names_of(model)
 
     def weight_source(target: str, tensor: torch.Tensor):
@@ -215,18 +216,18 @@ def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged
 
 
 def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, records, summary: ExportSummary) -> None:
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     manifest = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
         "inputs": ckpt.file_hashes(),
-        "options": options,
-        "passes": [{"name": r.name, "changed": r.result.changed, "stats": r.result.stats,
-                    "seconds": round(r.seconds, 3)} for r in records],
+        "options": opts.recorded(),
+        "passes": [{"name": r.name, "changed": r.result.changed, "stats": r.result.stats} for r in records],
         "ops_after": summary.ops_after,
         "check": {"level": opts.check_io, "passed": summary.check_passed,
                   "results": [c.as_dict() for c in summary.checks]},
-        "timings": {k: round(v, 3) for k, v in summary.timings.items()},
         "output_bytes": summary.output_bytes,
+        # The one entry two exports of the same model with the same options differ in.
+        "time": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "phases": {k: round(v, 3) for k, v in summary.timings.items()},
+                 "passes": [round(r.seconds, 3) for r in records]},
     }
     path.write_text(json.dumps(manifest, indent=2, default=str))
