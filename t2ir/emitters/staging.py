@@ -124,12 +124,12 @@ def _check_target(target: Path, overwrite: bool, folder: bool) -> None:
                           "remove it or choose another path (it was left as it is)")
 
 
-def _shown(path: object, staged: Path, target: Path) -> str:
-    """A path inside the staging folder, shown as the place it was meant for."""
-    try:
-        return str(target / Path(str(path)).relative_to(staged))
-    except ValueError:
-        return str(path)
+def _shown(path: object, root: Optional[Path]) -> str:
+    """A file of the staging folder by its name (the folder is gone when the user reads it)."""
+    path = Path(str(path))
+    if root is not None and root in path.parents:
+        return f"writing {path.name}"
+    return str(path)
 
 
 @contextlib.contextmanager
@@ -149,7 +149,6 @@ def atomic_output(target: Path | str, overwrite: bool, *, folder: Optional[bool]
     existed = os.path.lexists(target)
     root: Optional[Path] = None
     lock: Optional[int] = None
-    staged = target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         root = _make_staging(target)
@@ -161,7 +160,7 @@ def atomic_output(target: Path | str, overwrite: bool, *, folder: Optional[bool]
         os.replace(staged, target)
     except OSError as e:
         what = e.strerror or str(e)
-        where = f" ({_shown(e.filename, staged, target)})" if e.filename else ""
+        where = f" ({_shown(e.filename, root)})" if e.filename else ""
         kept = "the previous export is unchanged" if existed else "nothing was written"
         hint = "; free some space and export again" if e.errno == errno.ENOSPC else ""
         raise OutputError(f"export to {target} failed: {what}{where}; {kept}{hint}") from None
