@@ -233,6 +233,16 @@ def test_output_path_that_is_unwritable(tmp_path):
         (tmp_path / "read-only").chmod(0o700)
 
 
+def test_dump_ir_folder_that_is_unwritable(tmp_path):
+    folder = _unwritable_folder(tmp_path)
+    try:
+        line = api_error(_export_linear, tmp_path / "m.nnef.tgz", dump_ir=folder / "dumps")
+        assert line.startswith(f"cannot write the IR dumps to {folder / 'dumps'}: ")
+    finally:
+        (tmp_path / "read-only").chmod(0o700)
+    nothing_but(tmp_path, "read-only")
+
+
 class _FullDisk(io.FileIO):
     """A file on a disk that fills up after 1000 bytes."""
 

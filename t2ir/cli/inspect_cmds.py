@@ -43,7 +43,10 @@ def _decoded(data: bytes, path: Path) -> str:
 
 
 def _load(path: Path):
-    text = read_ir_text(path)
+    try:
+        text = read_ir_text(path)
+    except OSError as e:
+        raise T2IRError(f"cannot read {path}: {e.strerror or e}") from None
     try:
         return parse_ir(text)
     except IRParseError as e:

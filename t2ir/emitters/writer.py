@@ -79,8 +79,12 @@ def write_model(g: Graph, path: Path | str, *, overwrite: bool = False, progress
             write_tgz(staged, folder, compresslevel=ARCHIVE_COMPRESSLEVEL)
         else:
             write_folder(g, staged, progress, report)
-    if report is not None:
-        report.save(report_path(path))
-    else:
-        report_path(path).unlink(missing_ok=True)
+    try:
+        if report is not None:
+            report.save(report_path(path))
+        else:
+            report_path(path).unlink(missing_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path} was written, but not its quantization report {report_path(path)}: "
+                          f"{e.strerror or e}") from None
     return path
