@@ -328,8 +328,6 @@ def _edit_config(folder: Path, **changes) -> None:
 
 def _index_missing_shard(folder: Path) -> None:
     (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
-    names = json.loads((folder / "config.json").read_text())  # any file: only the map matters
-    del names
     weight_map = {"lm_head.weight": "model-00002-of-00002.safetensors",
                   "model.embed_tokens.weight": "model-00001-of-00002.safetensors"}
     (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))

@@ -12,7 +12,6 @@ stay small: a mismatch is the export's error, not float overflow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Union
 
 import numpy as np
