@@ -197,7 +197,8 @@ def _parse_node(c: _Cursor, g: Graph, loc: Loc) -> None:
     for name in out_names:
         if g.has_name(name):
             raise c.error(f"value %{name} is defined twice")
-    node = g.add_node(op, inputs, types, attrs, loc=loc)
+    # outputs first get names longer than any of `out_names`, so that no fresh name takes one
+    node = g.add_node(op, inputs, types, attrs, name="_" + max(out_names, key=len), loc=loc)
     for v, name in zip(node.outputs, out_names):
         g.rename(v, name)
 

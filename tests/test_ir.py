@@ -124,3 +124,10 @@ def test_critical_path_follows_dependencies():
     g = small_graph()
     assert critical_path(g) == ["nnef.matmul", "nnef.add"]
     assert to_networkx(g).number_of_edges() == 1  # add reads matmul's output (twice: one edge)
+
+
+def test_multi_output_names_that_fresh_names_would_take():
+    """Found by tests/test_property_ir.py: the outputs of `ns.x` are first given fresh names
+    from the op's name (x, x_1), which must not block the names the text gives them."""
+    text = "graph g\n%x_1, %x = ns.x() : f32[], f32[]\noutput %x, %x_1\n"
+    assert str(parse_ir(text)) == text
