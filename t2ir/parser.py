@@ -129,7 +129,7 @@ def parse_type(c: _Cursor) -> TensorType:
 def parse_attr(c: _Cursor):
     """One attribute value: literal, list, string, dtype or dimension expression."""
     ch = c.peek()
-    if ch in "[(":
+    if ch and ch in "[(":  # peek() is "" at the end of the line, and "" is in every string
         close = "]" if ch == "[" else ")"
         c.expect(ch)
         items = []

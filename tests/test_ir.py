@@ -131,3 +131,9 @@ def test_multi_output_names_that_fresh_names_would_take():
     from the op's name (x, x_1), which must not block the names the text gives them."""
     text = "graph g\n%x_1, %x = ns.x() : f32[], f32[]\noutput %x, %x_1\n"
     assert str(parse_ir(text)) == text
+
+
+def test_a_line_ending_inside_a_list_attribute():
+    """Found by tests/test_property_ir.py: this once recursed until Python gave up."""
+    with pytest.raises(IRParseError, match="^3:"):
+        parse_ir("graph g\ninput %x : f32[2]\n%y = a.b(%x, k=[\noutput %y\n")

@@ -94,6 +94,8 @@ def clean_stale_staging(target: Path) -> list[Path]:
                 os.replace(old, target)
             shutil.rmtree(folder)
             removed.append(folder)
+        except OSError:
+            pass  # left for the user to remove; this export goes on
         finally:
             os.close(fd)
     return removed
@@ -144,12 +146,13 @@ def atomic_output(target: Path | str, overwrite: bool, *, folder: Optional[bool]
 
     target = Path(target)
     folder = not str(target).endswith(ARCHIVE_SUFFIXES) if folder is None else folder
-    clean_stale_staging(target)
-    _check_target(target, overwrite, folder)
-    existed = os.path.lexists(target)
+    existed = False
     root: Optional[Path] = None
     lock: Optional[int] = None
     try:
+        clean_stale_staging(target)
+        _check_target(target, overwrite, folder)
+        existed = os.path.lexists(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         root = _make_staging(target)
         lock = _lock(root, target.name, create=True)
