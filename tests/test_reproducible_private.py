@@ -16,6 +16,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -128,14 +129,17 @@ def every_text(path: Path) -> dict[str, bytes]:
     return out
 
 
-def private_strings(*folders: Path) -> list[str]:
-    """What must not appear: the folders' absolute paths, their distinctive part, where t2ir and
-    the Python packages are installed, the home folder, and the user and host names when they are
-    long enough to mean something."""
-    found = [DISTINCTIVE, str(Path.home()), str(Path(t2ir.__file__).resolve().parents[1]), sys.prefix,
-             *(str(f.resolve()) for f in folders)]
-    found += [n for n in (getpass.getuser(), socket.gethostname()) if len(n) >= 4]
-    return found
+def private_paths(*folders: Path) -> list[str]:
+    """Paths that must not appear: the folders' absolute paths, their distinctive part, where
+    t2ir and the Python packages are installed, and the home folder."""
+    return [DISTINCTIVE, str(Path.home()), str(Path(t2ir.__file__).resolve().parents[1]), sys.prefix,
+            *(str(f.resolve()) for f in folders)]
+
+
+def who_and_where() -> list[re.Pattern]:
+    """The user and host names, as whole words, when long enough to mean something."""
+    return [re.compile(rf"\b{re.escape(n)}\b".encode()) for n in (getpass.getuser(), socket.gethostname())
+            if len(n) >= 4]
 
 
 @pytest.mark.slow
@@ -161,6 +165,10 @@ def test_export_llm_is_reproducible_and_private(tmp_path):
     assert m1.pop("time") != m2.pop("time") and m1 == m2
 
     written = {**one, **{f"dumps/{k}": v for k, v in every_text(dumps).items()}}
-    for secret_text in private_strings(secret, first, dumps, model_dir, tmp_path):
-        leaks = [name for name, data in written.items() if secret_text.encode() in data]
-        assert not leaks, f"{secret_text!r} is written in {leaks}"
+    for path in private_paths(secret, first, dumps, model_dir, tmp_path):
+        leaks = [name for name, data in written.items() if path.encode() in data]
+        assert not leaks, f"{path!r} is written in {leaks}"
+    copied = {p.read_bytes() for p in model_dir.iterdir()}  # the model's own files, copied as they are
+    for name in who_and_where():
+        leaks = [k for k, data in written.items() if data not in copied and name.search(data)]
+        assert not leaks, f"{name.pattern!r} is written in {leaks}"

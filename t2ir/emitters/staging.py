@@ -111,7 +111,8 @@ def _make_staging(target: Path) -> Path:
             continue
 
 
-def _check_target(target: Path, overwrite: bool, folder: bool) -> None:
+def check_target(target: Path, overwrite: bool, folder: bool) -> None:
+    """Refuse a target that cannot be written or replaced, with what to do about it."""
     for parent in target.parents:
         if parent.exists() and not parent.is_dir():
             raise OutputError(f"cannot write {target}: {parent} is a file, not a folder")
@@ -151,7 +152,7 @@ def atomic_output(target: Path | str, overwrite: bool, *, folder: Optional[bool]
     lock: Optional[int] = None
     try:
         clean_stale_staging(target)
-        _check_target(target, overwrite, folder)
+        check_target(target, overwrite, folder)
         existed = os.path.lexists(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         root = _make_staging(target)

@@ -23,7 +23,7 @@ import torch
 
 from t2ir import driver
 from t2ir.checkio import OutputCheck
-from t2ir.emitters.writer import atomic_output
+from t2ir.emitters.staging import atomic_output, check_target
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
@@ -137,8 +137,8 @@ def plan_lines(g: Graph, ckpt: Checkpoint) -> list[str]:
 def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> ExportSummary:
     reporter = reporter or Reporter(quiet=True)
     out_dir = Path(opts.out_dir)
-    if out_dir.exists() and not opts.overwrite and not opts.dry_run:
-        raise T2IRError(f"{out_dir} already exists: pass --force to replace it (the old export stays until the new one is complete)")
+    if not opts.dry_run:  # before the work: atomic_output checks again when it starts writing
+        check_target(out_dir, opts.overwrite, folder=True)
     summary = ExportSummary(out_dir)
     with reporter.phase("load"):
         ckpt = open_checkpoint(opts.model_dir, merge_peft=opts.merge_peft)
