@@ -418,7 +418,7 @@ def main(argv: list[str]) -> int:
             if run.rc == 0 and tgz.exists():
                 row["tgz"], row["total"] = tgz.stat().st_size, dir_bytes(out)
                 if tool == "t2ir" and (out / "manifest.json").exists():
-                    row["phases"] = json.loads((out / "manifest.json").read_text()).get("timings")
+                    row["phases"] = json.loads((out / "manifest.json").read_text())["time"]["phases"]
             else:
                 print(f"  FAILED rc={run.rc}\n{run.tail()}", flush=True)
             print(f"  wall {run.wall:.1f}s, maxrss {run.maxrss / MB:.0f} MB, tree anon {run.tree_anon / MB:.0f} MB",

@@ -12,6 +12,7 @@ import numpy as np
 from t2ir.checkio import DEFAULT_LEVEL, OutputCheck, Tolerance, compare, custom
 from t2ir.compression.report import QuantReport
 from t2ir.emitters.writer import write_model
+from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.ops.builtins import ensure_registered
 from t2ir.options import ExportOptions
@@ -26,6 +27,11 @@ def compile_graph(graph: Graph, options: ExportOptions, *, on_pass: Optional[Cal
     """Run the passes the options enable (dumping the IR after each with `options.dump_ir`);
     a `checker` evaluates the graph after lifting and after every pass (`check_passes`)."""
     ensure_registered()
+    if options.dump_ir is not None:
+        try:
+            Path(options.dump_ir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise T2IRError(f"cannot write the IR dumps to {options.dump_ir}: {e.strerror or e}") from None
     if checker is not None:
         checker.check("lift", graph)
     return run_pipeline(graph, options, dump_dir=options.dump_ir, on_pass=on_pass,

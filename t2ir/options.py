@@ -3,7 +3,8 @@ and `LLMExportOptions` (what `t2ir export-llm` adds). Passes read these fields d
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
@@ -27,6 +28,14 @@ class ExportOptions:
     dump_ir: Optional[Path] = None     # write the IR after every pass into this folder
     overwrite: bool = False            # replace an existing output (only once the new one is complete)
     extra: dict = field(default_factory=dict)  # options of user passes / compression methods
+
+    def recorded(self) -> dict:
+        """The options as a manifest records them: every field but those holding local paths,
+        which would carry the user's folder names into what is shipped (and make two exports of
+        the same model differ by where they were written)."""
+        hints = typing.get_type_hints(type(self))
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if hints[f.name] is not Path and Path not in typing.get_args(hints[f.name])}
 
 
 @dataclass(kw_only=True)

@@ -63,6 +63,23 @@ class _Cursor:
         self.pos = m.end()
         return m
 
+    def balanced(self, what: str, stops: str) -> str:
+        """Text up to the first of `stops` outside parentheses (a dimension such as
+        `Max(1, floor(S/2))`, whose commas do not end it)."""
+        self.skip_ws()
+        start, depth = self.pos, 0
+        while self.pos < len(self.text):
+            ch = self.text[self.pos]
+            if depth == 0 and ch in stops:
+                break
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+            if depth < 0:
+                break
+            self.pos += 1
+        if depth > 0 or self.pos == start:
+            raise self.error(f"expected {what}", start)
+        return self.text[start:self.pos]
+
     def at_end(self) -> bool:
         self.skip_ws()
         return self.pos >= len(self.text)
@@ -98,7 +115,7 @@ def parse_type(c: _Cursor) -> TensorType:
     c.expect("[")
     dims = []
     while c.peek() != "]":
-        text = c.match(r"[^,\]]+", "a dimension").group(0)
+        text = c.balanced("a dimension", ",]")
         try:
             dims.append(parse_dim(text))
         except Exception:
@@ -112,7 +129,7 @@ def parse_type(c: _Cursor) -> TensorType:
 def parse_attr(c: _Cursor):
     """One attribute value: literal, list, string, dtype or dimension expression."""
     ch = c.peek()
-    if ch in "[(":
+    if ch and ch in "[(":  # peek() is "" at the end of the line, and "" is in every string
         close = "]" if ch == "[" else ")"
         c.expect(ch)
         items = []
@@ -126,7 +143,7 @@ def parse_attr(c: _Cursor):
         m = c.match(r'"(?:[^"\\]|\\.)*"', "a string")
         return json.loads(m.group(0))
     start = c.pos
-    atom = c.match(r"[^,\[\]()]+(?:\([^()]*\))?[^,\[\]()]*", "a value").group(0).strip()
+    atom = c.balanced("a value", ",])").strip()
     if atom in _KEYWORDS:
         return _KEYWORDS[atom]
     if atom in _DTYPES:
@@ -180,29 +197,25 @@ def _parse_node(c: _Cursor, g: Graph, loc: Loc) -> None:
     for name in out_names:
         if g.has_name(name):
             raise c.error(f"value %{name} is defined twice")
-    node = g.add_node(op, inputs, types, attrs, loc=loc)
+    # outputs first get names longer than any of `out_names`, so that no fresh name takes one
+    node = g.add_node(op, inputs, types, attrs, name="_" + max(out_names, key=len), loc=loc)
     for v, name in zip(node.outputs, out_names):
         g.rename(v, name)
 
 
-def parse_ir(text: str) -> Graph:
-    """Parse IR text into a Graph and verify it. Errors are `IRParseError` with line:column.
+class _Reader:
+    """The graph being read, line by line."""
 
-    >>> g = parse_ir('graph g\\ninput %x : f32[2]\\n%y = aten.relu(%x) : f32[2]\\noutput %y\\n')
-    >>> print(g.outputs[0])
-    %y: f32[2]
-    """
-    g: Graph | None = None
-    saw_output = False
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        body, comment = _split_comment(raw)
-        if not body.strip():
-            continue
-        c = _Cursor(body, lineno)
+    def __init__(self) -> None:
+        self.g: Graph | None = None
+        self.saw_output = False
+
+    def line(self, c: _Cursor, comment: str) -> None:
+        g = self.g
         if g is None:
             c.expect("graph")
-            g = Graph(c.match(r"[A-Za-z0-9_.]+", "a graph name").group(0))
-        elif saw_output:
+            self.g = Graph(c.match(r"[A-Za-z0-9_.]+", "a graph name").group(0))
+        elif self.saw_output:
             raise c.error("nothing may follow the output line")
         elif c.accept("symbol "):
             g.declare_symbol(c.match(r"[A-Za-z_][A-Za-z0-9_]*", "a symbol name").group(0))
@@ -232,14 +245,36 @@ def parse_ir(text: str) -> Graph:
                 if not c.accept(","):
                     break
             g.set_outputs(outs)
-            saw_output = True
+            self.saw_output = True
         else:
             _parse_node(c, g, _parse_loc(comment))
         if not c.at_end():
             raise c.error("unexpected text")
+
+
+def parse_ir(text: str) -> Graph:
+    """Parse IR text into a Graph and verify it. Errors are `IRParseError` with line:column.
+
+    >>> g = parse_ir('graph g\\ninput %x : f32[2]\\n%y = aten.relu(%x) : f32[2]\\noutput %y\\n')
+    >>> print(g.outputs[0])
+    %y: f32[2]
+    """
+    reader = _Reader()
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        body, comment = _split_comment(raw)
+        if not body.strip():
+            continue
+        c = _Cursor(body, lineno)
+        try:
+            reader.line(c, comment)
+        except IRParseError:
+            raise
+        except (ValueError, TypeError, KeyError, ArithmeticError) as e:  # a bad string escape, a bad name, ...
+            raise c.error(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+    g = reader.g
     if g is None:
         raise IRParseError(1, 1, "empty IR text: expected 'graph NAME'")
-    if not saw_output:
+    if not reader.saw_output:
         raise IRParseError(len(text.splitlines()) + 1, 1, "missing 'output' line")
     try:
         verify(g)

@@ -137,13 +137,94 @@ _DIM_FUNCS = {"floor": sympy.floor, "ceiling": sympy.ceiling, "Max": sympy.Max, 
 
 
 def parse_dim(text: str) -> Dim:
-    """Read a dim written by `format_dim` (an int or an expression of symbols)."""
-    text = text.strip()
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    names = {n: symbol(n) for n in _IDENT.findall(text) if n not in _DIM_FUNCS}
-    expr = sympy.parse_expr(text, local_dict={**names, **_DIM_FUNCS}, evaluate=True)
+    """Read a dim written by `format_dim` (an int or an expression of symbols).
+
+    A small parser of its own, not `sympy.parse_expr`: that one evaluates the text as Python,
+    and IR text may come from a file someone sent."""
+    parser = _DimParser(text)
+    expr = parser.expr()
+    if parser.peek() is not None:
+        raise ValueError(f"unexpected {parser.peek()!r} in dimension {text!r}")
     return simplify_dim(expr)
+
+
+class _DimParser:
+    """expr := term (+|- term)* ; term := unary (*|/ unary)* ; unary := -unary | atom [** unary] ;
+    atom := int | symbol | func(expr, ...) | (expr)."""
+
+    _TOKEN = re.compile(r"\s*(\d+|[A-Za-z_][A-Za-z0-9_]*|\*\*|[-+*/(),])")
+    MAX_DIGITS = 19  # an int64
+    MAX_EXPONENT = 64
+
+    def __init__(self, text: str):
+        self.text, self.tokens = text, []
+        pos = 0
+        while pos < len(text.rstrip()):
+            m = self._TOKEN.match(text, pos)
+            if not m:
+                raise ValueError(f"unexpected {text[pos:].strip()[:1]!r} in dimension {text!r}")
+            self.tokens.append(m.group(1))
+            pos = m.end()
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        tok = self.peek()
+        if tok is None or (expected is not None and tok != expected):
+            raise ValueError(f"expected {expected or 'a value'} in dimension {self.text!r}")
+        self.i += 1
+        return tok
+
+    def expr(self) -> sympy.Expr:
+        out = self.term()
+        while self.peek() in ("+", "-"):
+            out = out + self.term() if self.take() == "+" else out - self.term()
+        return out
+
+    def term(self) -> sympy.Expr:
+        out = self.unary()
+        while self.peek() in ("*", "/"):
+            out = out * self.unary() if self.take() == "*" else out / self.unary()
+        return out
+
+    def unary(self) -> sympy.Expr:
+        if self.peek() == "-":
+            self.take()
+            return -self.unary()
+        base = self.atom()
+        if self.peek() != "**":
+            return base
+        self.take()
+        exponent = self.unary()
+        if not exponent.is_Integer or abs(int(exponent)) > self.MAX_EXPONENT:
+            raise ValueError(f"exponent {exponent} is not a small integer in dimension {self.text!r}")
+        if base.is_Integer and int(base).bit_length() * abs(int(exponent)) > 64 * self.MAX_EXPONENT:
+            raise ValueError(f"power {base}**{exponent} is too large in dimension {self.text!r}")
+        return base ** exponent
+
+    def atom(self) -> sympy.Expr:
+        tok = self.take()
+        if tok.isdigit():
+            if len(tok) > self.MAX_DIGITS:
+                raise ValueError(f"number {tok[:8]}... is too large in dimension {self.text!r}")
+            return sympy.Integer(int(tok))
+        if tok == "(":
+            out = self.expr()
+            self.take(")")
+            return out
+        if tok in _DIM_FUNCS:
+            self.take("(")
+            args = [self.expr()]
+            while self.peek() == ",":
+                self.take()
+                args.append(self.expr())
+            self.take(")")
+            return _DIM_FUNCS[tok](*args)
+        if _IDENT.fullmatch(tok):
+            return symbol(tok)
+        raise ValueError(f"unexpected {tok!r} in dimension {self.text!r}")
 
 
 def dims_equal(a: Dim, b: Dim) -> bool:

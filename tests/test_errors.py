@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import t2ir
 
-THIS = Path(__file__).name
+THIS = Path(__file__).name  # source locations are shown from the top package down: tests/ is none
 
 
 def line_of(marker: str) -> int:
@@ -83,9 +83,9 @@ def test_unknown_ops_are_listed_at_once(tmp_path):
     first = msg.splitlines()[0]
     assert "3 operator(s) have no NNEF translation" in first
     assert "docs/custom_ops.md" in first and "@t2ir.register_op" in first
-    assert f"t2ir_errors.swish2: no translation registered (inputs f32[batch, 8]) at block.1 ({__file__}:" \
+    assert f"t2ir_errors.swish2: no translation registered (inputs f32[batch, 8]) at block.1 ({THIS}:" \
            f"{line_of('swish2-call')})" in msg
-    assert f"t2ir_errors.clip_norm: no translation registered (inputs f32[batch, 8]) at head ({__file__}:" \
+    assert f"t2ir_errors.clip_norm: no translation registered (inputs f32[batch, 8]) at head ({THIS}:" \
            f"{line_of('clip_norm-call')})" in msg
     assert "aten.linalg_inv" in msg and f"{THIS}:{line_of('inv-call')}" in msg
     assert "Traceback" not in msg
@@ -198,9 +198,9 @@ def test_translation_errors_are_located_and_collected(tmp_path):
     args = (torch.randint(0, 5, (2, 3)), torch.randint(0, 5, (3, 2)), torch.randn(1, 1, 4, 4))
     msg = export_error(Both(), args, tmp_path)
     assert "aten.matmul: matrix products on i64 are not supported by tract" in msg
-    assert f"at mm ({__file__}:{line_of('int-matmul')})" in msg and "cast the operands to float" in msg
+    assert f"at mm ({THIS}:{line_of('int-matmul')})" in msg and "cast the operands to float" in msg
     assert "aten.avg_pool2d: avg_pool with divisor_override is not supported" in msg
-    assert f"at pool ({__file__}:{line_of('divisor')})" in msg
+    assert f"at pool ({THIS}:{line_of('divisor')})" in msg
 
 
 def test_errors_are_t2ir_errors():

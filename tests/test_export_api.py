@@ -102,6 +102,19 @@ def test_failure_while_writing_weights_leaves_no_partial_model(tmp_path):
     w = g.add_const("w", TensorType(DType.f32, (2,)), Broken())
     g.set_outputs([g.op("nnef.add", [x, w], x.type, name="y")])
     for target in (tmp_path / "folder", tmp_path / "archive.nnef.tgz"):
-        with pytest.raises(OSError):
+        with pytest.raises(t2ir.T2IRError, match="disk read failed; nothing was written"):
             write_model(g, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_forward_with_star_args_keeps_its_dynamic_axes(tmp_path):
+    """torch.export wants the dynamic shapes of `*xs` as one tuple under the name `xs`."""
+    from tests.helpers import export_and_compare
+
+    class Cat(nn.Module):
+        def forward(self, *xs):
+            return torch.cat(xs, dim=1)
+
+    export_and_compare(Cat(), (torch.randn(2, 3), torch.randn(2, 4)), tmp_path,
+                       more_args=[(torch.randn(5, 3), torch.randn(5, 4))], input_names=["a", "b"],
+                       dynamic_axes={"a": {0: "B"}, "b": {0: "B"}})

@@ -124,3 +124,24 @@ def test_critical_path_follows_dependencies():
     g = small_graph()
     assert critical_path(g) == ["nnef.matmul", "nnef.add"]
     assert to_networkx(g).number_of_edges() == 1  # add reads matmul's output (twice: one edge)
+
+
+def test_multi_output_names_that_fresh_names_would_take():
+    """Found by tests/test_property_ir.py: the outputs of `ns.x` are first given fresh names
+    from the op's name (x, x_1), which must not block the names the text gives them."""
+    text = "graph g\n%x_1, %x = ns.x() : f32[], f32[]\noutput %x, %x_1\n"
+    assert str(parse_ir(text)) == text
+
+
+def test_a_line_ending_inside_a_list_attribute():
+    """Found by tests/test_property_ir.py: this once recursed until Python gave up."""
+    with pytest.raises(IRParseError, match="^3:"):
+        parse_ir("graph g\ninput %x : f32[2]\n%y = a.b(%x, k=[\noutput %y\n")
+
+
+def test_dimensions_with_commas_and_nested_calls_read_back():
+    """Found by tests/test_property_ir.py: `Max(P, S)` in a type was cut at its comma."""
+    text = ("graph g\nsymbol P\nsymbol S\ninput %x : f32[Max(P, S), floor(Min(P, S)/2)]\n"
+            "%y = a.b(%x, size=[Max(1, floor(S/2)), P + S]) : f32[Max(P, S), floor(Min(P, S)/2)]\noutput %y\n")
+    g = parse_ir(text)
+    assert str(g) == text and g.value("y").producer.attrs["size"][1] == parse_dim("P + S")

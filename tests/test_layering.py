@@ -15,7 +15,7 @@ ROOT = Path(t2ir.__file__).parent
 # Lowest first. A module may import its own group and any group of a lower level.
 LAYERS: list[tuple[int, str, tuple[str, ...]]] = [
     (0, "core", ("t2ir.types", "t2ir.ir", "t2ir.printer", "t2ir.parser", "t2ir.verify", "t2ir.errors",
-                 "t2ir.options", "t2ir.analysis")),
+                 "t2ir.options", "t2ir.analysis", "t2ir.paths")),
     (1, "ops", ("t2ir.ops",)),
     (2, "compression", ("t2ir.compression",)),
     (3, "passes", ("t2ir.passes", "t2ir.rewrite")),

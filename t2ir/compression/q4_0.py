@@ -254,7 +254,8 @@ def _dequantize_blocks(records: np.ndarray, out: np.ndarray) -> None:
     np.bitwise_and(qs, np.uint8(0x0F), out=out[:, : BLOCK // 2], casting="unsafe")
     np.right_shift(qs, np.uint8(4), out=out[:, BLOCK // 2 :], casting="unsafe")
     out -= np.float32(8)
-    out *= d  # (nibble - 8) * d is exact in float32, so the order of operations cannot matter
+    with np.errstate(invalid="ignore"):  # an inf scale times nibble 8 is NaN, as in GGML
+        out *= d  # (nibble - 8) * d is exact in float32, so the order of operations cannot matter
 
 
 def q4_0_reference(w: torch.Tensor, percentile: float = 1.0) -> torch.Tensor:

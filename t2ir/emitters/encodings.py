@@ -81,6 +81,7 @@ def to_ir_dtype(tensor: torch.Tensor, v: Value) -> torch.Tensor:
 
 
 def write_plain(f: BinaryIO, tensor: torch.Tensor, v: Value) -> None:
+    checked_shape(tensor, v)
     write_dat(f, to_ir_dtype(tensor, v).detach().contiguous().cpu().numpy())
 
 
@@ -91,15 +92,21 @@ def static_shape(v: Value) -> tuple[int, ...]:
     return dims
 
 
+def checked_shape(tensor: torch.Tensor, v: Value) -> tuple[int, ...]:
+    """The constant's shape, which the data read for it must have (graph.nnef declares it)."""
+    shape = static_shape(v)
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"constant {v.const.label!r}: data has shape {list(tensor.shape)}, IR says {list(shape)}")
+    return shape
+
+
 def write_q4_0(f: BinaryIO, tensor: torch.Tensor, v: Value, percentile: float = 1.0) -> dict:
     """Quantize `tensor` (any float dtype, taken in f32) to a Q4_0 .dat; returns {"rel_error": ...}.
 
     The error is measured row chunk by row chunk, so the extra memory stays a few MiB beyond the
     tensor and its 4.5-bit payload.
     """
-    shape = static_shape(v)
-    if tuple(tensor.shape) != shape:
-        raise ValueError(f"constant {v.const.label!r}: data has shape {list(tensor.shape)}, IR says {list(shape)}")
+    shape = checked_shape(tensor, v)
     w = tensor.detach().cpu().reshape(shape[0], -1)
     try:
         payload = quantize_q4_0(w, percentile=percentile)

@@ -3,20 +3,17 @@ folder or a .tgz, atomically (temporary place first, moved into place at the end
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tarfile
-import tempfile
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
-from t2ir.emitters.encodings import ENCODINGS
 from t2ir.compression.report import QuantReport, report_path
+from t2ir.emitters.archive import write_tgz
 from t2ir.emitters.dat import HEADER_SIZE
+from t2ir.emitters.encodings import ENCODINGS
 from t2ir.emitters.layout import ARCHIVE_SUFFIXES, GRAPH_FILE, IR_DUMP_NAME
 from t2ir.emitters.nnef_text import build_document
-from t2ir.errors import T2IRError
+from t2ir.emitters.staging import OutputError, OutputExistsError, atomic_output  # noqa: F401 (re-exported)
+from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph
 
 # gzip level 0 (stored blocks): float weights barely compress (7 % at level 1, measured in
@@ -25,12 +22,12 @@ from t2ir.ir import Graph
 ARCHIVE_COMPRESSLEVEL = 0
 
 
-class OutputExistsError(T2IRError):
-    pass
-
-
 def is_archive_path(path: Path) -> bool:
     return str(path).endswith(ARCHIVE_SUFFIXES)
+
+
+_WRITE_HINT = ("check the weight in the checkpoint (a broken shard, a config.json that does not match it), "
+               "or keep it float (--keep-float)")
 
 
 def write_dats(g: Graph, folder: Path, labels: dict[str, str],
@@ -44,8 +41,12 @@ def write_dats(g: Graph, folder: Path, labels: dict[str, str],
         path = folder / f"{labels[v.name]}.dat"
         encoding = ENCODINGS[v.const.encoding]
         tensor = v.const.source.load()
-        with open(path, "wb") as f:
-            measured = encoding.write(f, tensor, v)
+        try:
+            with open(path, "wb") as f:
+                measured = encoding.write(f, tensor, v)
+        except ValueError as e:  # an encoding's refusal (nan in a packed weight, a wrong shape)
+            raise ExportError(f"cannot write constant {v.const.label!r}:",
+                              [Problem(str(e), hint=_WRITE_HINT)]) from None
         del tensor
         size = path.stat().st_size
         total += size
@@ -54,30 +55,6 @@ def write_dats(g: Graph, folder: Path, labels: dict[str, str],
         if progress:
             progress(v.name, size)
     return total
-
-
-@contextlib.contextmanager
-def atomic_output(target: Path, overwrite: bool) -> Iterator[Path]:
-    """Yield a temporary path next to `target`; on success it replaces `target` in one rename.
-
-    A failure leaves no trace; an existing target is replaced only after the new one is
-    complete, and only with `overwrite`.
-    """
-    target = Path(target)
-    if target.exists() and not overwrite:
-        raise OutputExistsError(f"{target} already exists; choose another path or allow overwriting "
-                                f"(overwrite=True / --force)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".t2ir-tmp", dir=target.parent))
-    staged = tmp_root / target.name
-    try:
-        yield staged
-        if target.exists():
-            old = tmp_root / (target.name + ".old")
-            os.replace(target, old)
-        os.replace(staged, target)
-    finally:
-        shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 def write_folder(g: Graph, folder: Path, progress=None, report: Optional[QuantReport] = None) -> int:
@@ -95,17 +72,19 @@ def write_model(g: Graph, path: Path | str, *, overwrite: bool = False, progress
     A quantization `report` is completed while the weights stream and saved beside the model
     as `<path>.quant_report.json`; a stale one from an earlier export of `path` is removed."""
     path = Path(path)
-    with atomic_output(path, overwrite) as staged:
+    with atomic_output(path, overwrite, folder=not is_archive_path(path)) as staged:
         if is_archive_path(path):
             folder = staged.parent / "content"
             write_folder(g, folder, progress, report)
-            with tarfile.open(staged, "w:gz", compresslevel=ARCHIVE_COMPRESSLEVEL) as tar:
-                for f in sorted(folder.iterdir()):
-                    tar.add(f, arcname=f.name)
+            write_tgz(staged, folder, compresslevel=ARCHIVE_COMPRESSLEVEL)
         else:
             write_folder(g, staged, progress, report)
-    if report is not None:
-        report.save(report_path(path))
-    else:
-        report_path(path).unlink(missing_ok=True)
+    try:
+        if report is not None:
+            report.save(report_path(path))
+        else:
+            report_path(path).unlink(missing_ok=True)
+    except OSError as e:
+        raise OutputError(f"{path} was written, but not its quantization report {report_path(path)}: "
+                          f"{e.strerror or e}") from None
     return path

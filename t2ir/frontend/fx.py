@@ -21,6 +21,7 @@ import torch.fx
 from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph, InMemory, Loc, TensorSource, Value
 from t2ir.ops.registry import canonical_op_name
+from t2ir.paths import portable_source_path
 from t2ir.types import DType, TensorType, UnsupportedDType, free_symbols, simplify_dim, symbol
 
 WeightSource = Callable[[str, torch.Tensor], Optional[TensorSource]]
@@ -46,7 +47,7 @@ def node_loc(node: torch.fx.Node) -> Loc:
         if not f.startswith(_TORCH_DIR):
             file, line = f, int(ln)
             break
-    return Loc(module, _short_path(file), line)
+    return Loc(module, portable_source_path(file), line)
 
 
 _T2IR_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,7 +75,7 @@ def _trace_error_problem(e: BaseException) -> Problem:
     frames = [(f, int(ln)) for f, ln in _FRAME.findall(text.split("The following call raised this error:", 1)[-1])]
     frames += [(fs.filename, fs.lineno) for fs in reversed(traceback.extract_tb(e.__traceback__))]
     user = [(f, ln) for f, ln in frames if not f.startswith((_TORCH_DIR, _T2IR_DIR)) and os.path.isfile(f)]
-    loc = Loc("", _short_path(user[0][0]), user[0][1]) if user else Loc()
+    loc = Loc("", portable_source_path(user[0][0]), user[0][1]) if user else Loc()
     if any(k in type(e).__name__ or k in text for k in _DATA_DEPENDENT):
         hint = ("a shape or a branch depends on tensor values (int(tensor), `if tensor`, nonzero, "
                 "boolean indexing), which an NNEF graph cannot express: keep shapes data-independent "
@@ -82,12 +83,6 @@ def _trace_error_problem(e: BaseException) -> Problem:
     else:
         hint = "torch.export must be able to trace the model; see the torch.export docs"
     return Problem(what, type(e).__name__, loc, hint)
-
-
-def _short_path(path: str) -> str:
-    """Paths inside site-packages are shown from the package on (stable across machines)."""
-    marker = "site-packages" + os.sep
-    return path.split(marker, 1)[1] if marker in path else path
 
 
 def op_name(target) -> str:

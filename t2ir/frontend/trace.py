@@ -9,14 +9,29 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from t2ir.errors import ExportError, Problem
+from t2ir.frontend.torch_output import torch_output_held
 
 
 def forward_arg_names(module: torch.nn.Module, n: int, kwargs: Mapping[str, Any]) -> list[str]:
+    check_call_fits(module, n, kwargs)
     params = list(inspect.signature(module.forward).parameters.values())
     positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) < n:
         positional += [f"input_{i}" for i in range(len(positional), n)]
     return positional[:n] + list(kwargs)
+
+
+def check_call_fits(module: torch.nn.Module, n: int, kwargs: Mapping[str, Any]) -> None:
+    """`n` positional examples and `kwargs` must be a valid call of forward (torch.export's own
+    error for a wrong count points into inspect.py)."""
+    signature = inspect.signature(module.forward)
+    try:
+        signature.bind(*range(n), **kwargs)
+    except TypeError as e:
+        given = f"{n} positional" + (f" and {', '.join(kwargs)} by keyword" if kwargs else "")
+        raise ExportError(f"the example inputs do not fit {type(module).__name__}.forward{signature}:", [
+            Problem(f"{e} ({given} given)", hint="pass one example per argument of forward, in order "
+                    "(args=(...) positional, kwargs={...} by name)")]) from None
 
 
 def normalize_dynamic_axes(dynamic_axes, names: Sequence[str], examples: Sequence[torch.Tensor]) -> dict[tuple[int, int], str]:
@@ -59,17 +74,31 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
     for i, name in enumerate(names):
         spec = {axis: torch.export.Dim.DYNAMIC for (j, axis), sym in dims.items() if j == i}
         shapes[name] = spec or None if isinstance(examples[i], torch.Tensor) else None
-    params = list(inspect.signature(module.forward).parameters)
-    if any(n not in params for n in names):  # *args forwards: positional specs
-        shapes = tuple(shapes[n] for n in names)
+    shapes = _grouped_by_parameter(module, shapes, len(args))
     try:
-        ep = torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)
+        with torch_output_held():  # torch's partial-graph dump on failure would bury our error
+            ep = torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems
 
         raise ExportError("torch.export could not trace the model:", trace_error_problems(e)) from None
     check_still_dynamic(ep, names, dims)
     return ep
+
+
+def _grouped_by_parameter(module, shapes: dict[str, Any], n_args: int) -> dict[str, Any]:
+    """torch.export keys dynamic shapes by forward's parameters: the positional arguments a
+    `*args` parameter collects go in one tuple under its name."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    var = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
+    if var is None:
+        return shapes
+    specs = list(shapes.values())
+    named = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:n_args]
+    out = dict(zip(named, specs))
+    out[var] = tuple(specs[len(named):n_args])
+    out.update(zip(list(shapes)[n_args:], specs[n_args:]))  # keyword arguments
+    return out
 
 
 def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims) -> None:

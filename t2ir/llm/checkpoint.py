@@ -41,6 +41,7 @@ class Checkpoint:
     index: dict[str, Path]  # tensor name -> shard file
     adapter: Optional[LoraAdapter] = None
     files: list[Path] = field(default_factory=list)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # from the shards' headers
 
     def has(self, name: str) -> bool:
         return name in self.index
@@ -82,6 +83,17 @@ class Checkpoint:
                         counts[dtype] = counts.get(dtype, 0) + numel
         return max(counts, key=counts.get) if counts else "f32"
 
+    def check_shapes(self, model: torch.nn.Module) -> None:
+        """Every weight the model declares has the shape the checkpoint holds, else config.json
+        does not describe these weights (a missing or wrong field) and the export would be wrong."""
+        tensors = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
+        wrong = [f"{name} is {list(self.shapes[name])} in {self.index[name].name}, config.json implies {list(t.shape)}"
+                 for name, t in tensors if name in self.shapes and tuple(t.shape) != self.shapes[name]]
+        if wrong:
+            more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+            raise CheckpointError(f"{self.folder / 'config.json'} does not match the weights: {'; '.join(wrong[:3])}{more}; "
+                                  "fix config.json or re-save the model with save_pretrained")
+
     def tensor_nbytes(self) -> int:
         """Total bytes of the weights on disk (for memory ratios and size predictions)."""
         return sum(p.stat().st_size for p in set(self.index.values()))
@@ -112,32 +124,42 @@ def _read_json(path: Path, what: str) -> dict:
         raise CheckpointError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): re-save the model") from None
 
 
-def _shard_index(folder: Path) -> dict[str, Path]:
+def _read_headers(shards: list[Path]) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """tensor name -> (shard, shape), from the shards' headers only (no weight data is read)."""
     from safetensors import safe_open
 
+    found: dict[str, tuple[Path, tuple[int, ...]]] = {}
+    for shard in shards:
+        try:
+            with safe_open(shard, framework="pt") as f:
+                for name in f.keys():
+                    found[name] = (shard, tuple(f.get_slice(name).get_shape()))
+        except Exception as e:
+            raise CheckpointError(f"{shard} is not a readable safetensors file ({e}); re-save the model") from None
+    return found
+
+
+def _shard_index(folder: Path) -> dict[str, tuple[Path, tuple[int, ...]]]:
     index_file = folder / "model.safetensors.index.json"
     if index_file.exists():
         weight_map = _read_json(index_file, "an index of its shards").get("weight_map", {})
-        index = {name: folder / shard for name, shard in weight_map.items()}
-        missing = sorted({p.name for p in index.values() if not p.exists()})
+        shards = sorted({folder / shard for shard in weight_map.values()})
+        missing = [p.name for p in shards if not p.is_file()]
         if missing:
             raise CheckpointError(f"{index_file.name} lists shards that are missing: {', '.join(missing)}")
-        return index
+        found = _read_headers(shards)
+        for name, shard in weight_map.items():
+            if found.get(name, (None,))[0] != folder / shard:
+                raise CheckpointError(f"{index_file.name} says {name} is in {shard}, which does not hold it: "
+                                      "re-save the model")
+        return {name: found[name] for name in weight_map}
     shards = sorted(folder.glob("*.safetensors"))
     shards = [s for s in shards if not s.name.startswith("adapter_")]
     if not shards:
         found = ", ".join(sorted(p.name for p in folder.glob("*.bin"))) or "no weight files"
         raise CheckpointError(f"{folder} has no *.safetensors weights ({found}); re-save the model with "
                               "save_pretrained(..., safe_serialization=True)")
-    index: dict[str, Path] = {}
-    for shard in shards:
-        try:
-            with safe_open(shard, framework="pt") as f:
-                for name in f.keys():
-                    index[name] = shard
-        except Exception as e:
-            raise CheckpointError(f"{shard} is not a readable safetensors file ({e}); re-save the model") from None
-    return index
+    return _read_headers(shards)
 
 
 def _lora_adapter(folder: Path, base_index: dict[str, Path]) -> LoraAdapter:
@@ -196,9 +218,10 @@ def open_checkpoint(folder: Path | str, *, merge_peft: bool = False) -> Checkpoi
     config = _read_json(folder / "config.json", "config.json")
     if "model_type" not in config:
         raise CheckpointError(f"{folder / 'config.json'} has no model_type: is it a transformers config?")
-    index = _shard_index(folder)
+    headers = _shard_index(folder)
+    index = {name: shard for name, (shard, _) in headers.items()}
     files = [folder / "config.json", *sorted(set(index.values()))]
-    return Checkpoint(folder, config, index, files=files)
+    return Checkpoint(folder, config, index, files=files, shapes={name: shape for name, (_, shape) in headers.items()})
 
 
 def resolve_model_slug(slug: str) -> Path:

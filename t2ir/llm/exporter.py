@@ -19,7 +19,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -27,7 +27,7 @@ import torch
 
 from t2ir import driver
 from t2ir.checkio import OutputCheck
-from t2ir.emitters.writer import atomic_output
+from t2ir.emitters.staging import atomic_output, check_target
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
@@ -119,6 +119,7 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
                         f"{opts.attn_implementation!r}: {e}") from None
     except Exception as e:
         raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
+    ckpt.check_shapes(model)
     names = ckpt.names_of(model)
 
     def weight_source(target: str, tensor: torch.Tensor):
@@ -165,8 +166,8 @@ def plan_lines(g: Graph, ckpt: Checkpoint) -> list[str]:
 def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> ExportSummary:
     reporter = reporter or Reporter(quiet=True)
     out_dir = Path(opts.out_dir)
-    if out_dir.exists() and not opts.overwrite and not opts.dry_run:
-        raise T2IRError(f"{out_dir} already exists: pass --force to replace it (the old export stays until the new one is complete)")
+    if not opts.dry_run:  # before the work: atomic_output checks again when it starts writing
+        check_target(out_dir, opts.overwrite, folder=True)
     summary = ExportSummary(out_dir)
     with reporter.phase("load"):
         ckpt = open_checkpoint(opts.model_dir, merge_peft=opts.merge_peft)
@@ -272,20 +273,20 @@ def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged
 
 
 def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, records, summary: ExportSummary) -> None:
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     manifest = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
         "inputs": ckpt.file_hashes(),
-        "options": options,
-        "passes": [{"name": r.name, "changed": r.result.changed, "stats": r.result.stats,
-                    "seconds": round(r.seconds, 3)} for r in records],
+        "options": opts.recorded(),
+        "passes": [{"name": r.name, "changed": r.result.changed, "stats": r.result.stats} for r in records],
         "ops_after": summary.ops_after,
         "op_report": summary.op_report.to_dict() if summary.op_report else [],
         "pass_checks": [c.as_dict() for c in summary.pass_checks],
         "check": {"level": opts.check_io, "passed": summary.check_passed,
                   "results": [c.as_dict() for c in summary.checks]},
-        "timings": {k: round(v, 3) for k, v in summary.timings.items()},
         "output_bytes": summary.output_bytes,
+        # The one entry two exports of the same model with the same options differ in.
+        "time": {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "phases": {k: round(v, 3) for k, v in summary.timings.items()},
+                 "passes": [round(r.seconds, 3) for r in records]},
     }
     path.write_text(json.dumps(manifest, indent=2, default=str))

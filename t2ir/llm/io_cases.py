@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from t2ir.driver import Run
+from t2ir.emitters.archive import write_npz
 from t2ir.frontend.causal_lm import cache_input_names, cache_output_names
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
@@ -92,7 +93,7 @@ def save_cases(cases: dict[str, dict], folder: Path, input_names: Sequence[str])
         np.savez(folder / f"{name}_inputs.npz", **inputs)
         np.savez(folder / f"{name}_outputs.npz", **{k: v for k, v in arrays.items() if k not in inputs})
         path = folder / f"{name}_io.npz"
-        np.savez(path, **arrays)
+        write_npz(path, arrays)
         paths.append(path)
     return paths
 

@@ -7,12 +7,12 @@ No torch here: `t2ir dump`, `t2ir diff` and `t2ir.diff` start fast.
 from __future__ import annotations
 
 import re
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-from t2ir.emitters.layout import IR_DUMP_NAME
+from t2ir.emitters.archive import read_member
+from t2ir.emitters.layout import ARCHIVE_SUFFIXES, IR_DUMP_NAME
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.parser import IRParseError, parse_ir
@@ -59,15 +59,33 @@ def pick_pass(dumps: list[PassDump], after: str, folder: Path) -> PassDump:
     return hits[0]
 
 
+def is_archive(path: Path) -> bool:
+    """A model archive by its name or its first bytes (gzip magic, or a tar header's "ustar"),
+    without parsing it: a damaged archive is reported when it is read, not mistaken for text."""
+    if path.name.endswith(ARCHIVE_SUFFIXES):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    return head[:2] == b"\x1f\x8b" or head[257:262] == b"ustar"
+
+
 def _archive_text(path: Path) -> str:
-    with tarfile.open(path) as tar:
-        try:
-            member = tar.extractfile(IR_DUMP_NAME)
-        except KeyError:
-            member = None
-        if member is None:
-            raise T2IRError(f"{path} has no {IR_DUMP_NAME}: was it exported by t2ir?")
-        return member.read().decode()
+    """The IR inside an exported archive; refused when any member would land outside its folder."""
+    data = read_member(path, IR_DUMP_NAME)
+    if data is None:
+        raise T2IRError(f"{path} has no {IR_DUMP_NAME}: was it exported by t2ir?")
+    return _decoded(data, path)
+
+
+def _decoded(data: bytes, path: Path) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise T2IRError(f"{path} is not IR text (byte {e.start} is not UTF-8): pass a .t2ir dump, "
+                        "an exported folder or .nnef.tgz") from None
 
 
 def locate(path: Path | str, after: Optional[str] = None) -> tuple[Path, str]:
@@ -90,7 +108,7 @@ def locate(path: Path | str, after: Optional[str] = None) -> tuple[Path, str]:
                         f"folder with {IR_DUMP_NAME}, or an export-llm folder with {LLM_MODEL}")
     if after:
         raise T2IRError(f"--after picks a pass from a --dump-ir folder, not from the file {path}")
-    return path, "exported model" if tarfile.is_tarfile(path) else "dump"
+    return path, "exported model" if is_archive(path) else "dump"
 
 
 def read_ir_text(path: Path | str, after: Optional[str] = None) -> str:
@@ -99,12 +117,12 @@ def read_ir_text(path: Path | str, after: Optional[str] = None) -> str:
 
 
 def _read(file: Path) -> str:
-    if tarfile.is_tarfile(file):
-        return _archive_text(file)
     try:
-        return file.read_text()
-    except UnicodeDecodeError:
-        raise T2IRError(f"{file} is not IR text (nor a model archive)") from None
+        if is_archive(file):
+            return _archive_text(file)
+        return _decoded(file.read_bytes(), file)
+    except OSError as e:
+        raise T2IRError(f"cannot read {file}: {e.strerror or e}") from None
 
 
 def load_ir(path: Path | str, after: Optional[str] = None) -> Graph:
