@@ -12,7 +12,9 @@ tool read or write outside it.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import os
 import posixpath
 import tarfile
@@ -20,10 +22,12 @@ import time
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Mapping
+from typing import BinaryIO, Callable, Mapping, TypeVar
 
 from t2ir.errors import T2IRError
 
+T = TypeVar("T")
+COPY_BYTES = 4 << 20  # a member's bytes go to gzip this many at a time
 ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z
 FILE_MODE = 0o644
 
@@ -48,16 +52,92 @@ def _normalised(info: tarfile.TarInfo, mtime: int) -> tarfile.TarInfo:
     return info
 
 
-def write_tgz(dest: Path, folder: Path, *, compresslevel: int) -> None:
-    """The files of `folder` (flat, sorted by name) as a reproducible gzip'd tar at `dest`."""
-    mtime = archive_mtime()
-    with open(dest, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=compresslevel, mtime=mtime) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path in sorted(folder.iterdir(), key=lambda p: p.name):
-            info = _normalised(tar.gettarinfo(path, arcname=path.name), mtime)
-            with open(path, "rb") as f:
-                tar.addfile(info, f)
+class _Chunks(io.RawIOBase):
+    """What one member's writer wrote, held as views of its buffers (no copy), read back once."""
+
+    def __init__(self):
+        super().__init__()
+        self.parts: list[memoryview] = []
+        self.size = 0
+        self._part, self._offset = 0, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        # a bytearray may be reused by its writer after this call: keep a copy of those only
+        view = memoryview(bytes(b) if isinstance(b, bytearray) else b).cast("B")
+        self.parts.append(view)
+        self.size += view.nbytes
+        return view.nbytes
+
+    def tell(self) -> int:
+        return self.size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1):
+        """Exactly n bytes while there are (tarfile requires it): a view when one part holds them."""
+        pieces, want = [], self.size if n < 0 else n
+        while want > 0 and self._part < len(self.parts):
+            part = self.parts[self._part]
+            piece = part[self._offset:self._offset + want]
+            pieces.append(piece)
+            want -= piece.nbytes
+            self._offset += piece.nbytes
+            if self._offset >= part.nbytes:
+                self._part, self._offset = self._part + 1, 0
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+class ArchiveSink:
+    """A reproducible gzip'd tar filled member by member as each is produced: nothing is staged
+    on disk first, and each member's bytes are held only while they are appended."""
+
+    def __init__(self, dest: Path, *, compresslevel: int):
+        self.mtime = archive_mtime()
+        self._stack = contextlib.ExitStack()
+        raw = self._stack.enter_context(open(dest, "wb"))
+        gz = self._stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                                                     compresslevel=compresslevel, mtime=self.mtime))
+        self.tar = self._stack.enter_context(tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT,
+                                                          copybufsize=COPY_BYTES))
+
+    def add(self, name: str, write: Callable[[BinaryIO], T]) -> tuple[int, T]:
+        """Append member `name` with what `write(file)` writes; returns (its size, write's result)."""
+        chunks = _Chunks()
+        result = write(chunks)
+        info = _normalised(tarfile.TarInfo(name), self.mtime)
+        info.size = chunks.size
+        self.tar.addfile(info, chunks)
+        return chunks.size, result
+
+    def __enter__(self) -> "ArchiveSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+
+class FolderSink:
+    """The same interface, writing each member as a file of `folder`."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True)
+
+    def add(self, name: str, write: Callable[[BinaryIO], T]) -> tuple[int, T]:
+        path = self.folder / name
+        with open(path, "wb") as f:
+            result = write(f)
+        return path.stat().st_size, result
+
+    def __enter__(self) -> "FolderSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 def write_npz(path: Path, arrays: Mapping[str, "object"]) -> None:
