@@ -116,9 +116,12 @@ def test_export_llm_check_passes_and_op_report(llm_export):
     assert sum(r["nodes"] for r in manifest["op_report"]) == sum(manifest["ops_after"].values())
 
 
-def test_bisect_cli_on_an_export_llm_folder(llm_export):
+def test_bisect_cli_on_an_export_llm_folder(llm_export, tiny_llm_dir):
     out, _, _ = llm_export
+    model_dir = tiny_llm_dir
     result = runner.invoke(app, ["bisect", str(out)])
+    assert result.exit_code == 2 and "-d MODEL_DIR" in result.output  # the manifest holds no local path
+    result = runner.invoke(app, ["bisect", str(out), "-d", str(model_dir)])
     assert result.exit_code == 0, result.output
     assert "all within tolerance" in result.output
 
@@ -134,7 +137,7 @@ def test_bisect_cli_finds_a_planted_wrong_translation_in_an_llm(tiny_llm_dir, tm
     assert result.exit_code == 1 and "differ from PyTorch" in result.output  # the default check catches it ...
     result = runner.invoke(app, ["export-llm", "-d", str(tiny_llm_dir), "-e", str(broken), "--quiet", "-nv", "--force"])
     assert result.exit_code == 0, result.output  # ... and bisect says where
-    result = runner.invoke(app, ["bisect", str(broken), "--case", "prompt"])
+    result = runner.invoke(app, ["bisect", str(broken), "-d", str(tiny_llm_dir), "--case", "prompt"])
     assert result.exit_code == 1, result.output
     assert "nnef.sigmoid" in result.output and "model.layers.0.mlp" in result.output
 

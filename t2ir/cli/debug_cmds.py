@@ -26,17 +26,25 @@ def _unpacked(model: Path, into: Path) -> Path:
     return into
 
 
-def _llm_reference(out_dir: Path):
-    """The lifted graph of an export-llm folder, traced again from the manifest's model folder."""
+def _llm_reference(out_dir: Path, model_dir: Optional[Path]):
+    """The lifted graph of an export-llm folder, traced again from its model folder with the
+    manifest's options (the manifest records no local paths: the folder is given, and checked
+    against the manifest's file hashes)."""
     from t2ir.llm.checkpoint import open_checkpoint
     from t2ir.llm.exporter import trace_graph
     from t2ir.options import LLMExportOptions
     from t2ir.progress import Reporter
 
+    if model_dir is None:
+        fail(f"{out_dir} is an export-llm folder: give the model folder it was exported from with -d MODEL_DIR")
     manifest = json.loads((out_dir / "manifest.json").read_text())
-    opts = LLMExportOptions(**{k: v for k, v in manifest["options"].items()
-                               if k in LLMExportOptions.__dataclass_fields__})
-    ckpt = open_checkpoint(Path(opts.model_dir), merge_peft=opts.merge_peft)
+    recorded = {k: v for k, v in manifest["options"].items() if k in LLMExportOptions.__dataclass_fields__}
+    opts = LLMExportOptions(**{**recorded, "model_dir": model_dir, "out_dir": out_dir})
+    ckpt = open_checkpoint(model_dir, merge_peft=opts.merge_peft)
+    differ = sorted(name for name, digest in ckpt.file_hashes().items()
+                    if manifest.get("inputs", {}).get(name, digest) != digest)
+    if differ:
+        fail(f"{model_dir} is not the model {out_dir} was exported from: {', '.join(differ)} differ(s)")
     return trace_graph(ckpt, opts, Reporter(quiet=True))[2]
 
 
@@ -46,10 +54,12 @@ def bisect(
     case: str = typer.Option("prompt_with_past", "--case", help="export-llm test case whose inputs are used"),
     inputs: Optional[Path] = typer.Option(None, "--inputs", help=".npz with one array per graph input (by name)"),
     level: str = typer.Option(DEFAULT_LEVEL, "--level", help=f"tract tolerance level: {', '.join(LEVELS)}"),
+    model_dir: Optional[Path] = typer.Option(None, "-d", "--model-dir",
+                                             help="export-llm folders: the model folder it was exported from"),
 ) -> None:
     """Run the export in tract with every intermediate value exposed, and report the first value that
-    differs from PyTorch (export-llm folders: the model traced again from its manifest) or from what
-    t2ir means by the exported ops, with its source location."""
+    differs from PyTorch (export-llm folders: the model of -d traced again with the manifest's
+    options) or from what t2ir means by the exported ops, with its source location."""
     import numpy as np
 
     from t2ir.ops.builtins import ensure_registered
@@ -77,7 +87,7 @@ def bisect(
         with tempfile.TemporaryDirectory(prefix="t2ir-bisect-") as tmp:
             folder = _unpacked(model, Path(tmp) / "model")
             weights = dat_weights(folder, exported)
-            reference = _llm_reference(export) if llm else None
+            reference = _llm_reference(export, model_dir) if llm else None
             report = bisect_graphs(reference, exported, folder, feeds, tol=level, exported_weights=weights,
                                    reference_weights=weights_as_exported(reference, exported, weights)
                                    if llm else weights)
