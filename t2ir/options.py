@@ -19,7 +19,9 @@ class ExportOptions:
     f32_norm: bool = False             # compute normalisations in f32 when the graph is f16
     f32_attn: bool = False             # compute attention (scores, softmax) in f32
     f32_linear_acc: bool = False       # accumulate f16 linear layers in f32 (torch_to_nnef's -f32-lin-acc)
-    fuse_attention: bool = True        # fold attention patterns into one tract sdpa node
+    fuse_attention: bool = True        # fold attention patterns into one t2ir.sdpa node
+    attention: str = "auto"            # how t2ir.sdpa runs in tract: "sdpa" (its fused operator), "matmul"
+                                       # (matmuls + softmax, grouped heads without copies), or "auto"
     fuse_transformer_ops: bool = True  # rms_norm, rotary, silu-gated MLP into tract operators
     compression: Optional[str] = None  # "q4_0", "q4_0_with_embeddings", or a registered method
     keep_float: tuple[str, ...] = ()   # constant labels (globs) never compressed, e.g. "lm_head.*"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from t2ir.errors import TranslationError
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
@@ -54,7 +55,7 @@ def attention(ctx: LowerContext, q: Value, k: Value, v: Value, mask: Value | Non
     mask = float_mask(ctx, mask, dtype)
     grouped = not dims_equal(q.shape[-3], k.shape[-3]) if q.rank >= 3 else False
     fits_tract = (q.rank == 4 or (q.rank == 3 and not grouped)) and softcap is None
-    if fits_tract and (mask is None or _tract_mask_ok(mask, q)):
+    if fits_tract and (mask is None or _tract_mask_ok(mask, q)) and use_tract_sdpa(ctx.options.attention, q, k):
         # With a KV cache (Skv = P + S), an explicit additive causal mask rather than is_causal=true:
         # tract 0.23.9's CPU sdpa runs 1.3-1.5x faster with it at prefill (docs/passes.md). When
         # Skv is Sq, is_causal stays: tract then fails on a computed [S, S] mask.
@@ -67,7 +68,14 @@ def attention(ctx: LowerContext, q: Value, k: Value, v: Value, mask: Value | Non
                 causal_mask(ctx, q.shape[-2], k.shape[-2], dtype, top_left=False)
         inputs = [q, k, v] + ([mask] if mask is not None else [])
         return ctx.emit("tract_transformers.sdpa", inputs, out, **attrs)
-    return decomposed_attention(ctx, q, k, v, mask, scale=scale, causal=causal, softcap=softcap, out=out)
+    return matmul_attention(ctx, q, k, v, mask, scale=scale, causal=causal, softcap=softcap, out=out)
+
+
+def use_tract_sdpa(choice: str, q: Value, k: Value) -> bool:
+    """Whether attention runs as tract's fused sdpa operator or as matmuls and softmax."""
+    if choice not in ("auto", "sdpa", "matmul"):
+        raise TranslationError(f"attention={choice!r} is not one of auto, sdpa, matmul")
+    return choice != "matmul"
 
 
 def _add_causal(ctx: LowerContext, mask: Value, q: Value, k: Value, dtype: DType) -> Value:
@@ -78,34 +86,62 @@ def _add_causal(ctx: LowerContext, mask: Value, q: Value, k: Value, dtype: DType
     return ctx.emit("nnef.add", [mask, cm], mask.type.with_shape(shape))
 
 
-def repeat_kv(ctx: LowerContext, x: Value, heads) -> Value:
-    """[B, Hkv, S, D] -> [B, Hq, S, D], query head h reading kv head h // (Hq / Hkv)."""
-    b, hkv, s, d = x.shape
-    group = heads // hkv
-    x5 = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((b, hkv, 1, s, d)), axes=[2])
-    x5 = ctx.emit("nnef.tile", [x5], x.type.with_shape((b, hkv, group, s, d)), repeats=[1, 1, group, 1, 1])
-    return ctx.emit("nnef.reshape", [x5], x.type.with_shape((b, heads, s, d)), shape=[b, heads, s, d])
+def matmul_attention(ctx: LowerContext, q: Value, k: Value, v: Value, mask: Value | None, *,
+                     scale: float | None, causal: bool, softcap: float | None, out: TensorType) -> Value:
+    """softmax(q k^T * scale [softcap] + mask) v with plain matmuls and softmax.
 
-
-def decomposed_attention(ctx: LowerContext, q: Value, k: Value, v: Value, mask: Value | None, *,
-                         scale: float | None, causal: bool, softcap: float | None, out: TensorType) -> Value:
-    """softmax(q k^T * scale [softcap] + mask) v, written with plain NNEF ops."""
-    if q.rank == 4 and not dims_equal(q.shape[1], k.shape[1]):
-        k, v = repeat_kv(ctx, k, q.shape[1]), repeat_kv(ctx, v, q.shape[1])
-    sq, skv = q.shape[-2], k.shape[-2]
+    Grouped heads read their kv head without copies: q [B, Hq, S, D] is viewed as
+    [B, Hkv, g*S, D] (query heads are kv-major, so this is a reshape), one matmul per kv head
+    serves its g query heads, and the scores are viewed as [B, Hkv, g, S, Skv] for the mask.
+    """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    lead, (sq, d), skv = tuple(q.shape[:-3]) if q.rank >= 3 else (), q.shape[-2:], k.shape[-2]
+    hq = q.shape[-3] if q.rank >= 3 else 1
+    hkv = k.shape[-3] if k.rank >= 3 else 1
+    group = 1 if dims_equal(hq, hkv) else hq // hkv
+    if group > 1:
+        q = ctx.emit("nnef.reshape", [q], q.type.with_shape(lead + (hkv, group * sq, d)),
+                     shape=list(lead + (hkv, group * sq, d)))
     st = q.type.with_shape(tuple(q.shape[:-1]) + (skv,))
     scores = ctx.emit("nnef.matmul", [q, k], st, transposeB=True, name="scores")
     scores = ctx.emit("nnef.mul", [scores], st, y=scale)
     if softcap:
-        scores = ctx.emit("nnef.mul", [ctx.emit("nnef.tanh", [ctx.emit("nnef.mul", [scores], st, y=1.0 / softcap)], st)],
-                          st, y=float(softcap))
+        capped = ctx.emit("nnef.tanh", [ctx.emit("nnef.mul", [scores], st, y=1.0 / softcap)], st)
+        scores = ctx.emit("nnef.mul", [capped], st, y=float(softcap))
     if causal:
-        scores = ctx.emit("nnef.add", [scores, unsqueeze_to_rank(ctx, causal_mask(ctx, sq, skv, st.dtype, False), st.rank)], st)
+        cm = causal_mask(ctx, sq, skv, st.dtype, False)
+        mask = cm if mask is None else ctx.emit("nnef.add", [mask, unsqueeze_to_rank(ctx, cm, mask.rank)],
+                                                mask.type.with_shape(_broadcast(mask.shape, cm.shape)))
     if mask is not None:
-        scores = ctx.emit("nnef.add", [scores, unsqueeze_to_rank(ctx, mask, st.rank)], st)
-    probs = ctx.emit("nnef.softmax", [scores], st, axes=[st.rank - 1])
-    return ctx.emit("nnef.matmul", [probs, v], out)
+        scores = _add_grouped_mask(ctx, scores, mask, group, sq)
+    probs = ctx.emit("nnef.softmax", [scores], scores.type, axes=[scores.rank - 1])
+    if probs.rank != st.rank:
+        probs = ctx.emit("nnef.reshape", [probs], st, shape=list(st.shape))
+    y = ctx.emit("nnef.matmul", [probs, v], out.with_shape(tuple(q.shape[:-1]) + (v.shape[-1],)))
+    return y if y.type == out else ctx.emit("nnef.reshape", [y], out, shape=list(out.shape))
+
+
+def _broadcast(a, b) -> tuple:
+    a, b = (1,) * (len(b) - len(a)) + tuple(a), (1,) * (len(a) - len(b)) + tuple(b)
+    return tuple(y if x == 1 else x for x, y in zip(a, b))
+
+
+def _add_grouped_mask(ctx: LowerContext, scores: Value, mask: Value, group: int, sq) -> Value:
+    """scores [.., Hkv, g*S, Skv] + mask ([S, Skv], [.., 1|Hq, S, Skv]): the scores are viewed
+    as [.., Hkv, g, S, Skv] so one mask row serves every head of a group, or a per-head mask
+    lines up with its head."""
+    if group == 1:
+        return ctx.emit("nnef.add", [scores, unsqueeze_to_rank(ctx, mask, scores.rank)], scores.type)
+    *lead, hkv, _, skv = scores.shape
+    grouped = scores.type.with_shape((*lead, hkv, group, sq, skv))
+    scores = ctx.emit("nnef.reshape", [scores], grouped, shape=list(grouped.shape))
+    if mask.rank >= 3 and mask.shape[-3] != 1:  # one mask per query head: split like the scores
+        heads = mask.shape[-3]
+        mask = ctx.emit("nnef.reshape", [mask], mask.type.with_shape((*mask.shape[:-3], heads // group, group,
+                                                                      *mask.shape[-2:])),
+                        shape=[*mask.shape[:-3], heads // group, group, *mask.shape[-2:]])
+    mask = unsqueeze_to_rank(ctx, mask, grouped.rank)
+    return ctx.emit("nnef.add", [scores, mask], grouped)
 
 
 @builtin("aten.scaled_dot_product_attention")
