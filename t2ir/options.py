@@ -39,4 +39,4 @@ class LLMExportOptions(ExportOptions):
     dry_run: bool = False                      # trace and plan, write nothing
     merge_peft: bool = False                   # merge a LoRA adapter folder into its base model
     tests: bool = True                         # write OUT/tests/*_io.npz reference cases
-    attn_implementation: str = "sdpa"          # transformers attention the model is traced with
+    attn_implementation: str = "auto"          # transformers attention: auto (its own choice), sdpa, eager

@@ -48,7 +48,8 @@ def export_llm_cmd(
     force: bool = typer.Option(False, "--force", help="replace an existing export folder"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     merge_peft: bool = typer.Option(False, "--merge-peft", help="merge a LoRA adapter folder into its base"),
-    attn_implementation: str = typer.Option("sdpa", "--attn-implementation", help="transformers attention: sdpa or eager"),
+    attn_implementation: str = typer.Option("auto", "--attn-implementation",
+                                            help="transformers attention: auto (sdpa where supported), sdpa or eager"),
 ) -> None:
     """Export a local Hugging Face causal LM folder to a tract package."""
     from t2ir.llm.exporter import export_llm

@@ -27,6 +27,7 @@ from t2ir.emitters.writer import atomic_output
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
+from t2ir.llm.weight_map import WeightMap
 from t2ir.options import LLMExportOptions
 from t2ir.progress import Reporter
 
@@ -78,8 +79,20 @@ def _check_dtype(dtype: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
-    """Meta-device model -> IR graph whose weights are lazy safetensors handles."""
+@dataclass
+class Traced:
+    """What tracing produced: the meta model, its config, the cache layout, the weights and the graph."""
+
+    model: torch.nn.Module
+    config: object
+    layout: list
+    weights: WeightMap
+    graph: Graph
+
+
+def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) -> Traced:
+    """Meta-device model -> IR graph whose weights are lazy (converted) safetensors handles."""
+    from t2ir.frontend.cache_layout import probe_cache_layout
     from t2ir.frontend.causal_lm import build_meta_model, lift_causal_lm
 
     config = load_config(ckpt)
@@ -89,21 +102,21 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
     except ValueError as e:
         raise T2IRError(f"transformers cannot build {config.model_type} with attn_implementation="
                         f"{opts.attn_implementation!r}: {e}") from None
+    except T2IRError:
+        raise
     except Exception as e:
         raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
-    names = ckpt.names_of(model)
+    weights = WeightMap(model, ckpt)
+    layout = probe_cache_layout(model)
 
     def weight_source(target: str, tensor: torch.Tensor):
-        if ckpt.has(target):
-            return ckpt.source(target)
-        if tensor.is_meta:
-            if id(tensor) in names:  # tied weights: read the entry that holds them
-                return ckpt.source(names[id(tensor)])
-            raise T2IRError(f"weight {target!r} is missing from the checkpoint in {ckpt.folder}")
+        if target in weights.sources or tensor.is_meta:
+            return weights.source(target)
         return None  # computed buffers (rotary inv_freq, ...) are real tensors already
 
-    graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source)
-    return model, config, graph
+    graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source,
+                           layout=layout)
+    return Traced(model, config, layout, weights, graph)
 
 
 def _predicted_bytes(g: Graph) -> int:
@@ -143,7 +156,8 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         ckpt = open_checkpoint(opts.model_dir, merge_peft=opts.merge_peft)
         summary.weight_bytes = ckpt.tensor_nbytes()
     with reporter.phase("trace"):
-        model, config, graph = trace_graph(ckpt, opts, reporter)
+        traced = trace_graph(ckpt, opts, reporter)
+        graph = traced.graph
     summary.ops_before = _op_counts(graph)
     with reporter.phase("passes"):
         run = driver.compile_graph(graph, opts, on_pass=lambda name: reporter.advance(name))
@@ -164,7 +178,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
                 _copy_tokenizer(ckpt.folder, staged / "tokenizer")
         if opts.tests or opts.check_io:
             with reporter.phase("reference"):
-                case_files = _write_cases(model, config, ckpt, opts, staged, report)
+                case_files = _write_cases(traced, ckpt, opts, staged, report)
         if opts.check_io:
             with reporter.phase("check"):
                 from t2ir.llm.io_cases import recorded_runs
@@ -191,11 +205,11 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
     shutil.copy(src / "config.json", dst / "config.json")
 
 
-def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
+def _write_cases(traced: Traced, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
     """PyTorch outputs for the npz cases. With packed weights the reference computes with the
     dequantized weights, so the cases check the export itself, not the quantization error."""
     from t2ir.compression.methods import dequantized_weight, get_method
-    from t2ir.frontend.causal_lm import CausalLMWithExplicitCache, cache_layout
+    from t2ir.frontend.causal_lm import CausalLMWithExplicitCache
     from t2ir.llm.io_cases import make_cases, save_cases
     from t2ir.llm.reference import streamed_weights
 
@@ -204,13 +218,12 @@ def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged
         method, packed = get_method(report.method), {entry.name: entry for entry in report.packed}
         transform = lambda name, t: dequantized_weight(method, packed[name], t) if name in packed else t  # noqa: E731
 
-    num_layers, kv, hd = cache_layout(config)
     dtype = DTYPES[opts.dtype]
-    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep).eval()
-    vocab = config.get_text_config(decoder=True).vocab_size
-    with streamed_weights(model, ckpt, dtype, transform):
-        cases = make_cases(wrapper, num_layers=num_layers, kv_heads=kv, head_dim=hd, vocab_size=vocab,
-                           dtype=dtype, tokenizer_dir=ckpt.folder)
+    model = traced.model
+    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep, layout=traced.layout).eval()
+    vocab = traced.config.get_text_config(decoder=True).vocab_size
+    with streamed_weights(model, traced.weights, dtype, transform):
+        cases = make_cases(wrapper, layout=traced.layout, vocab_size=vocab, dtype=dtype, tokenizer_dir=ckpt.folder)
     return save_cases(cases, staged / "tests")
 
 

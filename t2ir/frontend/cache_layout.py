@@ -1,0 +1,128 @@
+"""Which layers of a causal LM keep a key/value cache, and its shapes, read from the model itself.
+
+Config fields cannot say it in general: multi-query models cache one head whatever
+`num_key_value_heads` says, MLA caches a latent whose width is no head size, Gemma-4 mixes head
+sizes per layer, KV-sharing layers cache nothing, and some models broadcast their keys to every
+attention head before caching them. So the model runs a short forward on the meta device (no
+memory, no compute) and the cache it fills is inspected layer by layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from t2ir.errors import T2IRError
+
+PROBE_TOKENS = 2  # short enough for any sliding window, long enough that no size is 1
+
+
+class StateCacheError(T2IRError):
+    """The model keeps a state other than keys and values (convolution, recurrent, indexer states)."""
+
+
+@dataclass(frozen=True)
+class KvLayer:
+    """One decoder layer's cache: keys [1, key_heads, P, key_dim], values [1, value_heads, P, value_dim]."""
+
+    index: int  # the decoder layer (the cache IO is named after it)
+    key_heads: int
+    key_dim: int
+    value_heads: int
+    value_dim: int
+
+
+def cache_input_names(layout: list[KvLayer]) -> list[str]:
+    """torch_to_nnef's names, in the order forward() takes them: key then value, layer by layer."""
+    return [f"in_cache_{kind}_{layer.index}" for layer in layout for kind in ("key", "value")]
+
+
+def cache_output_names(layout: list[KvLayer]) -> list[str]:
+    return [name.replace("in_cache_", "out_cache_") for name in cache_input_names(layout)]
+
+
+def empty_caches(layout: list[KvLayer], dtype: torch.dtype, length: int = 0) -> list[torch.Tensor]:
+    """Zero caches of `length` positions (0: the prefill's empty past), in input order."""
+    out = []
+    for layer in layout:
+        out.append(torch.zeros(1, layer.key_heads, length, layer.key_dim, dtype=dtype))
+        out.append(torch.zeros(1, layer.value_heads, length, layer.value_dim, dtype=dtype))
+    return out
+
+
+def probe_cache_layout(model: torch.nn.Module) -> list[KvLayer]:
+    """Run PROBE_TOKENS tokens through the model on the meta device and read the cache it returns."""
+    ids = torch.zeros(1, PROBE_TOKENS, dtype=torch.long, device="meta")
+    with _on_meta(model), torch.no_grad():
+        try:
+            out = model(input_ids=ids, use_cache=True)
+        except Exception as e:
+            raise T2IRError(f"{type(model).__name__} cannot run on the meta device to find its cache layout: "
+                            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    cache = out.get("past_key_values") if hasattr(out, "get") else None
+    if cache is None:
+        cache = getattr(out, "cache", None)
+    return layout_of(cache, type(model).__name__)
+
+
+def layout_of(cache, model_name: str) -> list[KvLayer]:
+    """The KvLayers of a filled transformers Cache; any other state is an error naming it."""
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise StateCacheError(f"{model_name} returns its cache as {type(cache).__name__}, not a transformers Cache "
+                              "of key/value layers: t2ir's LLM export only carries key/value caches")
+    extra = _tensor_attributes(cache, skip={"layers"})
+    if extra:
+        raise StateCacheError(f"{model_name}'s {type(cache).__name__} keeps state besides key/value layers "
+                              f"({', '.join(extra)}): t2ir's LLM export only carries key/value caches")
+    layout = []
+    for i, layer in enumerate(layers):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        other = _tensor_attributes(layer, skip={"keys", "values"})
+        if other:
+            raise StateCacheError(f"layer {i} of {model_name} keeps a {type(layer).__name__} state "
+                                  f"({', '.join(other)}): t2ir's LLM export only carries key/value caches")
+        if keys is None and values is None:
+            continue  # no cache in this layer (attention-free, or it reads another layer's)
+        if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.dim() == values.dim() == 4):
+            raise StateCacheError(f"layer {i} of {model_name} caches {type(layer).__name__} tensors that are not "
+                                  "[batch, heads, positions, features] keys and values")
+        if keys.shape[2] != PROBE_TOKENS or values.shape[2] != PROBE_TOKENS:
+            raise StateCacheError(f"layer {i} of {model_name} kept {keys.shape[2]} of {PROBE_TOKENS} positions in "
+                                  "its cache: only caches that grow by one position per token can be exported")
+        layout.append(KvLayer(i, int(keys.shape[1]), int(keys.shape[3]), int(values.shape[1]), int(values.shape[3])))
+    if not layout:
+        raise StateCacheError(f"{model_name} keeps no key/value cache in any layer")
+    return layout
+
+
+def _tensor_attributes(obj, skip: set[str]) -> list[str]:
+    """Attributes holding tensors (directly or in non-empty lists/dicts), except `skip`."""
+    found = []
+    for name, value in vars(obj).items():
+        if name in skip:
+            continue
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(x, torch.Tensor) and x.numel() > 0 for x in items):
+            found.append(name)
+    return found
+
+
+@contextlib.contextmanager
+def _on_meta(module: torch.nn.Module) -> Iterator[None]:
+    """Temporarily move the real tensors (computed buffers) to meta, so the forward is all meta."""
+    swapped = []
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for name, tensor in store.items():
+                if tensor is not None and not tensor.is_meta:
+                    swapped.append((store, name, tensor))
+                    store[name] = tensor.to("meta")
+    try:
+        yield
+    finally:
+        for store, name, tensor in swapped:
+            store[name] = tensor

@@ -1,0 +1,62 @@
+"""`t2ir::expert_linear`: one projection of a mixture-of-experts layer, as a torch op and its
+tract translation (the frontend's "t2ir" experts implementation calls it, see t2ir.frontend.moe)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from t2ir.ir import Node, Value
+from t2ir.ops.aten._util import unsqueeze_to_rank
+from t2ir.ops.context import LowerContext
+from t2ir.ops.registry import builtin
+from t2ir.types import DType
+
+
+@torch.library.custom_op("t2ir::expert_linear", mutates_args=())
+def expert_linear(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                  transposed: bool) -> torch.Tensor:
+    """Each token's rows through the experts it was routed to.
+
+    x [T, in] (one row per token) or [T, k, in] (one per token and slot), index [T, k],
+    weight [E, out, in] ([E, in, out] when `transposed`), bias [E, out] -> [T, k, out].
+    """
+    w = weight[index]
+    if transposed:
+        w = w.transpose(-1, -2)
+    rows = x.unsqueeze(1) if x.dim() == 2 else x
+    y = torch.matmul(w, rows.unsqueeze(-1).to(w.dtype)).squeeze(-1)
+    return y if bias is None else y + bias[index]
+
+
+@expert_linear.register_fake
+def _(x, index, weight, bias, transposed):
+    out = weight.shape[2] if transposed else weight.shape[1]
+    return x.new_empty((index.shape[0], index.shape[1], out), dtype=weight.dtype)
+
+
+@builtin("t2ir.expert_linear")
+def lower_expert_linear(node: Node, ctx: LowerContext) -> Value:
+    """x [T, in] or [T, k, in] through the experts `index` [T, k] selects in `weight` [E, out, in]
+    (`transposed`: [E, in, out]): a gather of the selected matrices, then a batched matmul. Used
+    where the experts could not be fused into tract's MoE operator."""
+    x, index, weight = ctx.args["x"], ctx.args["index"], ctx.args["weight"]
+    bias, transposed = ctx.args.get("bias"), bool(ctx.args["transposed"])
+    out = ctx.out
+    t, k, width = out.shape
+    index = ctx.cast(index, DType.i64)
+    chosen = ctx.emit("tract_core.gather", [weight, index], weight.type.with_shape((t, k, *weight.shape[1:])), axis=0)
+    chosen = ctx.cast(chosen, out.dtype)
+    rows = ctx.cast(x, out.dtype)
+    if rows.rank == 2:
+        rows = ctx.emit("nnef.unsqueeze", [rows], rows.type.with_shape((t, 1, rows.shape[1])), axes=[1])
+    rows = ctx.emit("nnef.unsqueeze", [rows], rows.type.with_shape((t, rows.shape[1], 1, rows.shape[2])), axes=[2])
+    if rows.shape[1] != k:  # one row per token, used by each of its k experts
+        rows = ctx.emit("nnef.tile", [rows], rows.type.with_shape((t, k, 1, rows.shape[3])), repeats=[1, k, 1, 1])
+    y = ctx.emit("nnef.matmul", [rows, chosen], out.with_shape((t, k, 1, width)), transposeB=not transposed)
+    y = ctx.emit("nnef.squeeze", [y], out, axes=[2])
+    if bias is None:
+        return y
+    b = ctx.emit("tract_core.gather", [bias, index], bias.type.with_shape((t, k, width)), axis=0)
+    return ctx.emit("nnef.add", [y, unsqueeze_to_rank(ctx, ctx.cast(b, out.dtype), 3)], out)
