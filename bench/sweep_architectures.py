@@ -36,17 +36,18 @@ def classify(model_type: str) -> tuple[str, str]:
     import torch
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from architectures import tiny_config
+    from architectures import causal_lm_types, tiny_config
 
     try:
         default = CONFIG_MAPPING[model_type]()
     except Exception as e:
         return "not buildable", f"default config fails: {_line(e)}"
-    text = default.get_text_config(decoder=True)
-    if text is not default:
-        return "multimodal", (f"composite config ({', '.join(sorted(getattr(default, 'sub_configs', {})))}); its text "
-                              f"decoder is swept as {text.model_type}" if text.model_type != model_type else
-                              "composite config")
+    parts = sorted(getattr(default, "sub_configs", None) or {})
+    if parts:
+        text = default.get_text_config(decoder=True)
+        swept = getattr(text, "model_type", model_type)
+        return "multimodal", f"composite config ({', '.join(parts)})" + (
+            f"; its text decoder is swept as {swept}" if swept != model_type and swept in causal_lm_types() else "")
     try:
         config = tiny_config(model_type)
         from transformers import AutoModelForCausalLM

@@ -85,6 +85,8 @@ def tiny_config(model_type: str, num_layers: int = 2):
         kw["head_dim"] = 16
     if "qk_rope_head_dim" in d and "head_dim" in d:  # MLA: rotary runs on head_dim = the rope part
         kw["head_dim"] = kw.get("qk_rope_head_dim", d["qk_rope_head_dim"])
+    if "kv_lora_rank" in d and "num_key_value_heads" in d:  # MLA expands the latent to every head
+        kw["num_key_value_heads"] = kw.get("num_attention_heads", d.get("num_attention_heads"))
     kinds = {str(x) for key in PER_LAYER_LISTS for x in (d.get(key) or []) if isinstance(d.get(key), (list, tuple, str))}
     layers = max(num_layers, min(len(kinds), 4))
     for key in NUM_LAYERS:

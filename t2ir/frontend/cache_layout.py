@@ -100,13 +100,14 @@ def layout_of(cache, model_name: str) -> list[KvLayer]:
 
 
 def _tensor_attributes(obj, skip: set[str]) -> list[str]:
-    """Attributes holding tensors (directly or in non-empty lists/dicts), except `skip`."""
+    """Attributes holding per-sequence tensors (batch and feature axes at least: not the scalars a
+    layer keeps, like its window size), directly or in lists/dicts, except `skip`."""
     found = []
     for name, value in vars(obj).items():
         if name in skip:
             continue
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-        if any(isinstance(x, torch.Tensor) and x.numel() > 0 for x in items):
+        if any(isinstance(x, torch.Tensor) and x.dim() >= 2 for x in items):
             found.append(name)
     return found
 

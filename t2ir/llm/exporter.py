@@ -208,16 +208,11 @@ def _copy_tokenizer(src: Path, dst: Path) -> None:
 def _write_cases(traced: Traced, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
     """PyTorch outputs for the npz cases. With packed weights the reference computes with the
     dequantized weights, so the cases check the export itself, not the quantization error."""
-    from t2ir.compression.methods import dequantized_weight, get_method
     from t2ir.frontend.causal_lm import CausalLMWithExplicitCache
     from t2ir.llm.io_cases import make_cases, save_cases
     from t2ir.llm.reference import streamed_weights
 
-    transform = None
-    if report is not None and report.packed:
-        method, packed = get_method(report.method), {entry.name: entry for entry in report.packed}
-        transform = lambda name, t: dequantized_weight(method, packed[name], t) if name in packed else t  # noqa: E731
-
+    transform = _dequantized_reference(report) if report is not None and report.packed else None
     dtype = DTYPES[opts.dtype]
     model = traced.model
     wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep, layout=traced.layout).eval()
@@ -225,6 +220,30 @@ def _write_cases(traced: Traced, ckpt: Checkpoint, opts: LLMExportOptions, stage
     with streamed_weights(model, traced.weights, dtype, transform):
         cases = make_cases(wrapper, layout=traced.layout, vocab_size=vocab, dtype=dtype, tokenizer_dir=ckpt.folder)
     return save_cases(cases, staged / "tests")
+
+
+def _dequantized_reference(report):
+    """transform(name, weight) -> the weight the export computes with: packed weights dequantized,
+    stacked experts slice by slice where fuse-moe cut them into tract's layout."""
+    from t2ir.compression.methods import dequantized_weight, get_method
+    from t2ir.passes.fuse_moe import ExpertSlice
+
+    method = get_method(report.method)
+    whole = {entry.name: entry for entry in report.packed}
+    slices: dict[str, list[ExpertSlice]] = collections.defaultdict(list)
+    for entry in report.packed:
+        for c in entry.consts:
+            if isinstance(c.source, ExpertSlice):
+                slices[c.source.of].append(c.source)
+
+    def transform(name: str, weight: torch.Tensor) -> torch.Tensor:
+        if name in whole:
+            return dequantized_weight(method, whole[name], weight)
+        for part in slices.get(name, ()):
+            weight = part.put_back(weight, method.dequantized(part.cut(weight)))
+        return weight
+
+    return transform
 
 
 def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, records, summary: ExportSummary) -> None:

@@ -10,7 +10,7 @@ import torch
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
-from t2ir.ops.registry import builtin
+from t2ir.ops.registry import TENSOR_KEYWORDS, builtin
 from t2ir.types import DType
 
 
@@ -60,3 +60,19 @@ def lower_expert_linear(node: Node, ctx: LowerContext) -> Value:
         return y
     b = ctx.emit("tract_core.gather", [bias, index], bias.type.with_shape((t, k, width)), axis=0)
     return ctx.emit("nnef.add", [y, unsqueeze_to_rank(ctx, ctx.cast(b, out.dtype), 3)], out)
+
+
+@builtin("t2ir.moe_ffn")
+def lower_moe_ffn(node: Node, ctx: LowerContext) -> Value:
+    """t2ir.moe_ffn(x, wg, w1, w2[, w3][, router bias]) -> tract's tract_moe_ffn, experts in the
+    "linear" layout ([E, out, in], the one with a fast Q4_0 kernel)."""
+    x, wg, w1, w2, *rest = node.inputs
+    attrs = {key: node.attrs[key] for key in ("k", "activation", "gate")}
+    dtype = ctx.out.dtype
+    inputs = [ctx.cast(x, dtype), ctx.cast(wg, dtype), w1, w2]
+    if node.attrs.get("gated"):
+        inputs.append(rest.pop(0))
+    if node.attrs.get("router_bias"):
+        inputs.append(ctx.cast(rest.pop(0), dtype))
+        attrs[TENSOR_KEYWORDS] = ["wg_bias"]
+    return ctx.emit("tract_transformers.moe_ffn", inputs, ctx.out, expert_layout="linear", **attrs)

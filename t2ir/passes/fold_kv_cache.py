@@ -10,8 +10,9 @@ reorders the IO to
     inputs  input_ids, in_cache_key_0, in_cache_value_0, in_cache_key_1, ...
     outputs outputs, out_cache_key_0, out_cache_value_0, ...
 
-A graph with no cache IO passes unchanged. A graph whose cache does not fit the layout fails
-with one error listing every problem.
+Caches that already carry those names keep them: the causal-LM frontend numbers them by decoder
+layer, skipping layers that have no cache. A graph with no cache IO passes unchanged. A graph
+whose cache does not fit the layout fails with one error listing every problem.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ PASS_THROUGH = CASTS | IDENTITY | RESHAPES | TRANSPOSES | {
     "aten.unsqueeze", "aten.expand", "aten.slice.Tensor", "aten.repeat_interleave.self_int", "aten.permute"}
 # Names that say "this input is a KV cache" even when the structure is not found.
 CACHE_NAME = re.compile(r"(cache|past)", re.IGNORECASE)
+TORCH_TO_NNEF_NAME = re.compile(r"in_cache_(key|value)_(\d+)")
 
 
 class KvCacheLayoutError(ExportError):
@@ -128,13 +130,13 @@ class FoldKvCache(Pass):
         past, seq = self._check(graph, found, problems)
         if problems:
             raise KvCacheLayoutError("the model's KV cache does not fit the LLM export layout:", problems)
-        layers = self._pair(found, problems)
+        layers = self._named_pairs(found) or list(enumerate(self._pair(found, problems)))
         if problems:
             raise KvCacheLayoutError("the model's KV cache does not fit the LLM export layout:", problems)
         changed = self._normalise(graph, layers)
         infos = [CacheLayer(i, int(k.past.shape[1]), int(k.past.shape[3]),
                             (k.past.name, k.present.name), (val.past.name, val.present.name))
-                 for i, (k, val) in enumerate(layers)]
+                 for i, (k, val) in layers]
         stats = {"layers": len(infos), "kv_heads": max(c.kv_heads for c in infos),
                  "head_dim": max(c.head_dim for c in infos)}
         return KvCacheResult(changed, stats, layers=infos, past=past, seq=seq)
@@ -167,6 +169,21 @@ class FoldKvCache(Pass):
         return (next(iter(pasts)) if len(pasts) == 1 else "", next(iter(seqs)) if len(seqs) == 1 else "")
 
     @staticmethod
+    def _named_pairs(found: list[_Found]) -> list[tuple[int, tuple[_Found, _Found]]]:
+        """Caches already named in torch_to_nnef's form (the causal-LM frontend names them after their
+        decoder layer, which may skip layers without a cache): kept as they are, in layer order."""
+        by_name = {}
+        for f in found:
+            m = TORCH_TO_NNEF_NAME.fullmatch(f.past.name)
+            if m is None:
+                return []
+            by_name[(int(m.group(2)), m.group(1))] = f
+        indices = sorted({i for i, _ in by_name})
+        if len(by_name) != 2 * len(indices) or not all((i, "key") in by_name for i in indices):
+            return []
+        return [(i, (by_name[(i, "key")], by_name[(i, "value")])) for i in indices]
+
+    @staticmethod
     def _pair(found: list[_Found], problems: list[Problem]) -> list[tuple[_Found, _Found]]:
         """Key and value caches per layer, layers in the order their attention runs."""
         for f in found:
@@ -188,11 +205,11 @@ class FoldKvCache(Pass):
         return list(zip(keys, values))
 
     @staticmethod
-    def _normalise(graph: Graph, layers: list[tuple[_Found, _Found]]) -> bool:
+    def _normalise(graph: Graph, layers: list[tuple[int, tuple[_Found, _Found]]]) -> bool:
         """Rename cache IO (and a lone token input / logits output) and put it in signature order."""
         renames: list[tuple[Value, str]] = []
         cache_in, cache_out = [], []
-        for i, pair in enumerate(layers):
+        for i, pair in layers:
             for kind, f in zip(("key", "value"), pair):
                 renames += [(f.past, f"in_cache_{kind}_{i}"), (f.present, f"out_cache_{kind}_{i}")]
                 cache_in.append(f.past)
