@@ -43,9 +43,8 @@ def classify(model_type: str) -> tuple[str, str]:
     except Exception as e:
         return "not buildable", f"default config fails: {_line(e)}"
     parts = sorted(getattr(default, "sub_configs", None) or {})
-    if parts:
-        text = default.get_text_config(decoder=True)
-        swept = getattr(text, "model_type", model_type)
+    swept = getattr(default.get_text_config(decoder=True), "model_type", model_type)
+    if swept != model_type or any(p.startswith(("vision", "audio", "image", "speech", "video")) for p in parts):
         return "multimodal", f"composite config ({', '.join(parts)})" + (
             f"; its text decoder is swept as {swept}" if swept != model_type and swept in causal_lm_types() else "")
     try:

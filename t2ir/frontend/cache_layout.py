@@ -53,15 +53,21 @@ def empty_caches(layout: list[KvLayer], dtype: torch.dtype, length: int = 0) -> 
     return out
 
 
-def probe_cache_layout(model: torch.nn.Module) -> list[KvLayer]:
-    """Run PROBE_TOKENS tokens through the model on the meta device and read the cache it returns."""
-    ids = torch.zeros(1, PROBE_TOKENS, dtype=torch.long, device="meta")
-    with _on_meta(model), torch.no_grad():
+class MetaProbeError(T2IRError):
+    """The model's forward does not run on the meta device (it reads a tensor's value)."""
+
+
+def probe_cache_layout(model: torch.nn.Module, device: str = "meta") -> list[KvLayer]:
+    """Run PROBE_TOKENS tokens through the model and read the cache it returns. On the meta
+    device nothing is computed; "cpu" is for models whose forward reads a value (`.item()`)."""
+    ids = torch.zeros(1, PROBE_TOKENS, dtype=torch.long, device=device)
+    with _on_meta(model) if device == "meta" else contextlib.nullcontext(), torch.no_grad():
         try:
             out = model(input_ids=ids, use_cache=True)
         except Exception as e:
-            raise T2IRError(f"{type(model).__name__} cannot run on the meta device to find its cache layout: "
-                            f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+            error = MetaProbeError if device == "meta" else T2IRError
+            raise error(f"{type(model).__name__} cannot run on the {device} device to find its cache layout: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
     cache = out.get("past_key_values") if hasattr(out, "get") else None
     if cache is None:
         cache = getattr(out, "cache", None)

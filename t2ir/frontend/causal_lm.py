@@ -13,13 +13,19 @@ from transformers.cache_utils import DummyLayer, DynamicLayer
 
 from t2ir.errors import T2IRError
 from t2ir.frontend import moe
-from t2ir.frontend.cache_layout import KvLayer, cache_input_names, cache_output_names, empty_caches, probe_cache_layout
+from t2ir.frontend.cache_layout import (KvLayer, MetaProbeError, cache_input_names, cache_output_names, empty_caches,
+                                        probe_cache_layout)
 
 
 def cache_layout_of(model: torch.nn.Module) -> list[KvLayer]:
-    """The model's per-layer key/value cache shapes (see t2ir.frontend.cache_layout)."""
+    """The model's per-layer key/value cache shapes (see t2ir.frontend.cache_layout): probed on the
+    meta device, or on CPU with weight stand-ins when the forward reads values."""
     with moe.experts_traced_by_t2ir(model):
-        return probe_cache_layout(model)
+        try:
+            return probe_cache_layout(model)
+        except MetaProbeError:
+            with _meta_standins(model):
+                return probe_cache_layout(model, device="cpu")
 
 
 class _ExplicitLayer(DynamicLayer):

@@ -92,8 +92,7 @@ class Traced:
 
 def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) -> Traced:
     """Meta-device model -> IR graph whose weights are lazy (converted) safetensors handles."""
-    from t2ir.frontend.cache_layout import probe_cache_layout
-    from t2ir.frontend.causal_lm import build_meta_model, lift_causal_lm
+    from t2ir.frontend.causal_lm import build_meta_model, cache_layout_of, lift_causal_lm
 
     config = load_config(ckpt)
     dtype = _check_dtype(opts.dtype)
@@ -107,7 +106,7 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) ->
     except Exception as e:
         raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
     weights = WeightMap(model, ckpt)
-    layout = probe_cache_layout(model)
+    layout = cache_layout_of(model)
 
     def weight_source(target: str, tensor: torch.Tensor):
         if target in weights.sources or tensor.is_meta:
