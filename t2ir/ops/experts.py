@@ -64,15 +64,13 @@ def lower_expert_linear(node: Node, ctx: LowerContext) -> Value:
 
 @builtin("t2ir.moe_ffn")
 def lower_moe_ffn(node: Node, ctx: LowerContext) -> Value:
-    """t2ir.moe_ffn(x, wg, w1, w2[, w3][, router bias]) -> tract's tract_moe_ffn, experts in the
-    "linear" layout ([E, out, in], the one with a fast Q4_0 kernel)."""
-    x, wg, w1, w2, *rest = node.inputs
-    attrs = {key: node.attrs[key] for key in ("k", "activation", "gate")}
+    """t2ir.moe_ffn(x, wg, w1, w2[, w3], *biases) -> tract's tract_moe_ffn, experts in the "linear"
+    layout ([E, out, in], the one with a fast Q4_0 kernel); `biases` names the trailing inputs."""
     dtype = ctx.out.dtype
-    inputs = [ctx.cast(x, dtype), ctx.cast(wg, dtype), w1, w2]
-    if node.attrs.get("gated"):
-        inputs.append(rest.pop(0))
-    if node.attrs.get("router_bias"):
-        inputs.append(ctx.cast(rest.pop(0), dtype))
-        attrs[TENSOR_KEYWORDS] = ["wg_bias"]
+    attrs = {key: node.attrs[key] for key in ("k", "activation", "gate", "act_alpha", "act_limit") if key in node.attrs}
+    biases = list(node.attrs.get("biases", ()))
+    inputs = [ctx.cast(v, dtype) if i < 2 or i >= len(node.inputs) - len(biases) else v
+              for i, v in enumerate(node.inputs)]
+    if biases:
+        attrs[TENSOR_KEYWORDS] = biases
     return ctx.emit("tract_transformers.moe_ffn", inputs, ctx.out, expert_layout="linear", **attrs)

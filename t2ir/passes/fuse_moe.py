@@ -5,16 +5,16 @@ The frontend traces each expert projection as `t2ir.expert_linear` (t2ir.fronten
 them stay the model's own router and gating code. The rule fuses a layer when tract's operator
 computes exactly the same thing:
 
-- routing: top-k over `x @ wg^T` (router bias allowed) read as tract's gate modes: softmax then
-  top-k (`softmax_all`), softmax then top-k then renormalised, or top-k then softmax over the k
+- routing: top-k over `x @ wg^T (+ bias)` read as tract's gate modes: softmax then top-k
+  (`softmax_all`), softmax then top-k then renormalised, or top-k then softmax over the k
   (`softmax_topk`), sigmoid (`sigmoid`), the logits themselves (`raw`);
-- experts: gated `act(x W1^T) * (x W3^T)` with act = silu, gelu (tanh) or relu, stored as one
-  stacked `gate_up` tensor (gate rows first) or as separate up weights without a gate;
-- no expert biases.
+- experts: `act(x W1^T + b1) * (x W3^T + b3)` with act = silu, gelu (tanh) or relu, gate and up
+  stored stacked (halves, or interleaved columns) or an ungated `act(x W^T)`; gpt-oss's clamped
+  gate `(clamp(u, -l, l) + 1) * g * sigmoid(alpha * g)`, g = min(gate, l); expert biases.
 
-Anything else (grouped or biased top-k selection, scaled routing weights, clamped gates, expert
-biases) keeps the traced ops, and each `t2ir.expert_linear` lowers to a gather of the selected
-experts: exact, but without tract's MoE kernel.
+Anything else (grouped or biased top-k selection, scaled routing weights, other gates) keeps
+the traced ops, and each `t2ir.expert_linear` lowers to a gather of the selected experts: exact,
+but without tract's MoE kernel.
 """
 
 from __future__ import annotations
@@ -23,19 +23,31 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from t2ir.ir import Graph, Node, TensorSource, Value
-from t2ir.ops.aliases import DIV, MUL, SOFTMAX
-from t2ir.passes.patterns import root_const, skip_noops
-from t2ir.passes.pattern import any_, op, var
+from t2ir.ops.aliases import ADD, DIV, MUL, SOFTMAX
+from t2ir.passes.pattern import any_, lit, op, var
+from t2ir.passes.patterns import INT_MAX, is_number, root_const, skip_noops
 from t2ir.passes.rewrite import Match, RewritePass, rule
 from t2ir.types import TensorType
 
 # sum over the k slots of expert outputs times their routing weights
-WEIGHTED = op(MUL, op("t2ir.expert_linear", var("hidden"), var("index"), var("down"), bias=None,
-                      transposed=any_("down_transposed")),
+DOWN = (op("t2ir.expert_linear", var("hidden"), var("index"), var("down"), bias=None, transposed=any_("down_transposed"))
+        | op("t2ir.expert_linear", var("hidden"), var("index"), var("down"), var("down_bias"),
+             transposed=any_("down_transposed")))
+WEIGHTED = op(MUL, DOWN,
               op("aten.unsqueeze", var("weights"), dim=lambda d: d in (-1, 2)), commute=True)
 MOE_SUM = op("aten.sum.dim_IntList", WEIGHTED, dim=lambda d: list(d) in ([1], [-2]), keepdim=False, dtype=any_())
 
 ACTIVATIONS = {"t2ir.silu": "silu", "aten.silu": "silu", "aten.relu": "relu"}
+
+# gpt-oss: (clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g), g = clamp(gate, max=limit)
+GATE = op("aten.clamp", var("gate"), min=None, max=lit(name="limit", where=is_number), name="g")
+GLU = op(MUL, GATE, op("aten.sigmoid", op(MUL, var("g"), lit(name="alpha", where=is_number), commute=True)),
+         commute=True)
+UP = op(ADD, op("aten.clamp", var("up"), min=lit(name="low", where=is_number), max=lit(name="limit")), lit(1),
+        commute=True)
+CLAMPED_GLU = op(MUL, UP, GLU, commute=True)
+
+Part = tuple[int, int, int]  # (start, stop, step) of a projection's output rows
 
 
 @dataclass
@@ -43,10 +55,13 @@ class Experts:
     """The up projection(s) feeding the activation: what tract calls w1 (gate) and w3 (up)."""
 
     x: Value
-    stacked: Value               # the [E, 2I, H] (or [E, I, H] without gate) constant
+    stacked: Value                  # [E, out, in] constant ([E, in, out] when transposed)
+    bias: Optional[Value]           # [E, out] constant
     transposed: bool
     activation: str
-    gated: bool
+    gate: Optional[Part] = None     # None: ungated, `act(x W^T)`
+    up: Optional[Part] = None
+    attrs: Optional[dict] = None    # act_alpha / act_limit of the clamped gate
 
 
 def _producer(v: Value, *ops: str) -> Optional[Node]:
@@ -62,50 +77,75 @@ def _activation(node: Node) -> Optional[str]:
     return None
 
 
-def _halves(a: Value, b: Value) -> Optional[Value]:
-    """The tensor that `a` and `b` are the first and second halves of (last axis), or None."""
-    na, nb = skip_noops(a).producer, skip_noops(b).producer
-    if na is None or na is not nb or na.op not in ("aten.split.Tensor", "aten.chunk", "aten.split_with_sizes"):
+def _part(v: Value) -> Optional[tuple[Value, Part]]:
+    """(source, rows) when `v` is a slice of the last axis: a split output or a strided slice."""
+    v = skip_noops(v)
+    node = v.producer
+    if node is None:
         return None
-    src = na.inputs[0]
-    if len(na.outputs) != 2 or skip_noops(a) is not na.outputs[0] or skip_noops(b) is not na.outputs[1]:
-        return None
-    dim = na.attrs.get("dim", 0)
-    if dim not in (-1, src.rank - 1):
-        return None
+    src = node.inputs[0]
     width = src.shape[-1]
-    if not isinstance(width, int) or width % 2 or na.outputs[0].shape[-1] != width // 2:
+    if not isinstance(width, int) or node.attrs.get("dim", 0) not in (-1, src.rank - 1):
         return None
-    return src
+    if node.op in ("aten.split.Tensor", "aten.split_with_sizes", "aten.chunk") and len(node.outputs) == 2:
+        half = node.outputs[0].shape[-1]
+        if half * 2 != width or node.outputs[1].shape[-1] != half:
+            return None
+        return (src, (0, half, 1)) if v is node.outputs[0] else (src, (half, width, 1))
+    if node.op == "aten.slice.Tensor":
+        start, end, step = node.attrs.get("start") or 0, node.attrs.get("end"), node.attrs.get("step") or 1
+        end = width if end is None or end >= INT_MAX or end > width else end
+        return (src, (start, end, step)) if isinstance(start, int) and isinstance(end, int) else None
+    return None
 
 
-def _up_projection(v: Value, index: Value) -> Optional[tuple[Value, Value, bool]]:
-    """(x, stacked weight, transposed) when `v` is `t2ir.expert_linear(x, index, W)` without bias."""
+def _gate_and_up(gate: Value, up: Value) -> Optional[tuple[Value, Part, Part]]:
+    """The stacked projection output that `gate` and `up` are two disjoint halves of."""
+    a, b = _part(gate), _part(up)
+    if a is None or b is None or a[0] is not b[0]:
+        return None
+    width = a[0].shape[-1]
+    rows = set(range(*a[1])) | set(range(*b[1]))
+    if len(range(*a[1])) * 2 != width or len(rows) != width:
+        return None
+    return a[0], a[1], b[1]
+
+
+def _up_projection(v: Value, index: Value) -> Optional[tuple[Value, Value, Optional[Value], bool]]:
+    """(x, stacked weight, bias, transposed) when `v` is `t2ir.expert_linear(x, index, W[, b])`."""
     node = _producer(v, "t2ir.expert_linear")
-    if node is None or node.inputs[1] is not index or len(node.inputs) != 3 or root_const(node.inputs[2]) is None:
+    if node is None or node.inputs[1] is not index or root_const(node.inputs[2]) is None:
         return None
-    return node.inputs[0], node.inputs[2], bool(node.attrs.get("transposed"))
+    bias = node.inputs[3] if len(node.inputs) > 3 else None
+    if bias is not None and root_const(bias) is None:
+        return None
+    return node.inputs[0], node.inputs[2], bias, bool(node.attrs.get("transposed"))
 
 
 def find_experts(hidden: Value, index: Value) -> Optional[Experts]:
-    """act(gate) * up with gate/up the halves of one stacked projection, or act(up) alone."""
+    """act(gate) * up, the clamped gate, or act(up) alone, on one stacked expert projection."""
     node = skip_noops(hidden, casts=True).producer
     if node is None:
         return None
+    clamped = CLAMPED_GLU.first(hidden)
+    if clamped is not None and float(clamped["low"]) == -float(clamped["limit"]):
+        pair = _gate_and_up(clamped["gate"], clamped["up"])
+        found = _up_projection(pair[0], index) if pair is not None else None
+        if found is not None:
+            attrs = {"act_alpha": float(clamped["alpha"]), "act_limit": float(clamped["limit"])}
+            return Experts(*found, activation="swiglu", gate=pair[1], up=pair[2], attrs=attrs)
     if node.op in MUL and len(node.inputs) == 2:
         for act_in, up in (node.inputs, node.inputs[::-1]):
             act = skip_noops(act_in, casts=True).producer
             name = _activation(act) if act is not None else None
-            if name is None:
-                continue
-            stacked = _halves(act.inputs[0], up)
-            found = _up_projection(stacked, index) if stacked is not None else None
+            pair = _gate_and_up(act.inputs[0], up) if name is not None else None
+            found = _up_projection(pair[0], index) if pair is not None else None
             if found is not None:
-                return Experts(found[0], found[1], found[2], "swiglu" if name == "silu" else name, True)
+                return Experts(*found, activation="swiglu" if name == "silu" else name, gate=pair[1], up=pair[2])
         return None
     name = _activation(node)
     found = _up_projection(node.inputs[0], index) if name is not None else None
-    return Experts(found[0], found[1], found[2], name, False) if found is not None else None
+    return Experts(*found, activation=name) if found is not None else None
 
 
 @dataclass
@@ -113,11 +153,6 @@ class Routing:
     router: Value                 # wg [E, H]
     bias: Optional[Value]
     gate: str
-
-
-def _topk(v: Value) -> Optional[Node]:
-    node = skip_noops(v, casts=True).producer
-    return node if node is not None and node.op == "aten.topk" else None
 
 
 def _router(logits: Value, x: Value) -> Optional[tuple[Value, Optional[Value]]]:
@@ -132,36 +167,34 @@ def _router(logits: Value, x: Value) -> Optional[tuple[Value, Optional[Value]]]:
     return weight, bias
 
 
+def _last_axis(node: Node) -> bool:
+    return node.attrs.get("dim", -1) in (-1, node.inputs[0].rank - 1)
+
+
 def find_routing(weights: Value, index: Value, x: Value, k: int) -> Optional[Routing]:
     """tract's gate mode for how `weights` and `index` were chosen, or None when it has none."""
-    top = _topk(index)
-    if top is None or top.outputs[1] is not index or top.attrs.get("k") != k or top.attrs.get("largest", True) is False \
-            or top.attrs.get("dim", -1) not in (-1, top.inputs[0].rank - 1):
+    top = _producer(index, "aten.topk")
+    if top is None or top.outputs[1] is not index or top.attrs.get("k") != k or top.attrs.get("largest") is False \
+            or not _last_axis(top):
         return None
     scores, values = top.inputs[0], top.outputs[0]
     w = skip_noops(weights, casts=True)
     score_node = skip_noops(scores, casts=True).producer
+    scored = score_node is not None and score_node.op in (*SOFTMAX, "aten.sigmoid")
+    if scored and not (score_node.op == "aten.sigmoid" or _last_axis(score_node)):
+        return None
+    after = _producer(w, *SOFTMAX, "aten.sigmoid")
     if w is values:  # the top-k scores are the weights
-        if score_node is not None and score_node.op in SOFTMAX:
-            gate, logits = "softmax_all", score_node.inputs[0]
-        elif score_node is not None and score_node.op == "aten.sigmoid":
-            gate, logits = "sigmoid", score_node.inputs[0]
-        else:
-            gate, logits = "raw", scores
-    elif _is_renormalised(w, values) and score_node is not None and score_node.op in SOFTMAX:
+        gate, logits = ({"aten.sigmoid": "sigmoid"}.get(score_node.op, "softmax_all"), score_node.inputs[0]) \
+            if scored else ("raw", scores)
+    elif scored and score_node.op in SOFTMAX and _is_renormalised(w, values):
         gate, logits = "softmax_topk", score_node.inputs[0]
-    elif (after := _producer(w, *SOFTMAX, "aten.sigmoid")) is not None and skip_noops(after.inputs[0], casts=True) is values:
+    elif not scored and after is not None and skip_noops(after.inputs[0], casts=True) is values:
         gate, logits = ("sigmoid" if after.op == "aten.sigmoid" else "softmax_topk"), scores
     else:
         return None
-    if score_node is not None and score_node.op in SOFTMAX and not _last_axis(score_node):
-        return None
     found = _router(logits, x)
     return Routing(found[0], found[1], gate) if found is not None else None
-
-
-def _last_axis(node: Node) -> bool:
-    return node.attrs.get("dim", -1) in (-1, node.inputs[0].rank - 1)
 
 
 def _is_renormalised(w: Value, values: Value) -> bool:
@@ -176,78 +209,82 @@ def _is_renormalised(w: Value, values: Value) -> bool:
 
 @dataclass
 class ExpertSlice(TensorSource):
-    """A [E, out, in] expert weight cut from a stacked one (`of`, its label): the output rows
-    `rows` (gate or up half) of the stack, read transposed when the stack is [E, in, out]."""
+    """Expert weights or biases cut from a stacked tensor (`of`, its label) into tract's "linear"
+    layout: output rows `part` of `[E, out, in]` (`[E, in, out]` read transposed) or of `[E, out]`."""
 
     stacked: TensorSource
     of: str
-    rows: Optional[tuple[int, int]]
+    part: Optional[Part]
     transposed: bool
 
     def load(self) -> Any:
         return self.cut(self.stacked.load())
 
     def describe(self) -> str:
-        where = f" rows {self.rows[0]}:{self.rows[1]}" if self.rows else ""
-        return f"{self.of}{' transposed' if self.transposed else ''}{where}"
+        rows = f" rows {self.part[0]}:{self.part[1]}:{self.part[2]}" if self.part else ""
+        return f"{self.of}{' transposed' if self.transposed else ''}{rows}"
 
     def cut(self, stacked: Any) -> Any:
         w = stacked.transpose(1, 2) if self.transposed else stacked
-        return (w if self.rows is None else w[:, self.rows[0]:self.rows[1]]).contiguous()
+        return (w if self.part is None else w[:, slice(*self.part)]).contiguous()
 
     def put_back(self, stacked: Any, part: Any) -> Any:
         """`stacked` with this slice replaced by `part` (e.g. its dequantized form)."""
         out = stacked.clone()
         view = out.transpose(1, 2) if self.transposed else out
-        if self.rows is None:
-            view.copy_(part)
-        else:
-            view[:, self.rows[0]:self.rows[1]] = part
+        view[:, slice(*self.part) if self.part else slice(None)] = part
         return out
 
 
-def expert_weight(g: Graph, stacked: Value, rows: Optional[tuple[int, int]], transposed: bool) -> Value:
-    """A [E, out, in] constant (tract's "linear" layout) cut from a stacked experts weight:
-    `rows` selects output rows (gate or up half); `transposed` weights are [E, in, out]."""
+def expert_tensor(g: Graph, stacked: Value, part: Optional[Part], name: str, transposed: bool = False) -> Value:
+    """A constant cut from a stacked expert tensor (see ExpertSlice); itself when nothing is cut."""
     c = root_const(stacked)
-    if rows is None and not transposed:
+    if part is None and not transposed:
         return c
     shape = list(c.shape)
     if transposed:
         shape[1], shape[2] = shape[2], shape[1]
-    part = "" if rows is None else (".gate" if rows[0] == 0 else ".up")
-    if rows is not None:
-        shape[1] = rows[1] - rows[0]
-    label = f"{c.const.label}{part}{'.t' if transposed else ''}"
+    if part is not None:
+        shape[1] = len(range(*part))
+    label = f"{c.const.label}.{name}"
     found = next((v for v in g.consts if v.const.label == label), None)
     if found is not None:
         return found
-    source = ExpertSlice(c.const.source, c.const.label, rows, transposed)
-    return g.add_const(f"{c.name}{part}", TensorType(c.dtype, tuple(shape)), source, label=label)
+    source = ExpertSlice(c.const.source, c.const.label, part, transposed)
+    return g.add_const(f"{c.name}.{name}", TensorType(c.dtype, tuple(shape)), source, label=label)
 
 
 @rule(MOE_SUM)
 def moe_ffn(m: Match) -> Optional[Value]:
     """sum_k(expert_linear(act(expert_linear(x, i, W13)), i, W2) * w[..., None]) with (w, i) = top-k
-    routing of x @ wg^T -> t2ir.moe_ffn(x, wg, w1, w2[, w3])"""
+    routing of x @ wg^T -> t2ir.moe_ffn(x, wg, w1, w2[, w3][, biases])"""
     index, k = m.index, m.index.shape[-1]
     experts = find_experts(m.hidden, index)
-    if experts is None or m.index.rank != 2 or not isinstance(k, int) or root_const(m.down) is None:
+    down_bias = m.get("down_bias")
+    if experts is None or index.rank != 2 or not isinstance(k, int) or root_const(m.down) is None \
+            or (down_bias is not None and root_const(down_bias) is None):
         return None
     routing = find_routing(m.weights, index, experts.x, k)
     if routing is None or experts.x.rank != 2:
         return None
-    width = root_const(experts.stacked).shape[2 if experts.transposed else 1]
-    if experts.gated:
-        half = width // 2
-        w1 = expert_weight(m.graph, experts.stacked, (0, half), experts.transposed)
-        w3 = [expert_weight(m.graph, experts.stacked, (half, width), experts.transposed)]
+    g, t = m.graph, experts.transposed
+    inputs = [experts.x, routing.router]
+    if experts.gate is None:
+        inputs += [expert_tensor(g, experts.stacked, None, "t", t), expert_tensor(g, m.down, None, "t", bool(m.down_transposed))]
     else:
-        w1, w3 = expert_weight(m.graph, experts.stacked, None, experts.transposed), []
-    w2 = expert_weight(m.graph, m.down, None, bool(m.down_transposed))
-    inputs = [experts.x, routing.router, w1, w2, *w3] + ([routing.bias] if routing.bias is not None else [])
-    y = m.op("t2ir.moe_ffn", inputs, experts.x.type, k=k, gate=routing.gate, activation=experts.activation,
-             gated=experts.gated, router_bias=routing.bias is not None)
+        inputs += [expert_tensor(g, experts.stacked, experts.gate, "gate", t),
+                   expert_tensor(g, m.down, None, "t", bool(m.down_transposed)),
+                   expert_tensor(g, experts.stacked, experts.up, "up", t)]
+    biases = {"wg_bias": routing.bias}
+    if experts.bias is not None:
+        biases["w1_bias"] = expert_tensor(g, experts.bias, experts.gate, "gate")
+        if experts.gate is not None:
+            biases["w3_bias"] = expert_tensor(g, experts.bias, experts.up, "up")
+    biases["w2_bias"] = down_bias
+    biases = {name: b for name, b in biases.items() if b is not None}
+    y = m.op("t2ir.moe_ffn", inputs + list(biases.values()), experts.x.type, k=k, gate=routing.gate,
+             activation=experts.activation, gated=experts.gate is not None, biases=list(biases),
+             **(experts.attrs or {}))
     return m.cast(y, m.out.dtype)
 
 
