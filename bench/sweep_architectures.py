@@ -55,7 +55,24 @@ def classify(model_type: str) -> tuple[str, str]:
             AutoModelForCausalLM.from_config(config)
     except Exception as e:
         return "not buildable", f"tiny config does not build: {_line(e)}"
+    recurrent = recurrent_layer_kinds(config)
+    if recurrent:
+        return "state-space/hybrid", f"transformers' cache layer kinds: {', '.join(recurrent)}"
     return "decoder", ""
+
+
+def recurrent_layer_kinds(config) -> list[str]:
+    """Cache layer kinds transformers builds for the model that hold a recurrent state."""
+    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, DynamicLayer, DummyLayer
+    from transformers.cache_utils import get_layer_types_and_kwargs
+
+    try:
+        kinds, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
+    except Exception:
+        return []
+    key_value = (DynamicLayer, DummyLayer)
+    return sorted({k for k in kinds if k in DYNAMIC_LAYER_TYPE_MAPPING
+                   and not issubclass(DYNAMIC_LAYER_TYPE_MAPPING[k], key_value)})
 
 
 def _line(e: BaseException) -> str:
@@ -69,14 +86,14 @@ def run_one(model_type: str, work: Path) -> dict:
 
     from architectures import (TOLERANCE, check_in_tract, export, quiet, reference_model, save_checkpoint,
                                tiny_config)
-    from t2ir.frontend.cache_layout import StateCacheError
+    from t2ir.frontend.cache_layout import RecurrentStateError
 
     quiet()
     torch.set_num_threads(1)
     row = {"model_type": model_type}
     category, reason = classify(model_type)
     row.update(category=category, reason=reason, variants={})
-    if category != "decoder":
+    if category in ("multimodal", "not buildable"):
         return row
     folder = work / model_type / "checkpoint"
     try:
@@ -100,7 +117,7 @@ def run_one(model_type: str, work: Path) -> dict:
                           passed=check.max_diff <= TOLERANCE[dtype])
             if not result["passed"]:
                 result["error"] = f"max |diff| {check.max_diff:.3g} > {TOLERANCE[dtype]:g}"
-        except StateCacheError as e:
+        except RecurrentStateError as e:
             row["category"] = "state-space/hybrid"
             result["error"] = _line(e)
         except Exception as e:

@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from architectures import TOLERANCE, check_in_tract, export, quiet, reference_model, save_checkpoint, tiny_config  # noqa: E402
-from t2ir.frontend.cache_layout import StateCacheError  # noqa: E402
+from t2ir.frontend.cache_layout import RecurrentStateError  # noqa: E402
 
 quiet()
 
@@ -119,7 +119,7 @@ def test_multi_query_cache_has_one_head(checkpoints, tmp_path):
 def test_state_space_model_gets_one_error_line(tmp_path):
     """Models that keep a recurrent state besides keys and values are refused with what is missing."""
     folder = save_checkpoint(tiny_config("mamba"), tmp_path / "mamba")
-    with pytest.raises(StateCacheError) as err:
+    with pytest.raises(RecurrentStateError) as err:
         export(folder, tmp_path / "out")
     message = str(err.value)
     assert "\n" not in message and "key/value caches" in message

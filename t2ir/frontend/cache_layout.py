@@ -53,14 +53,25 @@ def empty_caches(layout: list[KvLayer], dtype: torch.dtype, length: int = 0) -> 
     return out
 
 
+class RecurrentStateError(StateCacheError):
+    """The model keeps a fixed-size recurrent state (state-space, linear-attention or convolution
+    layers): it would have to be carried as graph IO like the key/value cache, which t2ir does not do yet."""
+
+
 class MetaProbeError(T2IRError):
     """The model's forward does not run on the meta device (it reads a tensor's value)."""
 
 
 def probe_cache_layout(model: torch.nn.Module, device: str = "meta") -> list[KvLayer]:
-    """Run PROBE_TOKENS tokens through the model and read the cache it returns. On the meta
-    device nothing is computed; "cpu" is for models whose forward reads a value (`.item()`)."""
-    ids = torch.zeros(1, PROBE_TOKENS, dtype=torch.long, device=device)
+    """Run PROBE_TOKENS tokens through the model and read the cache it returns (and PROBE_TOKENS + 1
+    to tell states that grow with the sequence from fixed-size ones). On the meta device nothing
+    is computed; "cpu" is for models whose forward reads a value (`.item()`)."""
+    caches = [_forward_cache(model, n, device) for n in (PROBE_TOKENS, PROBE_TOKENS + 1)]
+    return layout_of(*caches, type(model).__name__)
+
+
+def _forward_cache(model: torch.nn.Module, tokens: int, device: str):
+    ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
     with _on_meta(model) if device == "meta" else contextlib.nullcontext(), torch.no_grad():
         try:
             out = model(input_ids=ids, use_cache=True)
@@ -68,29 +79,29 @@ def probe_cache_layout(model: torch.nn.Module, device: str = "meta") -> list[KvL
             error = MetaProbeError if device == "meta" else T2IRError
             raise error(f"{type(model).__name__} cannot run on the {device} device to find its cache layout: "
                         f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
-    cache = out.get("past_key_values") if hasattr(out, "get") else None
-    if cache is None:
-        cache = getattr(out, "cache", None)
-    return layout_of(cache, type(model).__name__)
+    for key in ("cache", "past_key_values"):
+        found = out.get(key) if hasattr(out, "get") else getattr(out, key, None)
+        if found is not None:
+            return found
+    others = [k for k, v in out.items() if k != "logits" and v is not None] if hasattr(out, "items") else []
+    if others:
+        raise RecurrentStateError(f"{type(model).__name__} returns its state as {', '.join(others)}, not a "
+                                  "transformers Cache: a recurrent state t2ir's LLM export does not carry yet")
+    raise StateCacheError(f"{type(model).__name__} returns no cache: it cannot be exported with a KV cache")
 
 
-def layout_of(cache, model_name: str) -> list[KvLayer]:
-    """The KvLayers of a filled transformers Cache; any other state is an error naming it."""
+def layout_of(cache, longer, model_name: str) -> list[KvLayer]:
+    """The KvLayers of a filled transformers Cache (`longer`: the same after one more token); any
+    other state is an error naming it, recurrent when its size does not follow the sequence."""
     layers = getattr(cache, "layers", None)
     if layers is None:
         raise StateCacheError(f"{model_name} returns its cache as {type(cache).__name__}, not a transformers Cache "
                               "of key/value layers: t2ir's LLM export only carries key/value caches")
-    extra = _tensor_attributes(cache, skip={"layers"})
-    if extra:
-        raise StateCacheError(f"{model_name}'s {type(cache).__name__} keeps state besides key/value layers "
-                              f"({', '.join(extra)}): t2ir's LLM export only carries key/value caches")
+    _check_state(cache, longer, {"layers"}, f"{model_name}'s {type(cache).__name__}")
     layout = []
-    for i, layer in enumerate(layers):
+    for i, (layer, grown) in enumerate(zip(layers, longer.layers)):
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        other = _tensor_attributes(layer, skip={"keys", "values"})
-        if other:
-            raise StateCacheError(f"layer {i} of {model_name} keeps a {type(layer).__name__} state "
-                                  f"({', '.join(other)}): t2ir's LLM export only carries key/value caches")
+        _check_state(layer, grown, {"keys", "values"}, f"layer {i} of {model_name} ({type(layer).__name__})")
         if keys is None and values is None:
             continue  # no cache in this layer (attention-free, or it reads another layer's)
         if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.dim() == values.dim() == 4):
@@ -103,6 +114,24 @@ def layout_of(cache, model_name: str) -> list[KvLayer]:
     if not layout:
         raise StateCacheError(f"{model_name} keeps no key/value cache in any layer")
     return layout
+
+
+def _check_state(obj, grown, skip: set[str], where: str) -> None:
+    """Refuse state besides keys and values, saying whether it is recurrent (fixed size)."""
+    names = _tensor_attributes(obj, skip)
+    if not names:
+        return
+    fixed = all(_shapes(getattr(obj, n)) == _shapes(getattr(grown, n, None)) for n in names)
+    if fixed:
+        raise RecurrentStateError(f"{where} keeps a recurrent state ({', '.join(names)}, fixed size): "
+                                  "t2ir's LLM export carries key/value caches, not recurrent states, as graph IO")
+    raise StateCacheError(f"{where} keeps {', '.join(names)} besides keys and values, growing with the sequence: "
+                          "t2ir's LLM export only carries key/value caches")
+
+
+def _shapes(value) -> list:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+    return [tuple(x.shape) for x in items if isinstance(x, torch.Tensor)]
 
 
 def _tensor_attributes(obj, skip: set[str]) -> list[str]:
