@@ -9,8 +9,9 @@ attention in f16 with f32 normalisation and attention. Each runs in tract agains
 cached loop: a prefill from an empty cache, 3 decode steps feeding tract's caches back, a chunk of 4
 tokens with past. f32 passes at 1e-4, f16 at 1e-2 (max abs difference of logits and caches).
 
-Each model type runs in its own process (a crash or a hang is that type's result); results are kept in
-WORK/results.jsonl so an interrupted sweep resumes. The table goes to docs/architectures.md.
+Model types run in worker processes (a crash or a hang is that type's result, and the next type
+gets a fresh worker); results are kept in WORK/results.jsonl so an interrupted sweep resumes.
+The table goes to docs/architectures.md.
 """
 
 from __future__ import annotations
@@ -130,26 +131,75 @@ def run_one(model_type: str, work: Path) -> dict:
     return row
 
 
+class Worker:
+    """A child process that runs model types sent on its stdin (imports are paid once per worker,
+    not per model type); a crash or a hang costs that model type only."""
+
+    PER_WORKER = 15  # fresh process after this many model types (bounded memory)
+
+    def __init__(self, work: Path):
+        cmd = [sys.executable, __file__, "--serve", "--work", str(work)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True, env=_env())
+        self.served = 0
+
+    def run(self, model_type: str, timeout: int) -> dict:
+        import selectors
+
+        self.proc.stdin.write(model_type + "\n")
+        self.proc.stdin.flush()
+        self.served += 1
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            deadline = time.time() + timeout
+            while (left := deadline - time.time()) > 0 and sel.select(left):
+                line = self.proc.stdout.readline()
+                if not line:
+                    return _crashed(model_type, f"worker exited with code {self.proc.wait()}")
+                if line.startswith("{"):
+                    return json.loads(line)
+        self.close()
+        return _crashed(model_type, f"timeout {timeout}s")
+
+    @property
+    def usable(self) -> bool:
+        return self.proc.poll() is None and self.served < self.PER_WORKER
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _crashed(model_type: str, why: str) -> dict:
+    return {"model_type": model_type, "category": "decoder", "reason": "", "variants": {}, "crash": why}
+
+
+def serve(work: Path) -> None:
+    """Worker loop: one model type per stdin line, one JSON result per stdout line."""
+    for line in sys.stdin:
+        print(json.dumps(run_one(line.strip(), work)), flush=True)
+
+
 def sweep(types: list[str], work: Path, timeout: int) -> None:
     results = work / "results.jsonl"
     done = {json.loads(l)["model_type"] for l in results.read_text().splitlines()} if results.exists() else set()
+    worker = None
     for i, mt in enumerate(types, 1):
         if mt in done:
             continue
+        if worker is None or not worker.usable:
+            if worker is not None:
+                worker.close()
+            worker = Worker(work)
         start = time.time()
-        cmd = [sys.executable, __file__, "--one", mt, "--work", str(work)]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=_env())
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-            row = json.loads(lines[-1]) if lines else {
-                "model_type": mt, "category": "decoder", "reason": "", "variants": {},
-                "crash": f"exit {proc.returncode}: {' '.join(proc.stderr.split()[-40:])}"}
-        except subprocess.TimeoutExpired:
-            row = {"model_type": mt, "category": "decoder", "reason": "", "variants": {}, "crash": f"timeout {timeout}s"}
+        row = worker.run(mt, timeout)
         row["seconds"] = round(time.time() - start, 1)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(f"[{i}/{len(types)}] {mt}: {summary_line(row)} ({row['seconds']}s)", flush=True)
+    if worker is not None:
+        worker.close()
 
 
 def _env() -> dict:
@@ -162,6 +212,8 @@ def _env() -> dict:
 def verdict(row: dict) -> str:
     if row.get("crash"):
         return "fail"
+    if row["category"] == "state-space/hybrid":
+        return "state-space"
     if row["category"] != "decoder":
         return "skip" if row["category"] in ("multimodal", "not buildable") else "fail"
     return "pass" if row["variants"] and all(v["passed"] for v in row["variants"].values()) else "fail"
@@ -248,10 +300,14 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="forget earlier results")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model type")
     ap.add_argument("--table", type=Path, default=ROOT / "docs" / "architectures.md")
-    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--one", help="run one model type in this process and print its result")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.work)), flush=True)
+        return
+    if args.serve:
+        serve(args.work)
         return
     from architectures import causal_lm_types
 
