@@ -188,13 +188,13 @@ def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResu
     steps = 0
     for step in range(2 + DECODE_STEPS):
         with torch.no_grad():
-            ref = reference(input_ids=ids, past_key_values=cache, use_cache=True)
+            ref = reference(input_ids=ids, cache=cache, use_cache=True)
         got = run_tract(runnable, [ids.numpy(), *past])
         want = ref.logits[:, -got[0].shape[1]:].float().numpy()
         if got[0].shape != want.shape:
             raise AssertionError(f"tract logits {got[0].shape} vs transformers {want.shape}")
         logits_diff = max(logits_diff, float(np.abs(got[0].astype(np.float64) - want).max()))
-        cache_diff = max(cache_diff, _cache_diff(got[1:], inputs[1:], ref.past_key_values))
+        cache_diff = max(cache_diff, _cache_diff(got[1:], inputs[1:], cache))
         past = got[1:]
         steps += 1
         ids = ref.logits[:, -1:].argmax(-1)
