@@ -64,6 +64,7 @@ class WeightMap:
         converters = [m for m in mapping if isinstance(m, WeightConverter)]
         by_pattern = {p: c for c in converters for p in c.source_patterns}
         state = model.state_dict()
+        self._shapes = {name: tuple(t.shape) for name, t in state.items()}
         prefix = getattr(model, "base_model_prefix", None)
         self.groups: dict[str, _Group] = {}
         self.unused: list[str] = []
@@ -122,8 +123,8 @@ class WeightMap:
         if not isinstance(value, torch.Tensor):
             raise CheckpointError(f"converting {group.describe()} did not produce {target!r} "
                                   f"(it produced {', '.join(out) or 'nothing'})")
-        expected = self.model.state_dict()[target].shape
-        if value.shape != expected:
+        expected = self._shapes[target]
+        if tuple(value.shape) != expected:
             raise CheckpointError(f"{target!r} built by {group.describe()} has shape {list(value.shape)}; "
                                   f"the model expects {list(expected)}")
         return value
