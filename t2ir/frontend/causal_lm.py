@@ -93,8 +93,11 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         """The computation; `forward` only gives it a named per-layer signature."""
         if len(past) != 2 * len(self.layout):
             raise ValueError(f"expected {2 * len(self.layout)} cache tensors, got {len(past)}")
-        cache = DynamicCache()
-        layers: list[Any] = [DummyLayer() for _ in range(max(layer.index for layer in self.layout) + 1)]
+        # transformers' own per-layer cache list (layers without a cache of their own stay DummyLayer),
+        # the layers that cache keys and values filled from the graph inputs
+        cache = DynamicCache(config=self.lm.config)
+        layers: list[Any] = list(cache.layers)
+        layers += [DummyLayer() for _ in range(len(layers), max(layer.index for layer in self.layout) + 1)]
         for n, layer in enumerate(self.layout):
             layers[layer.index] = _ExplicitLayer(past[2 * n], past[2 * n + 1])
         cache.layers = layers
