@@ -107,6 +107,9 @@ def run_one(model_type: str, work: Path) -> dict:
     for attn, dtype in VARIANTS:
         if attn == "eager" and default_attn == "eager":
             continue
+        first = row["variants"].get("auto-f32", {})
+        if dtype == "f16" and "max_diff" not in first:  # the f32 export failed: f16 fails the same way
+            continue
         name = f"{attn}-{dtype}"
         start = time.time()
         result = {"passed": False}
