@@ -16,8 +16,6 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
-
 import numpy as np
 import torch
 

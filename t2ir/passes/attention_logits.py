@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional
+from typing import Optional
 
 from t2ir.ir import Graph, Value
 from t2ir.ops.aten.attention import NEG_LARGE
 from t2ir.ops.aliases import ADD, DIV, MUL, RESHAPES, SUB, TRANSPOSES
-from t2ir.passes.pattern import arguments, op
+from t2ir.passes.pattern import arguments, op, var
 from t2ir.passes.patterns import is_noop, is_number, repeat_kv, swaps_last_two
-from t2ir.passes.pattern import var
 from t2ir.types import DType, TensorType, dims_equal
 
 # An additive bias this negative makes exp() underflow to exactly 0 in f16 and f32 softmax.
