@@ -27,7 +27,7 @@ quiet()
 DOZEN = {
     "mixtral": "MoE fused into tract_moe_ffn (softmax, renormalised top-k); per-expert checkpoint keys stacked",
     "qwen2_moe": "MoE with a sigmoid-gated shared expert, top-k without renormalisation",
-    "gpt_oss": "MoE with router and expert biases and a clamped gate (exact decomposition); eager-only, sinks",
+    "gpt_oss": "MoE with router and expert biases, interleaved clamped gate; eager-only, attention sinks",
     "gpt_bigcode": "multi-query attention: one key/value head",
     "bloom": "ALiBi in merged-heads eager attention (baddbmm), eager-only",
     "falcon": "in-place ops in the model code, fused qkv",

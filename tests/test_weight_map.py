@@ -20,14 +20,13 @@ from t2ir.llm.weight_map import WeightMap  # noqa: E402
 
 quiet()
 
-# what transformers does to each checkpoint on load
-CONVERSIONS = {
-    "mixtral": "per-expert w1/w3/w2 stacked (MergeModulelist, Concatenate), block_sparse_moe renamed mlp",
-    "gpt_neox": "embed_out renamed lm_head",
-    "sarvam_moe": "fused query_key_value split into q/k/v (Split), experts stacked",
-    "granitemoe": "input_linear/output_linear renamed gate_up_proj/down_proj",
-    "qwen2": "nothing (names are the module's), tied lm_head",
-}
+CONVERSIONS = [
+    "mixtral",     # per-expert w1/w3/w2 stacked (MergeModulelist, Concatenate), block_sparse_moe renamed mlp
+    "gpt_neox",    # embed_out renamed lm_head
+    "sarvam_moe",  # fused query_key_value split into q/k/v (Split), experts stacked
+    "granitemoe",  # input_linear/output_linear renamed gate_up_proj/down_proj
+    "qwen2",       # nothing to convert (the module's names), tied lm_head
+]
 
 
 def _weight_map(folder):
