@@ -31,7 +31,7 @@ SMALL = dict(
     num_attention_heads=4, n_head=4, num_heads=4, decoder_attention_heads=4, encoder_attention_heads=4,
     num_key_value_heads=2, head_dim=16, vocab_size=256, max_position_embeddings=128, n_positions=128,
     max_seq_len=128, num_local_experts=4, num_experts=4, n_routed_experts=4, moe_num_experts=4,
-    num_experts_per_tok=2, moe_topk=2, top_k=2, n_group=2, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
+    num_experts_per_tok=2, moe_topk=2, top_k=2, moe_k=2, n_group=2, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
     qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, sliding_window=4, attention_chunk_size=4,
     first_k_dense_replace=1, conv_kernel=4, state_size=8, mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16,
     mamba_d_conv=4, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,

@@ -11,7 +11,7 @@ from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import TENSOR_KEYWORDS, builtin
-from t2ir.types import DType
+from t2ir.types import DType, TensorType
 
 
 @torch.library.custom_op("t2ir::expert_linear", mutates_args=())
@@ -74,3 +74,50 @@ def lower_moe_ffn(node: Node, ctx: LowerContext) -> Value:
     if biases:
         attrs[TENSOR_KEYWORDS] = biases
     return ctx.emit("tract_transformers.moe_ffn", inputs, ctx.out, expert_layout="linear", **attrs)
+
+
+# Logit of an expert the model did not route to: below any routing weight, and an f16 number.
+NOT_ROUTED = -60000.0
+
+
+@builtin("t2ir.moe_experts")
+def lower_moe_experts(node: Node, ctx: LowerContext) -> Value:
+    """Experts with the model's own routing (`index`, `weights` [T, k]) through tract_moe_ffn.
+
+    tract's operator routes by itself (top-k of x @ wg^T), so the model's routing rides along x:
+    its weights, scattered into per-expert logits (NOT_ROUTED elsewhere), become `routing_width`
+    extra input columns; the expert weights have zero columns there, and the down projection zero
+    rows (fuse-moe padded them, so the extra output columns are dropped), and a router reading only
+    those columns with the "raw" gate makes tract pick exactly the model's experts, weighted by
+    exactly the model's weights.
+    """
+    from t2ir.ops.aten.factories import fill
+
+    x, index, weights, *experts = node.inputs
+    dtype = ctx.out.dtype
+    tokens, hidden = x.shape
+    width = int(node.attrs["routing_width"])
+    num_experts = experts[0].shape[0]
+    logits = fill(ctx, NOT_ROUTED, TensorType(dtype, (tokens, width)))
+    logits = ctx.emit("tract_core.scatter_elements", [logits, ctx.cast(index, DType.i64), ctx.cast(weights, dtype)],
+                      logits.type, axis=1)
+    wide = ctx.emit("nnef.concat", [ctx.cast(x, dtype), logits], TensorType(dtype, (tokens, hidden + width)), axis=1)
+    attrs = {key: node.attrs[key] for key in ("k", "activation", "act_alpha", "act_limit") if key in node.attrs}
+    biases = list(node.attrs.get("biases", ()))
+    if biases:
+        attrs[TENSOR_KEYWORDS] = biases
+    router = _routing_reader(ctx, num_experts, hidden, width, dtype)
+    y = ctx.emit("tract_transformers.moe_ffn", [wide, router, *experts], wide.type, gate="raw",
+                 expert_layout="linear", **attrs)
+    return ctx.emit("nnef.slice", [y], ctx.out, axes=[1], begin=[0], end=[hidden])
+
+
+def _routing_reader(ctx: LowerContext, num_experts: int, hidden: int, width: int, dtype: DType) -> Value:
+    """[E, hidden + width]: expert e's logit is input column hidden + e (one constant per shape)."""
+    label = f"t2ir.routing_reader.{num_experts}x{hidden}+{width}.{dtype.value}"
+    found = next((v for v in ctx.graph.consts if v.const.label == label), None)
+    if found is not None:
+        return found
+    reader = torch.zeros(num_experts, hidden + width, dtype=dtype.torch)
+    reader[:, hidden:hidden + num_experts] = torch.eye(num_experts, dtype=dtype.torch)
+    return ctx.const("routing_reader", reader, label=label)

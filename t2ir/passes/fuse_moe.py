@@ -1,20 +1,22 @@
 """fuse-moe: a mixture-of-experts layer (router, top-k, experts, weighted sum) becomes one
-`t2ir.moe_ffn` node, which tract runs as its `tract_moe_ffn` operator.
+node that tract runs as its `tract_moe_ffn` operator.
 
 The frontend traces each expert projection as `t2ir.expert_linear` (t2ir.frontend.moe); around
-them stay the model's own router and gating code. The rule fuses a layer when tract's operator
-computes exactly the same thing:
+them stay the model's own router and gating code. Two rules, same pattern:
 
-- routing: top-k over `x @ wg^T (+ bias)` read as tract's gate modes: softmax then top-k
-  (`softmax_all`), softmax then top-k then renormalised, or top-k then softmax over the k
-  (`softmax_topk`), sigmoid (`sigmoid`), the logits themselves (`raw`);
-- experts: `act(x W1^T + b1) * (x W3^T + b3)` with act = silu, gelu (tanh) or relu, gate and up
-  stored stacked (halves, or interleaved columns) or an ungated `act(x W^T)`; gpt-oss's clamped
-  gate `(clamp(u, -l, l) + 1) * g * sigmoid(alpha * g)`, g = min(gate, l); expert biases.
+- `moe-ffn`: the routing is one of tract's gate modes -> `t2ir.moe_ffn` (router inside tract's
+  operator): top-k over `x @ wg^T (+ bias)` with softmax then top-k (`softmax_all`), softmax,
+  top-k and renormalisation or top-k then softmax over the k (`softmax_topk`), sigmoid
+  (`sigmoid`), the logits themselves (`raw`);
+- `moe-experts`: any other routing the model computes (grouped or biased selection, scaled
+  weights) -> `t2ir.moe_experts`, which hands the model's own choice to tract's operator (see its
+  translation in t2ir/ops/experts.py).
 
-Anything else (grouped or biased top-k selection, scaled routing weights, other gates) keeps
-the traced ops, and each `t2ir.expert_linear` lowers to a gather of the selected experts: exact,
-but without tract's MoE kernel.
+Both need experts tract can run: `act(x W1^T + b1) * (x W3^T + b3)` with act = silu, gelu (tanh)
+or relu, gate and up stored stacked (halves, or interleaved columns), or an ungated `act(x W^T)`;
+gpt-oss's clamped gate `(clamp(u, -l, l) + 1) * g * sigmoid(alpha * g)`, g = min(gate, l);
+expert biases. Other experts keep the traced ops, and each `t2ir.expert_linear` lowers to a
+gather of the selected experts: exact, but without tract's MoE kernel or Q4_0.
 """
 
 from __future__ import annotations
@@ -210,82 +212,139 @@ def _is_renormalised(w: Value, values: Value) -> bool:
 @dataclass
 class ExpertSlice(TensorSource):
     """Expert weights or biases cut from a stacked tensor (`of`, its label) into tract's "linear"
-    layout: output rows `part` of `[E, out, in]` (`[E, in, out]` read transposed) or of `[E, out]`."""
+    layout: output rows `part` of `[E, out, in]` (`[E, in, out]` read transposed) or of `[E, out]`,
+    with zero rows (`pad_out`) and zero input columns (`pad_in`) appended: room for the routing
+    logits that t2ir.moe_experts passes along the input."""
 
     stacked: TensorSource
     of: str
     part: Optional[Part]
     transposed: bool
+    pad_out: int = 0
+    pad_in: int = 0
 
     def load(self) -> Any:
         return self.cut(self.stacked.load())
 
     def describe(self) -> str:
         rows = f" rows {self.part[0]}:{self.part[1]}:{self.part[2]}" if self.part else ""
-        return f"{self.of}{' transposed' if self.transposed else ''}{rows}"
+        pad = f" zero-padded by {self.pad_out} rows, {self.pad_in} columns" if self.pad_out or self.pad_in else ""
+        return f"{self.of}{' transposed' if self.transposed else ''}{rows}{pad}"
 
     def cut(self, stacked: Any) -> Any:
+        import torch.nn.functional as F
+
         w = stacked.transpose(1, 2) if self.transposed else stacked
-        return (w if self.part is None else w[:, slice(*self.part)]).contiguous()
+        w = (w if self.part is None else w[:, slice(*self.part)]).contiguous()
+        if not (self.pad_out or self.pad_in):
+            return w
+        return F.pad(w, (0, self.pad_in) + ((0, self.pad_out) if w.dim() == 3 else ()))
 
     def put_back(self, stacked: Any, part: Any) -> Any:
-        """`stacked` with this slice replaced by `part` (e.g. its dequantized form)."""
+        """`stacked` with this slice replaced by `part` (e.g. its dequantized form), padding dropped."""
         out = stacked.clone()
         view = out.transpose(1, 2) if self.transposed else out
+        rows = part.shape[1] - (self.pad_out if part.dim() == 3 else self.pad_in)
+        part = part[:, :rows] if part.dim() == 2 else part[:, :rows, :part.shape[2] - self.pad_in]
         view[:, slice(*self.part) if self.part else slice(None)] = part
         return out
 
 
-def expert_tensor(g: Graph, stacked: Value, part: Optional[Part], name: str, transposed: bool = False) -> Value:
+def expert_tensor(g: Graph, stacked: Value, part: Optional[Part], name: str, transposed: bool = False,
+                  pad_out: int = 0, pad_in: int = 0) -> Value:
     """A constant cut from a stacked expert tensor (see ExpertSlice); itself when nothing is cut."""
     c = root_const(stacked)
-    if part is None and not transposed:
+    if part is None and not transposed and not pad_out and not pad_in:
         return c
     shape = list(c.shape)
     if transposed:
         shape[1], shape[2] = shape[2], shape[1]
     if part is not None:
         shape[1] = len(range(*part))
-    label = f"{c.const.label}.{name}"
+    if len(shape) == 3:
+        shape[1] += pad_out
+        shape[2] += pad_in
+    else:
+        shape[1] += pad_in
+    suffix = ".".join(filter(None, [name, f"padded{pad_out}x{pad_in}" if pad_out or pad_in else ""]))
+    label = f"{c.const.label}.{suffix}"
     found = next((v for v in g.consts if v.const.label == label), None)
     if found is not None:
         return found
-    source = ExpertSlice(c.const.source, c.const.label, part, transposed)
-    return g.add_const(f"{c.name}.{name}", TensorType(c.dtype, tuple(shape)), source, label=label)
+    source = ExpertSlice(c.const.source, c.const.label, part, transposed, pad_out, pad_in)
+    return g.add_const(f"{c.name}.{suffix}", TensorType(c.dtype, tuple(shape)), source, label=label)
+
+
+def _layer(m: Match) -> Optional[Experts]:
+    """The experts of the matched layer, when tract's operator can run them."""
+    index = m.index
+    experts = find_experts(m.hidden, index)
+    down_bias = m.get("down_bias")
+    if experts is None or index.rank != 2 or not isinstance(index.shape[-1], int) or experts.x.rank != 2 \
+            or root_const(m.down) is None or (down_bias is not None and root_const(down_bias) is None):
+        return None
+    return experts
+
+
+def _expert_inputs(m: Match, experts: Experts, pad: int = 0) -> tuple[list[Value], dict[str, Value]]:
+    """tract's w1, w2[, w3] and the expert biases by keyword; `pad` widens the input and output
+    features (zeros) for the routing logits of t2ir.moe_experts."""
+    g, t, down_t = m.graph, experts.transposed, bool(m.down_transposed)
+    down = expert_tensor(g, m.down, None, "t" if down_t else "", down_t, pad_out=pad)
+    if experts.gate is None:
+        weights = [expert_tensor(g, experts.stacked, None, "t" if t else "", t, pad_in=pad), down]
+    else:
+        weights = [expert_tensor(g, experts.stacked, experts.gate, "gate", t, pad_in=pad), down,
+                   expert_tensor(g, experts.stacked, experts.up, "up", t, pad_in=pad)]
+    biases = {}
+    if experts.bias is not None:
+        biases["w1_bias"] = expert_tensor(g, experts.bias, experts.gate, "gate")
+        if experts.gate is not None:
+            biases["w3_bias"] = expert_tensor(g, experts.bias, experts.up, "up")
+    if m.get("down_bias") is not None:
+        biases["w2_bias"] = expert_tensor(g, m.down_bias, None, "", pad_in=pad)
+    return weights, biases
+
+
+def _moe_node(m: Match, op_name: str, inputs: list[Value], biases: dict[str, Value], experts: Experts,
+              **attrs: Any) -> Value:
+    y = m.op(op_name, inputs + list(biases.values()), experts.x.type, k=m.index.shape[-1],
+             activation=experts.activation, gated=experts.gate is not None, biases=list(biases),
+             **attrs, **(experts.attrs or {}))
+    return m.cast(y, m.out.dtype)
 
 
 @rule(MOE_SUM)
 def moe_ffn(m: Match) -> Optional[Value]:
     """sum_k(expert_linear(act(expert_linear(x, i, W13)), i, W2) * w[..., None]) with (w, i) = top-k
     routing of x @ wg^T -> t2ir.moe_ffn(x, wg, w1, w2[, w3][, biases])"""
-    index, k = m.index, m.index.shape[-1]
-    experts = find_experts(m.hidden, index)
-    down_bias = m.get("down_bias")
-    if experts is None or index.rank != 2 or not isinstance(k, int) or root_const(m.down) is None \
-            or (down_bias is not None and root_const(down_bias) is None):
+    experts = _layer(m)
+    routing = find_routing(m.weights, m.index, experts.x, m.index.shape[-1]) if experts is not None else None
+    if routing is None:
         return None
-    routing = find_routing(m.weights, index, experts.x, k)
-    if routing is None or experts.x.rank != 2:
-        return None
-    g, t = m.graph, experts.transposed
-    inputs = [experts.x, routing.router]
-    if experts.gate is None:
-        inputs += [expert_tensor(g, experts.stacked, None, "t", t), expert_tensor(g, m.down, None, "t", bool(m.down_transposed))]
-    else:
-        inputs += [expert_tensor(g, experts.stacked, experts.gate, "gate", t),
-                   expert_tensor(g, m.down, None, "t", bool(m.down_transposed)),
-                   expert_tensor(g, experts.stacked, experts.up, "up", t)]
-    biases = {"wg_bias": routing.bias}
-    if experts.bias is not None:
-        biases["w1_bias"] = expert_tensor(g, experts.bias, experts.gate, "gate")
-        if experts.gate is not None:
-            biases["w3_bias"] = expert_tensor(g, experts.bias, experts.up, "up")
-    biases["w2_bias"] = down_bias
-    biases = {name: b for name, b in biases.items() if b is not None}
-    y = m.op("t2ir.moe_ffn", inputs + list(biases.values()), experts.x.type, k=k, gate=routing.gate,
-             activation=experts.activation, gated=experts.gate is not None, biases=list(biases),
-             **(experts.attrs or {}))
-    return m.cast(y, m.out.dtype)
+    weights, biases = _expert_inputs(m, experts)
+    if routing.bias is not None:
+        biases = {"wg_bias": routing.bias, **biases}
+    return _moe_node(m, "t2ir.moe_ffn", [experts.x, routing.router, *weights], biases, experts, gate=routing.gate)
 
 
-FuseMoe = RewritePass("fuse-moe", [moe_ffn])
+@rule(MOE_SUM)
+def moe_experts(m: Match) -> Optional[Value]:
+    """the same with any routing the model computes (grouped, biased, scaled top-k)
+    -> t2ir.moe_experts(x, index, weights, w1, w2[, w3][, biases]), expert inputs padded for the
+    routing logits (see its translation)"""
+    experts = _layer(m)
+    if experts is None:
+        return None
+    num_experts = root_const(experts.stacked).shape[0]
+    pad = -(-num_experts // ROUTING_BLOCK) * ROUTING_BLOCK
+    weights, biases = _expert_inputs(m, experts, pad)
+    return _moe_node(m, "t2ir.moe_experts", [experts.x, m.index, m.weights, *weights], biases, experts,
+                     routing_width=pad)
+
+
+# Routing logits ride along the input in whole Q4_0 blocks (32 values), so the expert weights
+# padded for them keep their blocks aligned.
+ROUTING_BLOCK = 32
+
+FuseMoe = RewritePass("fuse-moe", [moe_ffn, moe_experts])
