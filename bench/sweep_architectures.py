@@ -64,16 +64,13 @@ def classify(model_type: str) -> tuple[str, str]:
 
 def recurrent_layer_kinds(config) -> list[str]:
     """Cache layer kinds transformers builds for the model that hold a recurrent state."""
-    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, DynamicLayer, DummyLayer
-    from transformers.cache_utils import get_layer_types_and_kwargs
+    from transformers.cache_utils import DYNAMIC_LAYER_TYPE_MAPPING, LinearAttentionLayer, get_layer_types_and_kwargs
 
     try:
         kinds, _ = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
     except Exception:
         return []
-    key_value = (DynamicLayer, DummyLayer)
-    return sorted({k for k in kinds if k in DYNAMIC_LAYER_TYPE_MAPPING
-                   and not issubclass(DYNAMIC_LAYER_TYPE_MAPPING[k], key_value)})
+    return sorted({k for k in kinds if issubclass(DYNAMIC_LAYER_TYPE_MAPPING.get(k, object), LinearAttentionLayer)})
 
 
 def _line(e: BaseException) -> str:

@@ -227,8 +227,13 @@ def build_meta_model(
         chosen = None if attn_implementation == "auto" else attn_implementation
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=chosen,
                                                  experts_implementation=moe.register())
-    owners: list[torch.nn.Module] = []
-    for module in model.modules():
+    from transformers import PreTrainedModel
+
+    owners: list[tuple[torch.nn.Module, PreTrainedModel]] = []
+    models = {"": model}  # module name -> the PreTrainedModel (sub-model) it belongs to
+    for path, module in model.named_modules():
+        parent = models[path.rpartition(".")[0]] if path else model
+        models[path] = module if isinstance(module, PreTrainedModel) else parent
         names = [n for n in module._non_persistent_buffers_set if module._buffers.get(n) is not None]
         for name in names:
             meta = module._buffers[name]
@@ -236,11 +241,11 @@ def build_meta_model(
             fill = float("nan") if meta.is_floating_point() else 0
             module._buffers[name] = torch.full(meta.shape, fill, dtype=meta.dtype, device="cpu")
         if names:
-            owners.append(module)
+            owners.append((module, models[path]))
     with torch.no_grad():
-        for module in owners:
-            model._init_weights(module)
-    for module in owners:
+        for module, owner in owners:  # each sub-model's own _init_weights, as transformers dispatches it
+            owner._init_weights(module)
+    for module, _ in owners:
         for name in module._non_persistent_buffers_set:
             buf = module._buffers.get(name)
             if buf is not None and buf.is_floating_point() and torch.isnan(buf).any():
