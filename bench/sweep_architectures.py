@@ -256,6 +256,10 @@ def write_table(work: Path, out: Path) -> None:
         f"({100 * len(passed) / max(len(swept), 1):.0f} %); {len(ssm)} state-space / hybrid models are listed "
         f"apart; {len(skipped)} model types are not swept (multimodal composites, configs that do not build).",
         "",
+        "Failures by cause:",
+        "",
+        *(f"- {cause}: {', '.join(types)}" for cause, types in _causes(swept)),
+        "",
         "## Text decoders",
         "",
         "| architecture | result | attention | max diff f32 (auto / eager) | max diff f16 | reason |",
@@ -264,15 +268,39 @@ def write_table(work: Path, out: Path) -> None:
     for r in swept:
         lines.append(_table_row(r))
     lines += ["", "## State-space and hybrid models", "",
-              "Their layers keep recurrent or convolution states, not only keys and values.", "",
-              "| architecture | result | reason |", "|---|---|---|"]
+              "Their layers keep recurrent or convolution states besides keys and values (transformers' "
+              "cache layer kinds say which); t2ir's LLM export carries only key/value caches as graph inputs "
+              "and outputs, so these are refused with that reason. Carrying the states as explicit IO, like "
+              "the caches, is what is missing.", "",
+              "| architecture | cache layer kinds | export error |", "|---|---|---|"]
     for r in ssm:
         err = next((v.get("error", "") for v in r["variants"].values() if not v["passed"]), "")
-        lines.append(f"| {r['model_type']} | not exported | {_cell(err)} |")
+        kinds = r["reason"].split(": ", 1)[-1] if r["reason"] else "—"
+        lines.append(f"| {r['model_type']} | {_cell(kinds)} | {_cell(err)} |")
     lines += ["", "## Not swept", "", "| architecture | why |", "|---|---|"]
     for r in skipped:
         lines.append(f"| {r['model_type']} | {_cell(r['reason'])} |")
     out.write_text("\n".join(lines) + "\n")
+
+
+def _causes(rows: list[dict]) -> list[tuple[str, list[str]]]:
+    """Failed model types grouped by what stopped them (the missing ops, the error kind)."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        if verdict(r) == "pass":
+            continue
+        error = r.get("crash") or next((v.get("error", "") for v in r["variants"].values() if not v["passed"]), "")
+        ops = sorted(set(re.findall(r"- (aten\.[\w.]+): no translation", error)))
+        if ops:
+            cause = f"no translation for {', '.join(ops)}"
+        elif error.startswith("max |diff|"):
+            cause = "numbers differ"
+        else:
+            cause = error.split(":", 1)[0] or "no result"
+        groups.setdefault(cause, []).append(r["model_type"])
+    return sorted(groups.items(), key=lambda kv: -len(kv[1]))
 
 
 def _cell(text: str) -> str:

@@ -26,7 +26,7 @@ TOLERANCE = {"f32": 1e-4, "f16": 1e-2}  # f16: with f32 norm + attention, agains
 # the class is rebuilt from the shrunk values so that derived fields are recomputed.
 SMALL = dict(
     hidden_size=64, d_model=64, n_embd=64, n_embed=64, embed_dim=64, model_dim=64, dim=64,
-    intermediate_size=96, ffn_hidden_size=96, ffn_dim=96, decoder_ffn_dim=96, encoder_ffn_dim=96, n_inner=96,
+    rotary_dim=8, intermediate_size=96, ffn_hidden_size=96, ffn_dim=96, decoder_ffn_dim=96, encoder_ffn_dim=96, n_inner=96,
     moe_intermediate_size=32, shared_expert_intermediate_size=48, expert_hidden_size=32,
     num_attention_heads=4, n_head=4, num_heads=4, decoder_attention_heads=4, encoder_attention_heads=4,
     num_key_value_heads=2, head_dim=16, vocab_size=256, max_position_embeddings=128, n_positions=128,

@@ -101,14 +101,13 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         for n, layer in enumerate(self.layout):
             layers[layer.index] = _ExplicitLayer(past[2 * n], past[2 * n + 1])
         cache.layers = layers
-        past_len, seq_len = past[0].shape[2], input_ids.shape[1]
-        # Explicit positions P + arange(S): the model would otherwise ask the cache (same value, more graph).
-        position_ids = (torch.arange(seq_len, device=input_ids.device) + past_len).unsqueeze(0)
+        # No position_ids: the model derives them from the cache length (P) as in its own generation
+        # loop; some offset them (RoBERTa-style models start after the padding index).
         kwargs: dict[str, Any] = {self._cache_kwarg: cache}
         if self.num_logits_to_keep and self._takes_logits_to_keep:
             # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
             kwargs["logits_to_keep"] = self.num_logits_to_keep
-        out = self.lm(input_ids=input_ids, position_ids=position_ids, use_cache=True, **kwargs)
+        out = self.lm(input_ids=input_ids, use_cache=True, **kwargs)
         logits = out.logits
         if self.num_logits_to_keep and not self._takes_logits_to_keep:
             logits = logits[:, -self.num_logits_to_keep :, :]  # correct, but projects every position first

@@ -30,7 +30,7 @@ from t2ir.ops.aliases import ATTENTION, ATTENTION_KV_INPUTS, CASTS, CONCATS, IDE
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.pattern import arguments
-from t2ir.passes.patterns import axis_of, transposes_last_two
+from t2ir.passes.patterns import axis_of, is_noop, transposes_last_two
 from t2ir.types import format_dim
 
 # Ops attention reads the cache through (GQA repetition, layout changes, no-ops).
@@ -92,12 +92,26 @@ def _role(v: Value, order: dict[int, int]) -> tuple[Optional[str], int]:
     return None, -1
 
 
-def _cache_concat(v: Value, g: Graph) -> Optional[Node]:
-    """The concat that appends new entries to past input `v` along axis 2 and is returned."""
+def _cache_concat(v: Value, g: Graph) -> Optional[tuple[Node, Value]]:
+    """The concat that appends new entries to past input `v` along axis 2, and the graph output
+    it becomes (itself, or through ops that change nothing, such as a cast to its own dtype)."""
     for node in v.users:
         if node.op in CONCATS and node.inputs[0] is v and len(node.inputs) == 2:
-            if axis_of(arguments(node).get("dim") or 0, v.rank) == 2 and node.outputs[0].is_output:
-                return node
+            if axis_of(arguments(node).get("dim") or 0, v.rank) == 2:
+                out = _returned(node.outputs[0])
+                if out is not None:
+                    return node, out
+    return None
+
+
+def _returned(v: Value) -> Optional[Value]:
+    if v.is_output:
+        return v
+    for node in v.users:
+        if is_noop(node) and node.inputs[0] is v:
+            found = _returned(node.outputs[0])
+            if found is not None:
+                return found
     return None
 
 
@@ -113,8 +127,8 @@ class FoldKvCache(Pass):
         found: list[_Found] = []
         problems: list[Problem] = []
         for v in graph.inputs:
-            concat = _cache_concat(v, graph) if v.rank == 4 else None
-            if concat is None:
+            cache = _cache_concat(v, graph) if v.rank == 4 else None
+            if cache is None:
                 if CACHE_NAME.search(v.name):
                     problems.append(Problem(
                         f"input %{v.name} {v.type} looks like a KV cache but is not concatenated on axis 2 "
@@ -122,8 +136,8 @@ class FoldKvCache(Pass):
                         hint="the LLM export expects caches shaped [1, kv_heads, P, head_dim] (batch, heads, "
                              "positions, features); build the model with transformers' DynamicCache layout"))
                 continue
-            f = _Found(v, concat.outputs[0], concat)
-            f.role, f.reader = _role(f.present, order)
+            f = _Found(v, cache[1], cache[0])
+            f.role, f.reader = _role(f.concat.outputs[0], order)
             found.append(f)
         if not found and not problems:
             return KvCacheResult(False)
