@@ -38,6 +38,8 @@ SMALL = dict(
     linear_value_head_dim=16, global_head_dim=32, num_kv_shared_layers=1, hidden_size_per_layer_input=16,
     vocab_size_per_layer_input=256,
 )
+# Fields some defaults leave unset although the model cannot run without them.
+REQUIRED = ("num_experts_per_tok", "n_group", "topk_group")
 NUM_LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
 PER_LAYER_LISTS = ("layer_types", "layers_block_type", "hybrid_override_pattern", "block_types",
                    "attn_type_list", "mlp_layer_types", "no_rope_layers")
@@ -81,6 +83,7 @@ def tiny_config(model_type: str, num_layers: int = 2):
     kw = {k: v for k, v in SMALL.items() if isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] > v}
     if "head_dim" in d and d["head_dim"] is None:
         kw["head_dim"] = 16
+    kw.update({k: SMALL[k] for k in REQUIRED if k in d and d[k] is None})
     if "qk_rope_head_dim" in d and "head_dim" in d:  # MLA: rotary runs on head_dim = the rope part
         kw["head_dim"] = kw.get("qk_rope_head_dim", d["qk_rope_head_dim"])
     if "kv_lora_rank" in d and "num_key_value_heads" in d:  # MLA expands the latent to every head
