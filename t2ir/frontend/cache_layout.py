@@ -93,6 +93,8 @@ def _forward_cache(model: torch.nn.Module, tokens: int, device: str):
 def layout_of(cache, longer, model_name: str) -> list[KvLayer]:
     """The KvLayers of a filled transformers Cache (`longer`: the same after one more token); any
     other state is an error naming it, recurrent when its size does not follow the sequence."""
+    if getattr(cache, "self_attention_cache", None) is not None:  # an encoder-decoder cache, used decoder-only:
+        cache, longer = cache.self_attention_cache, longer.self_attention_cache  # its cross part stays empty
     layers = getattr(cache, "layers", None)
     if layers is None:
         raise StateCacheError(f"{model_name} returns its cache as {type(cache).__name__}, not a transformers Cache "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -137,17 +138,36 @@ def export_causal_lm(
     wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=num_logits_to_keep, layout=layout).eval()
     ids = torch.zeros(1, example_seq, dtype=torch.long)
     past = empty_caches(wrapper.layout, _float_dtype(model), example_past)
-    # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, heads, 0, dim] caches).
-    seq, past_len = torch.export.Dim("S", min=1), torch.export.Dim("P", min=0)
-    dynamic_shapes = {"input_ids": {1: seq}, **{name: {2: past_len} for name in cache_input_names(wrapper.layout)}}
     with _meta_standins(wrapper) as originals, moe.experts_traced_by_t2ir(model), torch.no_grad():
-        ep = torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False)
+        try:
+            ep = _export(wrapper, ids, past, {})
+        except torch._dynamo.exc.UserError as e:
+            # Learned position tables bound S and P (S + P <= max positions); torch says by how much.
+            bounds = _suggested_maxima(str(e))
+            if not bounds:
+                raise
+            ep = _export(wrapper, ids, past, bounds)
         if _mutates(ep):  # torch.export keeps in-place ops (x /= s); torch's functionalization removes them
             ep = ep.run_decompositions({})
     for name, tensor in ep.state_dict.items():
         if id(tensor) in originals:
             ep.state_dict[name] = originals[id(tensor)]
     return ep
+
+
+def _export(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor, past: list[torch.Tensor],
+            maxima: dict[str, int]) -> torch.export.ExportedProgram:
+    # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, heads, 0, dim] caches).
+    seq = torch.export.Dim("S", min=1, **({"max": maxima["S"]} if "S" in maxima else {}))
+    past_len = torch.export.Dim("P", min=0, **({"max": maxima["P"]} if "P" in maxima else {}))
+    dynamic_shapes = {"input_ids": {1: seq}, **{name: {2: past_len} for name in cache_input_names(wrapper.layout)}}
+    return torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False)
+
+
+def _suggested_maxima(message: str) -> dict[str, int]:
+    """Upper bounds for S and P from torch.export's "Suggested fixes: S = Dim('S', max=126)"."""
+    fixes = message.partition("Suggested fixes:")[2]
+    return {name: int(bound) for name, bound in re.findall(r"\b([SP]) = Dim\('\1'[^)]*\bmax=(\d+)", fixes)}
 
 
 def _mutates(ep: torch.export.ExportedProgram) -> bool:
