@@ -252,6 +252,11 @@ def write_table(work: Path, out: Path) -> None:
         "supports it, eager otherwise); `eager` is checked too when the default is sdpa. f32 passes at a max "
         "absolute difference of 1e-4 (logits and caches), f16 (with f32 normalisation and attention) at 1e-2.",
         "",
+        "Regenerate with `python bench/sweep_architectures.py --fresh` (an hour or more on 2 cores; "
+        "`--only llama,mixtral --table /tmp/t.md` for a few). The tiny configs follow each config class's "
+        "defaults (`tests/architectures.py`), so a model whose default config has no MoE or no sliding layers is "
+        "checked without them.",
+        "",
         f"**{len(passed)} of {len(swept)} buildable text decoders pass** "
         f"({100 * len(passed) / max(len(swept), 1):.0f} %); {len(ssm)} state-space / hybrid models are listed "
         f"apart; {len(skipped)} model types are not swept (multimodal composites, configs that do not build).",
@@ -327,7 +332,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/t2ir-sweep"))
     ap.add_argument("--fresh", action="store_true", help="forget earlier results")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per model type")
-    ap.add_argument("--table", type=Path, default=ROOT / "docs" / "architectures.md")
+    ap.add_argument("--table", type=Path, help="where the table goes (default docs/architectures.md, not with --only)")
     ap.add_argument("--one", help="run one model type in this process and print its result")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -347,9 +352,10 @@ def main() -> None:
         wanted = args.only.split(",")
         types = [t for t in types if t in wanted]
     sweep(types, args.work, args.timeout)
-    if not args.only:
-        write_table(args.work, args.table)
-        print(f"table: {args.table}")
+    if args.table or not args.only:
+        table = args.table or ROOT / "docs" / "architectures.md"
+        write_table(args.work, table)
+        print(f"table: {table}")
 
 
 if __name__ == "__main__":
