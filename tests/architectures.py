@@ -25,7 +25,8 @@ TOLERANCE = {"f32": 1e-4, "f16": 1e-2}  # f16: with f32 norm + attention, agains
 # Size fields of transformers configs, made small. Any field a config class does not have is ignored;
 # the class is rebuilt from the shrunk values so that derived fields are recomputed.
 SMALL = dict(
-    hidden_size=64, d_model=64, n_embd=64, n_embed=64, embed_dim=64, model_dim=64, dim=64,
+    hidden_size=64, d_model=64, n_embd=64, n_embed=64, embed_dim=64, emb_dim=64, embedding_dim=64, model_dim=64,
+    dim=64, attention_hidden_size=64, n_heads=4,
     rotary_dim=8, intermediate_size=96, ffn_hidden_size=96, ffn_dim=96, decoder_ffn_dim=96, encoder_ffn_dim=96, n_inner=96,
     moe_intermediate_size=32, shared_expert_intermediate_size=48, expert_hidden_size=32,
     num_attention_heads=4, n_head=4, num_heads=4, decoder_attention_heads=4, encoder_attention_heads=4,
