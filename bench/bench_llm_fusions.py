@@ -18,7 +18,8 @@ import torch
 import transformers
 
 from t2ir.emitters.writer import write_model
-from t2ir.frontend.causal_lm import cache_layout, lift_causal_lm
+from t2ir.frontend.cache_layout import empty_caches
+from t2ir.frontend.causal_lm import cache_layout_of, lift_causal_lm
 from t2ir.options import ExportOptions
 from t2ir.passes.pipeline import run_pipeline
 from t2ir.tract_run import load_runnable, run_tract
@@ -51,11 +52,11 @@ def main() -> None:
     args = ap.parse_args()
 
     model = small_llama(args.attn)
-    layers, kv_heads, head_dim = cache_layout(model.config)
+    layout = cache_layout_of(model)
     rng = np.random.default_rng(0)
     ids = rng.integers(3, 2000, (1, args.prefill)).astype(np.int64)
-    empty = [np.zeros((1, kv_heads, 0, head_dim), np.float32)] * (2 * layers)
-    past = [rng.standard_normal((1, kv_heads, args.past, head_dim)).astype(np.float32) for _ in range(2 * layers)]
+    empty = [t.numpy() for t in empty_caches(layout, torch.float32)]
+    past = [rng.standard_normal(t.shape).astype(np.float32) for t in empty_caches(layout, torch.float32, args.past)]
     cases = {"prefill": ([ids, *empty], 3), "decode": ([ids[:, :1], *past], 20)}
 
     runs, info = {}, {}

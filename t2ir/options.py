@@ -54,4 +54,4 @@ class LLMExportOptions(ExportOptions):
     tests: bool = True                         # write OUT/tests/*.npz reference cases
     sample_tokens: int = 8                     # prompt length of the reference cases (torch_to_nnef's -sgts)
     layout: str = "deep"                       # OUT/model + OUT/tokenizer ("deep") or all in OUT ("flat")
-    attn_implementation: str = "sdpa"          # transformers attention the model is traced with
+    attn_implementation: str = "auto"          # transformers attention: auto (its own choice), sdpa, eager

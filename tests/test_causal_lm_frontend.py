@@ -13,10 +13,10 @@ from transformers import AutoModelForCausalLM, DynamicCache
 sys.path.insert(0, os.path.dirname(__file__))
 
 from llm_models import TINY_CONFIGS, tiny_model  # noqa: E402
+from t2ir.frontend.cache_layout import cache_input_names, empty_caches  # noqa: E402
 from t2ir.frontend.causal_lm import (  # noqa: E402
     build_meta_model,
-    cache_input_names,
-    cache_layout,
+    cache_layout_of,
     dim_symbols,
     export_causal_lm,
 )
@@ -43,10 +43,9 @@ def _exported(arch: str, attn: str) -> tuple[torch.nn.Module, torch.export.Expor
     return model, export_causal_lm(model)
 
 
-def _empty_caches(config, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+def _empty_caches(model, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
     """P=0 caches for the prefill step."""
-    num_layers, kv_heads, head_dim = cache_layout(config)
-    return [torch.zeros(1, kv_heads, 0, head_dim, dtype=dtype) for _ in range(2 * num_layers)]
+    return empty_caches(cache_layout_of(model), dtype)
 
 
 def _max_diffs(model, ep) -> tuple[float, float]:
@@ -56,10 +55,10 @@ def _max_diffs(model, ep) -> tuple[float, float]:
     is checked rather than shared. Returns (logits diff, cache diff); for sliding-window layers transformers
     keeps only the last window-1 positions, so caches are compared on the reference's tail.
     """
-    num_layers = cache_layout(model.config)[0]
+    num_layers = len(cache_layout_of(model))
     ids = torch.randint(3, model.config.vocab_size, (1, PREFILL), generator=torch.Generator().manual_seed(1))
     ref_cache = DynamicCache(config=model.config)
-    past = _empty_caches(model.config)
+    past = _empty_caches(model)
     run = ep.module()
     logits_diff = cache_diff = 0.0
     with torch.no_grad():
@@ -87,8 +86,9 @@ def test_prefill_and_decode_match_transformers(arch: str, attn: str) -> None:
 
 def test_named_inputs_and_checkpoint_parameter_names() -> None:
     model, ep = _exported("qwen2", "sdpa")  # tied lm_head
-    num_layers = cache_layout(model.config)[0]
-    assert list(ep.graph_signature.user_inputs) == ["input_ids", *cache_input_names(num_layers)]
+    layout = cache_layout_of(model)
+    num_layers = len(layout)
+    assert list(ep.graph_signature.user_inputs) == ["input_ids", *cache_input_names(layout)]
     # Parameters keep transformers' checkpoint names; a tied pair is two names for one tensor.
     assert set(ep.state_dict) == set(model.state_dict())
     assert ep.state_dict["lm_head.weight"] is ep.state_dict["model.embed_tokens.weight"]
@@ -109,7 +109,7 @@ def test_logits_to_keep_projects_last_position_only() -> None:
     assert head.args[0].meta["val"].shape[1] == 1  # sliced before the vocab projection
     ids = torch.randint(3, 128, (1, PREFILL), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        out = ep.module()(ids, *_empty_caches(model.config))
+        out = ep.module()(ids, *_empty_caches(model))
         ref = model(input_ids=ids)
     assert out[0].shape == (1, 1, model.config.vocab_size)
     assert (out[0] - ref.logits[:, -1:]).abs().max().item() <= ATOL

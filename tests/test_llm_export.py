@@ -20,7 +20,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from llm_models import TINY_CONFIGS, tiny_model  # noqa: E402
 from t2ir.emitters.writer import write_model  # noqa: E402
-from t2ir.frontend.causal_lm import cache_layout, lift_causal_lm  # noqa: E402
+from t2ir.frontend.cache_layout import empty_caches  # noqa: E402
+from t2ir.frontend.causal_lm import cache_layout_of, lift_causal_lm  # noqa: E402
 from t2ir.ir import Graph  # noqa: E402
 from t2ir.options import ExportOptions  # noqa: E402
 from t2ir.parser import parse_ir  # noqa: E402
@@ -105,11 +106,11 @@ def compare_with_transformers(exp: Export, dtype: np.dtype = np.float32) -> tupl
     logits and of caches (sliding-window layers: on the positions the reference keeps).
     """
     model = exp.model
-    num_layers, kv_heads, head_dim = cache_layout(model.config)
+    num_layers = len(cache_layout_of(model))
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(3, model.config.vocab_size, (1, PREFILL), generator=gen)
     ref_cache = DynamicCache(config=model.config)
-    past = [np.zeros((1, kv_heads, 0, head_dim), dtype) for _ in range(2 * num_layers)]
+    past = [t.numpy().astype(dtype) for t in empty_caches(cache_layout_of(model), torch.float32)]
     logits_diff = cache_diff = 0.0
     for step in range(2 + DECODE_STEPS):
         with torch.no_grad():
@@ -137,7 +138,7 @@ def test_matches_transformers_with_fused_ops(exported, arch: str, attn: str) -> 
     logits_diff, cache_diff = compare_with_transformers(exp)
     assert logits_diff <= F32_ATOL and cache_diff <= F32_ATOL, (logits_diff, cache_diff)
 
-    layers = cache_layout(exp.model.config)[0]
+    layers = len(cache_layout_of(exp.model))
     assert exp.stats("fold-kv-cache")["layers"] == layers
     attention = exp.stats("fuse-attention")
     assert attention.get("sdpa" if attn == "sdpa" else "eager") == layers, attention
@@ -174,7 +175,7 @@ def test_f16_with_f32_norm_and_attention(exported, arch: str, attn: str) -> None
     exp = exported(arch, attn, torch.float16, f32_norm=True, f32_attn=True)
     assert all(v.dtype.value == "f16" for v in exp.graph.inputs[1:])
     upcast = exp.stats("upcast-f32")
-    assert upcast["attention"] == cache_layout(exp.model.config)[0], upcast
+    assert upcast["attention"] == len(cache_layout_of(exp.model)), upcast
     logits_diff, cache_diff = compare_with_transformers(exp, np.float16)
     assert logits_diff <= F16_ATOL and cache_diff <= F16_ATOL, (logits_diff, cache_diff)
 
@@ -182,9 +183,8 @@ def test_f16_with_f32_norm_and_attention(exported, arch: str, attn: str) -> None
 @pytest.mark.parametrize("arch,attn", [("llama", "sdpa"), ("gemma2", "eager")])
 def test_num_logits_to_keep(exported, arch: str, attn: str) -> None:
     exp = exported(arch, attn, keep=1)
-    num_layers, kv_heads, head_dim = cache_layout(exp.model.config)
     ids = torch.randint(3, 128, (1, PREFILL), generator=torch.Generator().manual_seed(2))
-    past = [np.zeros((1, kv_heads, 0, head_dim), np.float32) for _ in range(2 * num_layers)]
+    past = [t.numpy() for t in empty_caches(cache_layout_of(exp.model), torch.float32)]
     got = run_tract(exp.runnable, [ids.numpy(), *past])
     with torch.no_grad():
         ref = exp.model(input_ids=ids).logits[:, -1:].numpy()

@@ -93,8 +93,9 @@ def export_llm_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also print the time and rule hits of every pass"),
     merge_peft: bool = typer.Option(False, "--merge-peft", "-mp", help="merge a LoRA adapter folder into its base"),
-    attn_implementation: str = typer.Option("sdpa", "--attn-implementation", "--transformers-attn-implementation",
-                                       help="transformers attention to trace: sdpa or eager"),
+    attn_implementation: str = typer.Option("auto", "--attn-implementation", "--transformers-attn-implementation",
+                                       help="transformers attention to trace: auto (sdpa where supported), sdpa "
+                                            "or eager"),
     tract_specific_path: Optional[Path] = typer.Option(None, "--tract-specific-path", hidden=True, help="ignored"),
     tract_specific_version: Optional[str] = typer.Option(None, "--tract-specific-version", hidden=True, help="ignored"),
     naming_scheme: Optional[str] = typer.Option(None, "-n", "--naming-scheme", hidden=True, help="ignored"),

@@ -18,8 +18,10 @@ from t2ir.ir import Graph, Node, Value
 LINEAR = "linear"        # B of nnef.matmul(x, w [N, K], transposeB=true), maybe through leading unsqueezes
 EMBEDDING = "embedding"  # table of tract_core.gather(w, ids, axis=0, datum_type=...), i.e. aten.embedding
 MATMUL = "matmul"        # any other matmul/einsum operand (e.g. [K, N]): no Q4_0 blocks along K
+EXPERTS = "experts"      # w1/w2/w3 [E, N, K] of tract_moe_ffn in its "linear" layout (blocks along K)
 OTHER = "other"          # anything else: bias add, graph output, gather without datum_type (rotary caches)
-WEIGHT_POSITIONS = frozenset({LINEAR, EMBEDDING, MATMUL})
+WEIGHT_POSITIONS = frozenset({LINEAR, EMBEDDING, MATMUL, EXPERTS})
+MOE_EXPERT_INPUTS = (2, 3, 4)  # tract_moe_ffn(x, wg, w1, w2, w3, ...)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,9 @@ def _classify(node: Node, index: int) -> str:
         return LINEAR if linear else MATMUL
     if node.op == "tract_core.einsum":
         return LINEAR if _einsum_reads_as_linear(node.attrs.get("expr", ""), index) else MATMUL
+    if node.op == "tract_transformers.moe_ffn" and index in MOE_EXPERT_INPUTS \
+            and node.attrs.get("expert_layout") == "linear":
+        return EXPERTS
     if node.op == "tract_core.gather" and index == 0 and node.attrs.get("axis") == 0 \
             and node.attrs.get("datum_type") is not None:
         return EMBEDDING
@@ -239,10 +244,11 @@ def reference_weights(module: torch.nn.Module, report: Any) -> dict[str, torch.T
 
 @register_method
 class Q4_0(CompressionMethod):
-    """GGML Q4_0 blocks along K for linear weights: 4.5 bits per weight, read natively by tract."""
+    """GGML Q4_0 blocks along K for linear and MoE expert weights: 4.5 bits per weight, read
+    natively by tract (tract_moe_ffn has a Q4_0 kernel for its "linear" layout)."""
 
     name = "q4_0"
-    positions = frozenset({LINEAR})
+    positions = frozenset({LINEAR, EXPERTS})
     transposes_kn = True
     stored_as = "q4_0"  # the encoding the emitter looks up
     embedding_hint = "; 'q4_0_with_embeddings' packs it"
@@ -254,8 +260,9 @@ class Q4_0(CompressionMethod):
         shape = weight.static_shape
         if shape is None:
             return Skip(f"symbolic shape {list(weight.value.shape)}")
-        if len(shape) != 2:
-            return Skip(f"rank {len(shape)}: Q4_0 packs [N, K] matrices")
+        rank = 3 if weight.kinds == {EXPERTS} else 2
+        if len(shape) != rank:
+            return Skip(f"rank {len(shape)}: Q4_0 packs [N, K] matrices and [E, N, K] expert stacks")
         if shape[1] % Q4_0_BLOCK:
             return Skip(f"K = {shape[1]} is not a multiple of {Q4_0_BLOCK}")
         return None
@@ -275,7 +282,7 @@ class Q4_0WithEmbeddings(Q4_0):
     """Q4_0 for linear weights and embedding tables (a tied table is packed once, for both)."""
 
     name = "q4_0_with_embeddings"
-    positions = frozenset({LINEAR, EMBEDDING})
+    positions = frozenset({LINEAR, EMBEDDING, EXPERTS})
 
 
 @register_method

@@ -12,7 +12,7 @@ import jinja2
 import sympy
 
 from t2ir.ir import Graph, Node, Value
-from t2ir.ops.registry import REGISTRY, nnef_call_name
+from t2ir.ops.registry import REGISTRY, TENSOR_KEYWORDS, nnef_call_name
 from t2ir.types import DType, free_symbols
 
 _TEMPLATES = jinja2.Environment(
@@ -157,7 +157,9 @@ def _input_statement(v: Value, name: str) -> Statement:
 
 def _call_args(node: Node, names: _Names) -> list[str]:
     sig = REGISTRY.lookup(node.op).signature
-    inputs = iter(node.inputs)
+    keywords = list(node.attrs.get(TENSOR_KEYWORDS, ()))
+    positional = node.inputs[:len(node.inputs) - len(keywords)]
+    inputs = iter(positional)
     args: list[str] = []
     for p in sig.params:
         bare = p.lstrip("*?")
@@ -171,8 +173,9 @@ def _call_args(node: Node, names: _Names) -> list[str]:
             args.append(names[next(inputs)])
     params = {p.lstrip("*?") for p in sig.params}
     for k, v in node.attrs.items():
-        if k not in params:
+        if k not in params and k != TENSOR_KEYWORDS:
             args.append(f"{k} = {format_literal(v, pairs=(k == 'padding'))}")
+    args += [f"{k} = {names[v]}" for k, v in zip(keywords, node.inputs[len(positional):])]
     return args
 
 

@@ -4,45 +4,29 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig
-from transformers.cache_utils import DynamicLayer
+from transformers.cache_utils import DummyLayer, DynamicLayer
 
 from t2ir.errors import T2IRError
+from t2ir.frontend import moe
+from t2ir.frontend.cache_layout import (KvLayer, MetaProbeError, cache_input_names, cache_output_names, empty_caches,
+                                        probe_cache_layout)
 
 
-def cache_layout(config: PretrainedConfig) -> tuple[int, int, int]:
-    """(num_layers, num_kv_heads, head_dim) of the per-layer KV tensors, so callers can build empty caches."""
-    config = config.get_text_config(decoder=True)
-    # GPT-2 style configs alias these through attribute_map; the fallbacks cover configs that do not.
-    num_layers = _first_attr(config, "num_hidden_layers", "n_layer", "num_layers")
-    num_heads = _first_attr(config, "num_attention_heads", "n_head", "num_heads")
-    hidden = _first_attr(config, "hidden_size", "n_embd", "d_model")
-    num_kv_heads = getattr(config, "num_key_value_heads", None) or num_heads
-    head_dim = getattr(config, "head_dim", None) or hidden // num_heads
-    return int(num_layers), int(num_kv_heads), int(head_dim)
-
-
-def _first_attr(config: PretrainedConfig, *names: str) -> Any:
-    """First non-None attribute among `names`: configs spell the same notion differently."""
-    for name in names:
-        value = getattr(config, name, None)
-        if value is not None:
-            return value
-    raise AttributeError(f"{type(config).__name__} has none of {names}")
-
-
-def cache_input_names(num_layers: int) -> list[str]:
-    """Graph input names of the past caches, in the positional order forward() takes them."""
-    return [f"in_cache_{kind}_{i}" for i in range(num_layers) for kind in ("key", "value")]
-
-
-def cache_output_names(num_layers: int) -> list[str]:
-    """Names for the updated caches: ExportedProgram names outputs after their producing nodes (cat_3, ...)."""
-    return [name.replace("in_cache_", "out_cache_") for name in cache_input_names(num_layers)]
+def cache_layout_of(model: torch.nn.Module) -> list[KvLayer]:
+    """The model's per-layer key/value cache shapes (see t2ir.frontend.cache_layout): probed on the
+    meta device, or on CPU with weight stand-ins when the forward reads values."""
+    with moe.experts_traced_by_t2ir(model):
+        try:
+            return probe_cache_layout(model)
+        except MetaProbeError:
+            with _meta_standins(model):
+                return probe_cache_layout(model, device="cpu")
 
 
 class _ExplicitLayer(DynamicLayer):
@@ -67,13 +51,14 @@ class _ExplicitLayer(DynamicLayer):
 class CausalLMWithExplicitCache(torch.nn.Module):
     """forward(input_ids [1,S], k_0, v_0, k_1, v_1, ...) -> (logits, k_0', v_0', ...).
 
-    Past caches are [1, kv_heads, P, head_dim] (P may be 0), updated ones [1, kv_heads, P+S, head_dim].
+    Past caches are [1, heads, P, dim] (P may be 0), updated ones [1, heads, P+S, dim], for the layers
+    `layout` lists (by default probed from the model); layers without a cache take no IO.
     The wrapped model's children are registered directly on this module, so parameter names are the
-    transformers checkpoint names ("model.layers.0...", "lm_head.weight") and weights can be matched to
-    safetensors files by name.
+    transformers state-dict names ("model.layers.0...", "lm_head.weight").
     """
 
-    def __init__(self, model: torch.nn.Module, num_logits_to_keep: int | None = None):
+    def __init__(self, model: torch.nn.Module, num_logits_to_keep: int | None = None,
+                 layout: list[KvLayer] | None = None):
         super().__init__()
         if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
             raise T2IRError(f"{type(model).__name__} holds tensors at top level; t2ir cannot keep its weight names")
@@ -82,7 +67,7 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         for name, child in model.named_children():
             self.add_module(name, child)
         self.num_logits_to_keep = num_logits_to_keep
-        self.num_layers, self.num_kv_heads, self.head_dim = cache_layout(model.config)
+        self.layout = layout if layout is not None else cache_layout_of(model)
         model_params = inspect.signature(model.forward).parameters
         self._takes_logits_to_keep = "logits_to_keep" in model_params
         # transformers 5.x renamed past_key_values -> cache (the old name is a deprecated alias).
@@ -91,7 +76,7 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         # torch.export names user inputs after forward's parameters; the count depends on the layer count,
         # so the signature is built per instance rather than written in the class.
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
-        names = ["input_ids", *cache_input_names(self.num_layers)]
+        names = ["input_ids", *cache_input_names(self.layout)]
         signature = inspect.Signature([inspect.Parameter(n, kind) for n in names])
 
         def forward(*args: torch.Tensor, **kwargs: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -107,24 +92,29 @@ class CausalLMWithExplicitCache(torch.nn.Module):
 
     def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The computation; `forward` only gives it a named per-layer signature."""
-        if len(past) != 2 * self.num_layers:
-            raise ValueError(f"expected {2 * self.num_layers} cache tensors, got {len(past)}")
-        cache = DynamicCache()
-        cache.layers = [_ExplicitLayer(past[2 * i], past[2 * i + 1]) for i in range(self.num_layers)]
-        past_len, seq_len = past[0].shape[2], input_ids.shape[1]
-        # Explicit positions P + arange(S): the model would otherwise ask the cache (same value, more graph).
-        position_ids = (torch.arange(seq_len, device=input_ids.device) + past_len).unsqueeze(0)
+        if len(past) != 2 * len(self.layout):
+            raise ValueError(f"expected {2 * len(self.layout)} cache tensors, got {len(past)}")
+        # transformers' own per-layer cache list (layers without a cache of their own stay DummyLayer),
+        # the layers that cache keys and values filled from the graph inputs
+        cache = DynamicCache(config=self.lm.config)
+        layers: list[Any] = list(cache.layers)
+        layers += [DummyLayer() for _ in range(len(layers), max(layer.index for layer in self.layout) + 1)]
+        for n, layer in enumerate(self.layout):
+            layers[layer.index] = _ExplicitLayer(past[2 * n], past[2 * n + 1])
+        cache.layers = layers
+        # No position_ids: the model derives them from the cache length (P) as in its own generation
+        # loop; some offset them (RoBERTa-style models start after the padding index).
         kwargs: dict[str, Any] = {self._cache_kwarg: cache}
         if self.num_logits_to_keep and self._takes_logits_to_keep:
             # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
             kwargs["logits_to_keep"] = self.num_logits_to_keep
-        out = self.lm(input_ids=input_ids, position_ids=position_ids, use_cache=True, **kwargs)
+        out = self.lm(input_ids=input_ids, use_cache=True, **kwargs)
         logits = out.logits
         if self.num_logits_to_keep and not self._takes_logits_to_keep:
             logits = logits[:, -self.num_logits_to_keep :, :]  # correct, but projects every position first
         updated: list[torch.Tensor] = []
-        for layer in cache.layers:
-            updated += [layer.keys, layer.values]
+        for layer in self.layout:
+            updated += [cache.layers[layer.index].keys, cache.layers[layer.index].values]
         return (logits, *updated)
 
 
@@ -134,6 +124,7 @@ def export_causal_lm(
     num_logits_to_keep: int | None = None,
     example_seq: int = 3,
     example_past: int = 5,
+    layout: list[KvLayer] | None = None,
 ) -> torch.export.ExportedProgram:
     """Export with symbolic S (new tokens) and P (past length) so one graph serves prefill (P=0) and decode.
 
@@ -144,27 +135,52 @@ def export_causal_lm(
     if example_seq < 2 or example_past < 2:
         raise ValueError("example sizes must be >= 2: export specialises dimensions of size 0 and 1")
     model.eval()
-    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=num_logits_to_keep).eval()
-    num_layers, num_kv_heads, head_dim = cache_layout(model.config)
-    dtype = _float_dtype(model)
+    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=num_logits_to_keep, layout=layout).eval()
     ids = torch.zeros(1, example_seq, dtype=torch.long)
-    past = [torch.zeros(1, num_kv_heads, example_past, head_dim, dtype=dtype) for _ in range(2 * num_layers)]
-    # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, kv, 0, hd] caches).
-    seq, past_len = torch.export.Dim("S", min=1), torch.export.Dim("P", min=0)
-    dynamic_shapes = {"input_ids": {1: seq}, **{name: {2: past_len} for name in cache_input_names(num_layers)}}
-    with _meta_standins(wrapper) as originals, torch.no_grad():
-        ep = torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False)
+    past = empty_caches(wrapper.layout, _float_dtype(model), example_past)
+    with _meta_standins(wrapper) as originals, moe.experts_traced_by_t2ir(model), torch.no_grad():
+        try:
+            ep = _export(wrapper, ids, past, {})
+        except torch._dynamo.exc.UserError as e:
+            # Learned position tables bound S and P (S + P <= max positions); torch says by how much.
+            bounds = _suggested_maxima(str(e))
+            if not bounds:
+                raise
+            ep = _export(wrapper, ids, past, bounds)
+        if _mutates(ep):  # torch.export keeps in-place ops (x /= s); torch's functionalization removes them
+            ep = ep.run_decompositions({})
     for name, tensor in ep.state_dict.items():
         if id(tensor) in originals:
             ep.state_dict[name] = originals[id(tensor)]
     return ep
 
 
+def _export(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor, past: list[torch.Tensor],
+            maxima: dict[str, int]) -> torch.export.ExportedProgram:
+    # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, heads, 0, dim] caches).
+    seq = torch.export.Dim("S", min=1, **({"max": maxima["S"]} if "S" in maxima else {}))
+    past_len = torch.export.Dim("P", min=0, **({"max": maxima["P"]} if "P" in maxima else {}))
+    dynamic_shapes = {"input_ids": {1: seq}, **{name: {2: past_len} for name in cache_input_names(wrapper.layout)}}
+    return torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False)
+
+
+def _suggested_maxima(message: str) -> dict[str, int]:
+    """Upper bounds for S and P from torch.export's "Suggested fixes: S = Dim('S', max=126)"."""
+    fixes = message.partition("Suggested fixes:")[2]
+    return {name: int(bound) for name, bound in re.findall(r"\b([SP]) = Dim\('\1'[^)]*\bmax=(\d+)", fixes)}
+
+
+def _mutates(ep: torch.export.ExportedProgram) -> bool:
+    return any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+               for n in ep.graph.nodes)
+
+
 def dim_symbols(ep: torch.export.ExportedProgram) -> dict[str, Any]:
     """{"S": sympy symbol, "P": sympy symbol}: the exported program keeps no Dim names, only symbols (s43, ...)."""
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     seq = placeholders["input_ids"].meta["val"].shape[1]
-    past = placeholders["in_cache_key_0"].meta["val"].shape[2]
+    first_cache = next(n for name, n in placeholders.items() if name.startswith("in_cache_"))
+    past = first_cache.meta["val"].shape[2]
     return {"S": seq.node.expr, "P": past.node.expr}
 
 
@@ -215,19 +231,28 @@ def _meta_standins(module: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]
 
 
 def build_meta_model(
-    config: PretrainedConfig, dtype: torch.dtype = torch.float32, attn_implementation: str = "sdpa"
+    config: PretrainedConfig, dtype: torch.dtype = torch.float32, attn_implementation: str = "auto"
 ) -> torch.nn.Module:
     """Instantiate without allocating weights: parameters stay on meta, non-persistent buffers become real.
 
     Computed buffers (rotary inv_freq, Gemma's embed_scale, ...) are absent from checkpoints and their values
     end up in the exported program, so they must be real. transformers itself re-creates them with
     `_init_weights` after a meta-device load; reusing that hook (model-specific overrides included) covers
-    every rotary variant without knowing their classes.
+    every rotary variant without knowing their classes. Mixture-of-experts layers run through t2ir's
+    experts implementation (`t2ir.frontend.moe`), the one that exports.
     """
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
-    owners: list[torch.nn.Module] = []
-    for module in model.modules():
+        # "auto" is transformers' own choice: sdpa where the class supports it, eager otherwise.
+        chosen = None if attn_implementation == "auto" else attn_implementation
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=chosen,
+                                                 experts_implementation=moe.register())
+    from transformers import PreTrainedModel
+
+    owners: list[tuple[torch.nn.Module, PreTrainedModel]] = []
+    models = {"": model}  # module name -> the PreTrainedModel (sub-model) it belongs to
+    for path, module in model.named_modules():
+        parent = models[path.rpartition(".")[0]] if path else model
+        models[path] = module if isinstance(module, PreTrainedModel) else parent
         names = [n for n in module._non_persistent_buffers_set if module._buffers.get(n) is not None]
         for name in names:
             meta = module._buffers[name]
@@ -235,11 +260,11 @@ def build_meta_model(
             fill = float("nan") if meta.is_floating_point() else 0
             module._buffers[name] = torch.full(meta.shape, fill, dtype=meta.dtype, device="cpu")
         if names:
-            owners.append(module)
+            owners.append((module, models[path]))
     with torch.no_grad():
-        for module in owners:
-            model._init_weights(module)
-    for module in owners:
+        for module, owner in owners:  # each sub-model's own _init_weights, as transformers dispatches it
+            owner._init_weights(module)
+    for module, _ in owners:
         for name in module._non_persistent_buffers_set:
             buf = module._buffers.get(name)
             if buf is not None and buf.is_floating_point() and torch.isnan(buf).any():
@@ -251,17 +276,17 @@ def build_meta_model(
 
 
 def lift_causal_lm(model: torch.nn.Module, *, num_logits_to_keep: int | None = None,
-                   weight_source=None, name: str = "main"):
+                   weight_source=None, name: str = "main", layout: list[KvLayer] | None = None):
     """Export and lift a causal LM into the IR with torch_to_nnef's LLM signature:
-    inputs `input_ids [1, S]`, `in_cache_{key,value}_{i} [1, kv, P, hd]`; outputs `outputs`
-    (logits) and `out_cache_{key,value}_{i} [1, kv, P+S, hd]`."""
+    inputs `input_ids [1, S]`, `in_cache_{key,value}_{i} [1, heads, P, dim]`; outputs `outputs`
+    (logits) and `out_cache_{key,value}_{i} [1, heads, P+S, dim]`, i being the decoder layer."""
     from t2ir.ops.builtins import ensure_registered
     from t2ir.frontend.fx import lift_exported_program
 
     ensure_registered()
-    ep = export_causal_lm(model, num_logits_to_keep=num_logits_to_keep)
-    num_layers = cache_layout(model.config)[0]
-    inputs = ["input_ids", *cache_input_names(num_layers)]
+    layout = layout if layout is not None else cache_layout_of(model)
+    ep = export_causal_lm(model, num_logits_to_keep=num_logits_to_keep, layout=layout)
+    inputs = ["input_ids", *cache_input_names(layout)]
     dim_names = {(0, 1): "S", **{(i, 2): "P" for i in range(1, len(inputs))}}
-    return lift_exported_program(ep, input_names=inputs, output_names=["outputs", *cache_output_names(num_layers)],
+    return lift_exported_program(ep, input_names=inputs, output_names=["outputs", *cache_output_names(layout)],
                                  dim_names=dim_names, weight_source=weight_source, name=name)

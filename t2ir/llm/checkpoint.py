@@ -54,15 +54,6 @@ class Checkpoint:
             return Derived(lambda w, a_, b_: _merge_lora(w, a_, b_, scale), (base, a, b), "lora-merged")
         return base
 
-    def names_of(self, model: torch.nn.Module) -> dict[int, str]:
-        """id(tensor) -> the checkpoint entry holding it; tied weights share one entry."""
-        names: dict[int, str] = {}
-        tensors = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers(remove_duplicate=False))
-        for name, t in tensors:
-            if self.has(name):
-                names.setdefault(id(t), name)
-        return names
-
     def stored_dtype(self) -> str:
         """The dtype most weights are stored in ("f32", "f16" or "bf16"), read from the safetensors
         headers (no weight data), as torch_to_nnef picks the module dtype when none is forced."""

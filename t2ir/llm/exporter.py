@@ -31,6 +31,7 @@ from t2ir.emitters.staging import atomic_output, check_target
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
+from t2ir.llm.weight_map import WeightMap
 from t2ir.options import LLMExportOptions
 from t2ir.passcheck import PassCheck, PassChecker
 from t2ir.passes.op_report import OpReport
@@ -106,9 +107,20 @@ def declare_llm_facts(graph: Graph, config) -> None:
     graph.add_assertion("pp: P == 0")
 
 
-def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
-    """Meta-device model -> IR graph whose weights are lazy safetensors handles."""
-    from t2ir.frontend.causal_lm import build_meta_model, lift_causal_lm
+@dataclass
+class Traced:
+    """What tracing produced: the meta model, its config, the cache layout, the weights and the graph."""
+
+    model: torch.nn.Module
+    config: object
+    layout: list
+    weights: WeightMap
+    graph: Graph
+
+
+def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) -> Traced:
+    """Meta-device model -> IR graph whose weights are lazy (converted) safetensors handles."""
+    from t2ir.frontend.causal_lm import build_meta_model, cache_layout_of, lift_causal_lm
 
     config = load_config(ckpt)
     dtype = resolve_dtype(opts.dtype, ckpt)
@@ -117,23 +129,23 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter):
     except ValueError as e:
         raise T2IRError(f"transformers cannot build {config.model_type} with attn_implementation="
                         f"{opts.attn_implementation!r}: {e}") from None
+    except T2IRError:
+        raise
     except Exception as e:
         raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
     ckpt.check_shapes(model)
-    names = ckpt.names_of(model)
+    weights = WeightMap(model, ckpt)
+    layout = cache_layout_of(model)
 
     def weight_source(target: str, tensor: torch.Tensor):
-        if ckpt.has(target):
-            return ckpt.source(target)
-        if tensor.is_meta:
-            if id(tensor) in names:  # tied weights: read the entry that holds them
-                return ckpt.source(names[id(tensor)])
-            raise T2IRError(f"weight {target!r} is missing from the checkpoint in {ckpt.folder}")
+        if target in weights.sources or tensor.is_meta:
+            return weights.source(target)
         return None  # computed buffers (rotary inv_freq, ...) are real tensors already
 
-    graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source)
+    graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source,
+                           layout=layout)
     declare_llm_facts(graph, config)
-    return model, config, graph
+    return Traced(model, config, layout, weights, graph)
 
 
 def _predicted_bytes(g: Graph) -> int:
@@ -173,9 +185,10 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         ckpt = open_checkpoint(opts.model_dir, merge_peft=opts.merge_peft)
         summary.weight_bytes = ckpt.tensor_nbytes()
     with reporter.phase("trace"):
-        model, config, graph = trace_graph(ckpt, opts, reporter)
+        traced = trace_graph(ckpt, opts, reporter)
+        graph = traced.graph
     summary.ops_before = _op_counts(graph)
-    checker = _pass_checker(ckpt, config, opts) if opts.check_passes else None
+    checker = _pass_checker(ckpt, traced, opts) if opts.check_passes else None
     with reporter.phase("passes"):
         run = driver.compile_graph(graph, opts, on_pass=lambda name: reporter.advance(name), checker=checker)
     summary.ops_after = _op_counts(graph)
@@ -198,7 +211,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
                 _copy_tokenizer(ckpt.folder, staged / "tokenizer" if opts.layout == "deep" else staged)
         if opts.tests or opts.check_io:
             with reporter.phase("reference"):
-                case_files = _write_cases(model, config, ckpt, opts, staged, report, graph)
+                case_files = _write_cases(traced, ckpt, opts, staged, report)
                 _write_modes(staged / MODES_FILE)
         if opts.check_io:
             with reporter.phase("check"):
@@ -216,17 +229,16 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
     return summary
 
 
-def _pass_checker(ckpt: Checkpoint, config, opts: LLMExportOptions) -> PassChecker:
+def _pass_checker(ckpt: Checkpoint, traced: Traced, opts: LLMExportOptions) -> PassChecker:
     """--check-passes on the traced sizes (3 new tokens after 5 cached ones, random cache); the
     reference is the lifted graph's own evaluation, i.e. the model's aten ops run by PyTorch."""
-    from t2ir.frontend.causal_lm import cache_layout
+    from t2ir.frontend.cache_layout import empty_caches
     from t2ir.llm.io_cases import prompt_ids
 
-    num_layers, kv, hd = cache_layout(config)
     g = torch.Generator().manual_seed(0)
-    ids = prompt_ids(ckpt.folder, config.get_text_config(decoder=True).vocab_size, 8)[:, 5:8]
+    ids = prompt_ids(ckpt.folder, traced.config.get_text_config(decoder=True).vocab_size, 8)[:, 5:8]
     dtype = resolve_dtype(opts.dtype, ckpt)
-    cache = [torch.randn(1, kv, 5, hd, generator=g).to(dtype) for _ in range(2 * num_layers)]
+    cache = [torch.randn(c.shape, generator=g).to(dtype) for c in empty_caches(traced.layout, dtype, length=5)]
     return PassChecker([ids, *cache], None, opts.check_io or driver.DEFAULT_LEVEL)
 
 
@@ -248,28 +260,46 @@ def _write_modes(path: Path) -> None:
     path.write_text(json.dumps({"pytorch_supported_modes": list(MODES)}))
 
 
-def _write_cases(model, config, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report,
-                 graph: Graph) -> list[Path]:
+def _write_cases(traced: Traced, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
     """PyTorch outputs for the npz cases. With packed weights the reference computes with the
     dequantized weights, so the cases check the export itself, not the quantization error."""
-    from t2ir.compression.methods import dequantized_weight, get_method
-    from t2ir.frontend.causal_lm import CausalLMWithExplicitCache, cache_layout
+    from t2ir.frontend.causal_lm import CausalLMWithExplicitCache
     from t2ir.llm.io_cases import make_cases, save_cases
     from t2ir.llm.reference import streamed_weights
 
-    transform = None
-    if report is not None and report.packed:
-        method, packed = get_method(report.method), {entry.name: entry for entry in report.packed}
-        transform = lambda name, t: dequantized_weight(method, packed[name], t) if name in packed else t  # noqa: E731
-
-    num_layers, kv, hd = cache_layout(config)
+    transform = _dequantized_reference(report) if report is not None and report.packed else None
     dtype = resolve_dtype(opts.dtype, ckpt)
-    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep).eval()
-    vocab = config.get_text_config(decoder=True).vocab_size
-    with streamed_weights(model, ckpt, dtype, transform):
-        cases = make_cases(wrapper, num_layers=num_layers, kv_heads=kv, head_dim=hd, vocab_size=vocab,
-                           dtype=dtype, tokenizer_dir=ckpt.folder, n_tokens=opts.sample_tokens)
-    return save_cases(cases, staged / "tests", [v.name for v in graph.inputs])
+    model = traced.model
+    wrapper = CausalLMWithExplicitCache(model, num_logits_to_keep=opts.num_logits_to_keep, layout=traced.layout).eval()
+    vocab = traced.config.get_text_config(decoder=True).vocab_size
+    with streamed_weights(model, traced.weights, dtype, transform):
+        cases = make_cases(wrapper, layout=traced.layout, vocab_size=vocab, dtype=dtype, tokenizer_dir=ckpt.folder,
+                           n_tokens=opts.sample_tokens)
+    return save_cases(cases, staged / "tests", [v.name for v in traced.graph.inputs])
+
+
+def _dequantized_reference(report):
+    """transform(name, weight) -> the weight the export computes with: packed weights dequantized,
+    stacked experts slice by slice where fuse-moe cut them into tract's layout."""
+    from t2ir.compression.methods import dequantized_weight, get_method
+    from t2ir.passes.fuse_moe import ExpertSlice
+
+    method = get_method(report.method)
+    whole = {entry.name: entry for entry in report.packed}
+    slices: dict[str, list[ExpertSlice]] = collections.defaultdict(list)
+    for entry in report.packed:
+        for c in entry.consts:
+            if isinstance(c.source, ExpertSlice):
+                slices[c.source.of].append(c.source)
+
+    def transform(name: str, weight: torch.Tensor) -> torch.Tensor:
+        if name in whole:
+            return dequantized_weight(method, whole[name], weight)
+        for part in slices.get(name, ()):
+            weight = part.put_back(weight, method.dequantized(part.cut(weight)))
+        return weight
+
+    return transform
 
 
 def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, records, summary: ExportSummary) -> None:

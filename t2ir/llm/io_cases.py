@@ -18,7 +18,7 @@ import torch
 
 from t2ir.driver import Run
 from t2ir.emitters.archive import write_npz
-from t2ir.frontend.causal_lm import cache_input_names, cache_output_names
+from t2ir.frontend.cache_layout import KvLayer, cache_input_names, cache_output_names, empty_caches
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
 MODES = ("prompt", "prompt_with_past", "text_generation")  # what modes.json lists, as torch_to_nnef does
@@ -35,14 +35,14 @@ def _np(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     return t.numpy()
 
 
-def _record(forward: Forward, ids: torch.Tensor, past: list[torch.Tensor], num_layers: int,
+def _record(forward: Forward, ids: torch.Tensor, past: list[torch.Tensor], layout: list[KvLayer],
             dtype: torch.dtype) -> tuple[dict[str, np.ndarray], list[torch.Tensor]]:
     with torch.no_grad():
         out = forward(ids, *past)
     case = {"input_ids": ids.numpy()}
-    case.update({n: _np(p, dtype) for n, p in zip(cache_input_names(num_layers), past)})
+    case.update({n: _np(p, dtype) for n, p in zip(cache_input_names(layout), past)})
     case["outputs"] = _np(out[0], dtype)
-    case.update({n: _np(t, dtype) for n, t in zip(cache_output_names(num_layers), out[1:])})
+    case.update({n: _np(t, dtype) for n, t in zip(cache_output_names(layout), out[1:])})
     return case, list(out[1:])
 
 
@@ -59,8 +59,8 @@ def prompt_ids(tokenizer_dir: Optional[Path], vocab_size: int, n: int) -> torch.
     return torch.randint(0, vocab_size, (1, n), generator=g)
 
 
-def make_cases(forward: Forward, *, num_layers: int, kv_heads: int, head_dim: int, vocab_size: int,
-               dtype: torch.dtype, tokenizer_dir: Optional[Path] = None, n_tokens: int = 8) -> dict[str, dict]:
+def make_cases(forward: Forward, *, layout: list[KvLayer], vocab_size: int, dtype: torch.dtype,
+               tokenizer_dir: Optional[Path] = None, n_tokens: int = 8) -> dict[str, dict]:
     """prompt: n tokens from an empty cache; prompt_with_past: the second half after the first;
     text_generation: one token after n - 1; export: the last 3 tokens after the others (n = 8:
     3 after 5, the sizes the model is traced with).
@@ -70,13 +70,13 @@ def make_cases(forward: Forward, *, num_layers: int, kv_heads: int, head_dim: in
     if n_tokens < 2:
         raise ValueError(f"the reference cases need at least 2 tokens, got {n_tokens}")
     ids = prompt_ids(tokenizer_dir, vocab_size, n_tokens)
-    empty = [torch.zeros(1, kv_heads, 0, head_dim, dtype=dtype) for _ in range(2 * num_layers)]
+    empty = empty_caches(layout, dtype)
     cases = {}
-    cases["prompt"], full = _record(forward, ids, empty, num_layers, dtype)
+    cases["prompt"], full = _record(forward, ids, empty, layout, dtype)
 
     def after(k: int) -> dict:
         past = [c[:, :, :k] for c in full]
-        return _record(forward, ids[:, k:], past, num_layers, dtype)[0]
+        return _record(forward, ids[:, k:], past, layout, dtype)[0]
 
     cases["prompt_with_past"] = after(n_tokens // 2)
     cases["text_generation"] = after(n_tokens - 1)

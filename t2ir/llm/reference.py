@@ -9,15 +9,15 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from t2ir.errors import T2IRError
-from t2ir.llm.checkpoint import Checkpoint
+from t2ir.llm.weight_map import WeightMap
 
 
 @contextlib.contextmanager
-def streamed_weights(model: torch.nn.Module, ckpt: Checkpoint, dtype: torch.dtype,
+def streamed_weights(model: torch.nn.Module, weights: WeightMap, dtype: torch.dtype,
                      transform: Optional[Callable[[str, torch.Tensor], torch.Tensor]] = None) -> Iterator[None]:
     """Make a meta-device model runnable by loading weights module by module during forward.
     `transform(name, tensor)` may replace a weight (e.g. by its dequantized packed form)."""
-    names = ckpt.names_of(model)
+    names = weights.by_tensor()
     handles = []
 
     def own_meta(module):
@@ -30,7 +30,7 @@ def streamed_weights(model: torch.nn.Module, ckpt: Checkpoint, dtype: torch.dtyp
             key = names.get(id(t))
             if key is None:
                 raise T2IRError(f"weight {type(module).__name__}.{n} is not in the checkpoint")
-            value = ckpt.source(key).load()
+            value = weights.source(key).load()
             if transform is not None:
                 value = transform(key, value)
             value = value.to(dtype) if value.is_floating_point() else value

@@ -71,6 +71,9 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.xor", ("x", "y"), ()),
     ("tract_transformers.apply_rope", ("input", "cos", "sin"), ()),
     ("tract_transformers.sdpa", ("q", "k", "v", "?mask"), ("datum_type", "acc_datum_type", "is_causal", "scale")),
+    # optional tensors wg_bias, w1_bias, w3_bias, w2_bias go by keyword (registry.TENSOR_KEYWORDS)
+    ("tract_transformers.moe_ffn", ("x", "wg", "w1", "w2", "?w3"),
+     ("k", "activation", "gate", "expert_layout", "act_alpha", "act_limit")),
     ("tract_core.broadcast", ("input",), ("shape",)),
     ("tract_core.product_reduce", ("input",), ("axes",)),
     ("tract_core.dyn_slice", ("input", "start", "end"), ("axis", "len")),

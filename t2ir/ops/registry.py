@@ -16,6 +16,9 @@ from t2ir.ir import Node
 
 # Namespaces whose ops are written to NNEF as they are; everything else must be translated.
 NNEF_NAMESPACES = ("nnef", "tract_core", "tract_transformers", "fragment")
+# Node attribute naming the node's last inputs that the NNEF call passes by keyword, in order
+# (`tract_moe_ffn(..., wg_bias = b)`): optional tensor parameters that are not trailing positionals.
+TENSOR_KEYWORDS = "tensor_keywords"
 
 
 @dataclass(frozen=True)
@@ -131,8 +134,14 @@ def register_nnef_op(name: str, params: Sequence[str], attrs: Sequence[str] = ()
     REGISTRY.ops[key] = OpDef(key, signature=NnefSignature(tuple(params), frozenset(attrs), fragment), origin=origin)
 
 
+# tract operators whose NNEF name is not `<registry>_<op>`
+_CALL_NAMES = {"tract_transformers.moe_ffn": "tract_moe_ffn"}
+
+
 def nnef_call_name(op: str) -> str:
     """IR name -> NNEF name: `nnef.conv` -> `conv`, `tract_core.gather` -> `tract_core_gather`."""
+    if op in _CALL_NAMES:
+        return _CALL_NAMES[op]
     ns, name = op.split(".", 1)
     if ns in ("nnef", "fragment"):
         return name
@@ -153,11 +162,12 @@ def check_node(node: Node) -> list[str]:
     sig = entry.signature
     problems = []
     bare = [p.lstrip("*?") for p in sig.params]
-    unknown = set(node.attrs) - sig.attrs - set(bare)
+    unknown = set(node.attrs) - sig.attrs - set(bare) - {TENSOR_KEYWORDS}
     if unknown:
         problems.append(f"unknown attributes {sorted(unknown)}")
     tensor_params = [p for p in sig.params if p.lstrip("*?") not in node.attrs]
     required = [p for p in tensor_params if not p.startswith("?")]
-    if not sig.variadic and not len(required) <= len(node.inputs) <= len(tensor_params):
-        problems.append(f"expects {len(tensor_params)} inputs, has {len(node.inputs)}")
+    positional = len(node.inputs) - len(node.attrs.get(TENSOR_KEYWORDS, ()))
+    if not sig.variadic and not len(required) <= positional <= len(tensor_params):
+        problems.append(f"expects {len(tensor_params)} inputs, has {positional}")
     return problems

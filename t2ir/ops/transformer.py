@@ -42,3 +42,4 @@ def rope(node: Node, ctx: LowerContext) -> Value:
 @builtin("t2ir.silu")
 def silu(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("tract_core.silu", [ctx.cast(node.inputs[0], ctx.out.dtype)], ctx.out)
+

@@ -10,8 +10,9 @@ reorders the IO to
     inputs  input_ids, in_cache_key_0, in_cache_value_0, in_cache_key_1, ...
     outputs outputs, out_cache_key_0, out_cache_value_0, ...
 
-A graph with no cache IO passes unchanged. A graph whose cache does not fit the layout fails
-with one error listing every problem.
+Caches that already carry those names keep them: the causal-LM frontend numbers them by decoder
+layer, skipping layers that have no cache. A graph with no cache IO passes unchanged. A graph
+whose cache does not fit the layout fails with one error listing every problem.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from t2ir.ops.aliases import ATTENTION, ATTENTION_KV_INPUTS, CASTS, CONCATS, IDE
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.pattern import arguments
-from t2ir.passes.patterns import axis_of, transposes_last_two
+from t2ir.passes.patterns import axis_of, is_noop, transposes_last_two
 from t2ir.types import format_dim
 
 # Ops attention reads the cache through (GQA repetition, layout changes, no-ops).
@@ -37,6 +38,7 @@ PASS_THROUGH = CASTS | IDENTITY | RESHAPES | TRANSPOSES | {
     "aten.unsqueeze", "aten.expand", "aten.slice.Tensor", "aten.repeat_interleave.self_int", "aten.permute"}
 # Names that say "this input is a KV cache" even when the structure is not found.
 CACHE_NAME = re.compile(r"(cache|past)", re.IGNORECASE)
+TORCH_TO_NNEF_NAME = re.compile(r"in_cache_(key|value)_(\d+)")
 
 
 class KvCacheLayoutError(ExportError):
@@ -90,12 +92,26 @@ def _role(v: Value, order: dict[int, int]) -> tuple[Optional[str], int]:
     return None, -1
 
 
-def _cache_concat(v: Value, g: Graph) -> Optional[Node]:
-    """The concat that appends new entries to past input `v` along axis 2 and is returned."""
+def _cache_concat(v: Value, g: Graph) -> Optional[tuple[Node, Value]]:
+    """The concat that appends new entries to past input `v` along axis 2, and the graph output
+    it becomes (itself, or through ops that change nothing, such as a cast to its own dtype)."""
     for node in v.users:
         if node.op in CONCATS and node.inputs[0] is v and len(node.inputs) == 2:
-            if axis_of(arguments(node).get("dim") or 0, v.rank) == 2 and node.outputs[0].is_output:
-                return node
+            if axis_of(arguments(node).get("dim") or 0, v.rank) == 2:
+                out = _returned(node.outputs[0])
+                if out is not None:
+                    return node, out
+    return None
+
+
+def _returned(v: Value) -> Optional[Value]:
+    if v.is_output:
+        return v
+    for node in v.users:
+        if is_noop(node) and node.inputs[0] is v:
+            found = _returned(node.outputs[0])
+            if found is not None:
+                return found
     return None
 
 
@@ -111,8 +127,8 @@ class FoldKvCache(Pass):
         found: list[_Found] = []
         problems: list[Problem] = []
         for v in graph.inputs:
-            concat = _cache_concat(v, graph) if v.rank == 4 else None
-            if concat is None:
+            cache = _cache_concat(v, graph) if v.rank == 4 else None
+            if cache is None:
                 if CACHE_NAME.search(v.name):
                     problems.append(Problem(
                         f"input %{v.name} {v.type} looks like a KV cache but is not concatenated on axis 2 "
@@ -120,21 +136,21 @@ class FoldKvCache(Pass):
                         hint="the LLM export expects caches shaped [1, kv_heads, P, head_dim] (batch, heads, "
                              "positions, features); build the model with transformers' DynamicCache layout"))
                 continue
-            f = _Found(v, concat.outputs[0], concat)
-            f.role, f.reader = _role(f.present, order)
+            f = _Found(v, cache[1], cache[0])
+            f.role, f.reader = _role(f.concat.outputs[0], order)
             found.append(f)
         if not found and not problems:
             return KvCacheResult(False)
         past, seq = self._check(graph, found, problems)
         if problems:
             raise KvCacheLayoutError("the model's KV cache does not fit the LLM export layout:", problems)
-        layers = self._pair(found, problems)
+        layers = self._named_pairs(found) or list(enumerate(self._pair(found, problems)))
         if problems:
             raise KvCacheLayoutError("the model's KV cache does not fit the LLM export layout:", problems)
         changed = self._normalise(graph, layers)
         infos = [CacheLayer(i, int(k.past.shape[1]), int(k.past.shape[3]),
                             (k.past.name, k.present.name), (val.past.name, val.present.name))
-                 for i, (k, val) in enumerate(layers)]
+                 for i, (k, val) in layers]
         stats = {"layers": len(infos), "kv_heads": max(c.kv_heads for c in infos),
                  "head_dim": max(c.head_dim for c in infos)}
         return KvCacheResult(changed, stats, layers=infos, past=past, seq=seq)
@@ -167,6 +183,21 @@ class FoldKvCache(Pass):
         return (next(iter(pasts)) if len(pasts) == 1 else "", next(iter(seqs)) if len(seqs) == 1 else "")
 
     @staticmethod
+    def _named_pairs(found: list[_Found]) -> list[tuple[int, tuple[_Found, _Found]]]:
+        """Caches already named in torch_to_nnef's form (the causal-LM frontend names them after their
+        decoder layer, which may skip layers without a cache): kept as they are, in layer order."""
+        by_name = {}
+        for f in found:
+            m = TORCH_TO_NNEF_NAME.fullmatch(f.past.name)
+            if m is None:
+                return []
+            by_name[(int(m.group(2)), m.group(1))] = f
+        indices = sorted({i for i, _ in by_name})
+        if len(by_name) != 2 * len(indices) or not all((i, "key") in by_name for i in indices):
+            return []
+        return [(i, (by_name[(i, "key")], by_name[(i, "value")])) for i in indices]
+
+    @staticmethod
     def _pair(found: list[_Found], problems: list[Problem]) -> list[tuple[_Found, _Found]]:
         """Key and value caches per layer, layers in the order their attention runs."""
         for f in found:
@@ -188,11 +219,11 @@ class FoldKvCache(Pass):
         return list(zip(keys, values))
 
     @staticmethod
-    def _normalise(graph: Graph, layers: list[tuple[_Found, _Found]]) -> bool:
+    def _normalise(graph: Graph, layers: list[tuple[int, tuple[_Found, _Found]]]) -> bool:
         """Rename cache IO (and a lone token input / logits output) and put it in signature order."""
         renames: list[tuple[Value, str]] = []
         cache_in, cache_out = [], []
-        for i, pair in enumerate(layers):
+        for i, pair in layers:
             for kind, f in zip(("key", "value"), pair):
                 renames += [(f.past, f"in_cache_{kind}_{i}"), (f.present, f"out_cache_{kind}_{i}")]
                 cache_in.append(f.past)

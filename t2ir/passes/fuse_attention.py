@@ -6,6 +6,11 @@ is provably the KV-cache causal mask (key position <= query position, with query
 `P + arange(S)` and key positions `arange(P + S)`) becomes `causal=true`; any other mask (sliding
 windows, padding) stays an input of the node. Soft-capping stays an attribute: tract's sdpa has
 none, so the t2ir.sdpa translation lowers a soft-capped node to explicit matmul/tanh/softmax.
+
+Eager logits are read by `attention_logits` whatever their order: scales, soft-capping, additive
+position biases (ALiBi) next to the mask, `baddbmm`, masked fills, heads merged into the batch
+axis around the softmax. Every bias and fill becomes part of the one float mask tract's sdpa
+takes, so ALiBi runs inside tract's operator, in prefill and decode alike.
 """
 
 from __future__ import annotations
@@ -14,17 +19,15 @@ import math
 from typing import Any, Optional
 
 from t2ir.ir import Graph, Value
-from t2ir.ops.aliases import ADD, DIV, MUL, SOFTMAX, TRANSPOSES
+from t2ir.ops.aliases import RESHAPES, SOFTMAX
 from t2ir.options import ExportOptions
+from t2ir.passes.attention_logits import MASKED_BIAS, MATMULS, additive_mask, read_logits, with_heads
 from t2ir.passes.base import PassResult
-from t2ir.passes.pattern import Pattern, any_, lit, op, var
-from t2ir.passes.patterns import (is_number, on_last_axis, positions, repeat_kv, skip_noops, swaps_last_two,
+from t2ir.passes.pattern import Pattern, any_, lit, op, skip, var
+from t2ir.passes.patterns import (is_noop_or_cast, is_number, on_last_axis, positions, repeat_kv, skip_noops,
                                   through_casts)
 from t2ir.passes.rewrite import Match, RewritePass, rule
-from t2ir.types import DType, dims_equal
-
-# An additive bias this negative makes exp() underflow to exactly 0 in f16 and f32 softmax.
-MASKED_BIAS = -1e4
+from t2ir.types import DType, TensorType, dims_equal
 
 
 # ---- masks -----------------------------------------------------------------------------------
@@ -75,31 +78,13 @@ def kv(name: str) -> Pattern:
     return repeat_kv(var(name)) | var(name)
 
 
-def scaled(p: Pattern, name: str) -> Pattern:
-    """p * f or p / d, with the Python number captured as `name` or `name_div`."""
-    return op(MUL, p, lit(name=name, where=is_number), commute=True) | op(DIV, p, lit(name=f"{name}_div",
-                                                                                    where=lambda d: is_number(d) and d != 0))
-
-
-def factor(m: Match, name: str) -> Optional[float]:
-    if m.get(name) is not None:
-        return float(m[name])
-    if m.get(f"{name}_div") is not None:
-        return 1.0 / float(m[f"{name}_div"])
-    return None
-
-
 SDPA = op("aten.scaled_dot_product_attention", var("q", rank=4), kv("k"), kv("v"), attn_mask=any_("mask"),
           dropout_p=0.0, is_causal=any_("is_causal"), scale=any_("scale"), enable_gqa=any_())
 
-QK = op("aten.matmul", var("q", rank=4), op(TRANSPOSES, kv("k"), where=swaps_last_two))
-SCORES = scaled(QK, "scale") | QK
-# Gemma-2: tanh(scores / cap) * cap
-CAPPED = scaled(op("aten.tanh", scaled(SCORES, "inv_cap")), "cap")
-LOGITS = CAPPED | SCORES
-MASKED = op(ADD, through_casts(LOGITS), var("mask"), commute=True) | LOGITS
-PROBS = op(SOFTMAX, through_casts(MASKED), dim=any_(), dtype=any_(), half_to_float=any_(), where=on_last_axis())
-EAGER = op("aten.matmul", through_casts(PROBS), kv("v"))
+PROBS = op(SOFTMAX, through_casts(var("logits")), dim=any_(), dtype=any_(), half_to_float=any_(),
+           where=on_last_axis())
+# probabilities @ v, maybe with the heads merged into the batch axis around the softmax (Bloom)
+EAGER = op(MATMULS, skip(lambda n: is_noop_or_cast(n) or n.op in RESHAPES, PROBS), kv("v"))
 
 
 @rule(SDPA)
@@ -110,22 +95,31 @@ def sdpa(m: Match) -> Optional[Value]:
         if m.mask is not None or not dims_equal(m.q.shape[-2], m.k.shape[-2]):
             return None
     scale = 1.0 / math.sqrt(m.q.shape[-1]) if m.scale is None else float(m.scale)
-    return build(m, m.mask, scale, causal=bool(m.is_causal))
+    return build(m, m.q, m.k, m.v, m.mask, scale, causal=bool(m.is_causal))
 
 
 @rule(EAGER)
 def eager(m: Match) -> Optional[Value]:
-    """softmax(q @ k^T * scale [softcap] + mask) @ v -> t2ir.sdpa(q, k, v[, mask], softcap=)"""
-    softcap = factor(m, "cap")
-    if softcap is not None and not math.isclose(factor(m, "inv_cap") * softcap, 1.0, rel_tol=1e-6):
+    """softmax(scale * q @ k^T [softcap] + biases [masked]) @ v -> t2ir.sdpa(q, k, v[, mask], softcap=)"""
+    logits = read_logits(m.logits)
+    if logits is None or logits.tanh:
         return None
-    scale = factor(m, "scale")
-    return build(m, m.get("mask"), 1.0 if scale is None else scale, softcap=softcap)
+    lead = tuple(m.logits.shape[:-2])
+    q, k, v = (with_heads(x, lead) for x in (logits.q, logits.k, m.v))
+    if q is None or k is None or v is None or q.rank != 4:
+        return None
+    mask = additive_mask(m.graph, logits, m.logits.dtype)
+    if mask is None and (logits.terms or logits.masked):
+        return None
+    out = m.out if v is m.v else m.out.with_shape((*lead, q.shape[-2], v.shape[-1]))
+    y = build(m, q, k, v, mask, logits.scale, softcap=logits.softcap, out=out)
+    if y is None or out is m.out:
+        return y
+    return m.op("aten.reshape", [y], m.out, shape=list(m.out.shape))
 
 
-def build(m: Match, mask: Optional[Value], scale: float, *, causal: bool = False,
-          softcap: Optional[float] = None) -> Optional[Value]:
-    q, k, v = m.q, m.k, m.v
+def build(m: Match, q: Value, k: Value, v: Value, mask: Optional[Value], scale: float, *, causal: bool = False,
+          softcap: Optional[float] = None, out: Optional[TensorType] = None) -> Optional[Value]:
     if not dims_equal(k.shape[1], v.shape[1]) or not dims_equal(k.shape[-2], v.shape[-2]):
         return None
     if mask is not None and is_kv_causal(mask, q, k):
@@ -133,7 +127,7 @@ def build(m: Match, mask: Optional[Value], scale: float, *, causal: bool = False
     attrs: dict[str, Any] = dict(scale=scale, causal=causal)
     if softcap is not None:
         attrs["softcap"] = softcap
-    return m.op("t2ir.sdpa", [q, k, v] + ([mask] if mask is not None else []), m.out, **attrs)
+    return m.op("t2ir.sdpa", [q, k, v] + ([mask] if mask is not None else []), out or m.out, **attrs)
 
 
 class FuseAttention(RewritePass):

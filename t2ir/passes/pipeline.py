@@ -17,6 +17,7 @@ from t2ir.passes.convert_dtypes import ConvertDtypes
 from t2ir.passes.cse import Cse
 from t2ir.passes.fold_kv_cache import FoldKvCache
 from t2ir.passes.fuse_attention import FuseAttention
+from t2ir.passes.fuse_moe import FuseMoe
 from t2ir.passes.fuse_transformer_ops import FuseTransformerOps
 from t2ir.passes.lower_to_nnef import LowerToNnef
 from t2ir.passes.op_report import OpReport, Provenance, op_report
@@ -44,6 +45,7 @@ def builtin_stages() -> list[Stage]:
         Stage(FoldKvCache()),  # a no-op on graphs without KV-cache IO
         Stage(FuseAttention(), when=lambda o: o.fuse_attention),
         Stage(FuseTransformerOps, when=lambda o: o.fuse_transformer_ops),
+        Stage(FuseMoe, when=lambda o: o.fuse_transformer_ops),  # after it: reads t2ir.silu
         # after the fusions (it finds t2ir.sdpa / t2ir.rms_norm) and convert-dtypes (bf16 is f16 by then)
         Stage(UpcastF32, when=lambda o: o.f32_norm or o.f32_attn),
         Stage(LowerToNnef()),

@@ -1,0 +1,166 @@
+"""Which layers of a causal LM keep a key/value cache, and its shapes, read from the model itself.
+
+Config fields cannot say it in general: multi-query models cache one head whatever
+`num_key_value_heads` says, MLA caches a latent whose width is no head size, Gemma-4 mixes head
+sizes per layer, KV-sharing layers cache nothing, and some models broadcast their keys to every
+attention head before caching them. So the model runs a short forward on the meta device (no
+memory, no compute) and the cache it fills is inspected layer by layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from t2ir.errors import T2IRError
+
+PROBE_TOKENS = 2  # short enough for any sliding window, long enough that no size is 1
+
+
+class StateCacheError(T2IRError):
+    """The model keeps a state other than keys and values (convolution, recurrent, indexer states)."""
+
+
+@dataclass(frozen=True)
+class KvLayer:
+    """One decoder layer's cache: keys [1, key_heads, P, key_dim], values [1, value_heads, P, value_dim]."""
+
+    index: int  # the decoder layer (the cache IO is named after it)
+    key_heads: int
+    key_dim: int
+    value_heads: int
+    value_dim: int
+
+
+def cache_input_names(layout: list[KvLayer]) -> list[str]:
+    """torch_to_nnef's names, in the order forward() takes them: key then value, layer by layer."""
+    return [f"in_cache_{kind}_{layer.index}" for layer in layout for kind in ("key", "value")]
+
+
+def cache_output_names(layout: list[KvLayer]) -> list[str]:
+    return [name.replace("in_cache_", "out_cache_") for name in cache_input_names(layout)]
+
+
+def empty_caches(layout: list[KvLayer], dtype: torch.dtype, length: int = 0) -> list[torch.Tensor]:
+    """Zero caches of `length` positions (0: the prefill's empty past), in input order."""
+    out = []
+    for layer in layout:
+        out.append(torch.zeros(1, layer.key_heads, length, layer.key_dim, dtype=dtype))
+        out.append(torch.zeros(1, layer.value_heads, length, layer.value_dim, dtype=dtype))
+    return out
+
+
+class RecurrentStateError(StateCacheError):
+    """The model keeps a fixed-size recurrent state (state-space, linear-attention or convolution
+    layers): it would have to be carried as graph IO like the key/value cache, which t2ir does not do yet."""
+
+
+class MetaProbeError(T2IRError):
+    """The model's forward does not run on the meta device (it reads a tensor's value)."""
+
+
+def probe_cache_layout(model: torch.nn.Module, device: str = "meta") -> list[KvLayer]:
+    """Run PROBE_TOKENS tokens through the model and read the cache it returns (and PROBE_TOKENS + 1
+    to tell states that grow with the sequence from fixed-size ones). On the meta device nothing
+    is computed; "cpu" is for models whose forward reads a value (`.item()`)."""
+    caches = [_forward_cache(model, n, device) for n in (PROBE_TOKENS, PROBE_TOKENS + 1)]
+    return layout_of(*caches, type(model).__name__)
+
+
+def _forward_cache(model: torch.nn.Module, tokens: int, device: str):
+    ids = torch.zeros(1, tokens, dtype=torch.long, device=device)
+    with _on_meta(model) if device == "meta" else contextlib.nullcontext(), torch.no_grad():
+        try:
+            out = model(input_ids=ids, use_cache=True)
+        except Exception as e:
+            error = MetaProbeError if device == "meta" else T2IRError
+            raise error(f"{type(model).__name__} cannot run on the {device} device to find its cache layout: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0][:300]}") from None
+    for key in ("cache", "past_key_values"):
+        found = out.get(key) if hasattr(out, "get") else getattr(out, key, None)
+        if found is not None:
+            return found
+    others = [k for k, v in out.items() if k != "logits" and v is not None] if hasattr(out, "items") else []
+    if others:
+        raise RecurrentStateError(f"{type(model).__name__} returns its state as {', '.join(others)}, not a "
+                                  "transformers Cache: a recurrent state t2ir's LLM export does not carry yet")
+    raise StateCacheError(f"{type(model).__name__} returns no cache: it cannot be exported with a KV cache")
+
+
+def layout_of(cache, longer, model_name: str) -> list[KvLayer]:
+    """The KvLayers of a filled transformers Cache (`longer`: the same after one more token); any
+    other state is an error naming it, recurrent when its size does not follow the sequence."""
+    if getattr(cache, "self_attention_cache", None) is not None:  # an encoder-decoder cache, used decoder-only:
+        cache, longer = cache.self_attention_cache, longer.self_attention_cache  # its cross part stays empty
+    layers = getattr(cache, "layers", None)
+    if layers is None:
+        raise StateCacheError(f"{model_name} returns its cache as {type(cache).__name__}, not a transformers Cache "
+                              "of key/value layers: t2ir's LLM export only carries key/value caches")
+    _check_state(cache, longer, {"layers"}, f"{model_name}'s {type(cache).__name__}")
+    layout = []
+    for i, (layer, grown) in enumerate(zip(layers, longer.layers)):
+        keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+        _check_state(layer, grown, {"keys", "values"}, f"layer {i} of {model_name} ({type(layer).__name__})")
+        if keys is None and values is None:
+            continue  # no cache in this layer (attention-free, or it reads another layer's)
+        if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.dim() == values.dim() == 4):
+            raise StateCacheError(f"layer {i} of {model_name} caches {type(layer).__name__} tensors that are not "
+                                  "[batch, heads, positions, features] keys and values")
+        if keys.shape[2] != PROBE_TOKENS or values.shape[2] != PROBE_TOKENS:
+            raise StateCacheError(f"layer {i} of {model_name} kept {keys.shape[2]} of {PROBE_TOKENS} positions in "
+                                  "its cache: only caches that grow by one position per token can be exported")
+        layout.append(KvLayer(i, int(keys.shape[1]), int(keys.shape[3]), int(values.shape[1]), int(values.shape[3])))
+    if not layout:
+        raise StateCacheError(f"{model_name} keeps no key/value cache in any layer")
+    return layout
+
+
+def _check_state(obj, grown, skip: set[str], where: str) -> None:
+    """Refuse state besides keys and values, saying whether it is recurrent (fixed size)."""
+    names = _tensor_attributes(obj, skip)
+    if not names:
+        return
+    fixed = all(_shapes(getattr(obj, n)) == _shapes(getattr(grown, n, None)) for n in names)
+    if fixed:
+        raise RecurrentStateError(f"{where} keeps a recurrent state ({', '.join(names)}, fixed size): "
+                                  "t2ir's LLM export carries key/value caches, not recurrent states, as graph IO")
+    raise StateCacheError(f"{where} keeps {', '.join(names)} besides keys and values, growing with the sequence: "
+                          "t2ir's LLM export only carries key/value caches")
+
+
+def _shapes(value) -> list:
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+    return [tuple(x.shape) for x in items if isinstance(x, torch.Tensor)]
+
+
+def _tensor_attributes(obj, skip: set[str]) -> list[str]:
+    """Attributes holding per-sequence tensors (batch and feature axes at least: not the scalars a
+    layer keeps, like its window size), directly or in lists/dicts, except `skip`."""
+    found = []
+    for name, value in vars(obj).items():
+        if name in skip:
+            continue
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(x, torch.Tensor) and x.dim() >= 2 for x in items):
+            found.append(name)
+    return found
+
+
+@contextlib.contextmanager
+def _on_meta(module: torch.nn.Module) -> Iterator[None]:
+    """Temporarily move the real tensors (computed buffers) to meta, so the forward is all meta."""
+    swapped = []
+    for sub in module.modules():
+        for store in (sub._parameters, sub._buffers):
+            for name, tensor in store.items():
+                if tensor is not None and not tensor.is_meta:
+                    swapped.append((store, name, tensor))
+                    store[name] = tensor.to("meta")
+    try:
+        yield
+    finally:
+        for store, name, tensor in swapped:
+            store[name] = tensor

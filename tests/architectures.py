@@ -1,0 +1,222 @@
+"""Any causal LM transformers ships, made tiny, saved, exported with `export-llm` and checked in tract.
+
+Shared by the test suite (a representative dozen) and bench/sweep_architectures.py (all of them):
+
+    config = tiny_config("mixtral")                  # the config class's defaults, shrunk
+    folder = save_checkpoint(config, tmp / "ckpt")   # save_pretrained: transformers' original format
+    result = export_and_check(folder, tmp / "out", attn="auto", dtype="f32")
+
+The check runs transformers' own cached loop as the reference: a prefill from an empty cache, decode
+steps that feed tract's own output caches back, then a chunk of several tokens on top of the past.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+import torch
+
+PREFILL, DECODE_STEPS, CHUNK = 7, 3, 4
+TOLERANCE = {"f32": 1e-4, "f16": 1e-2}  # f16: with f32 norm + attention, against f32 on f16-rounded weights
+
+# Size fields of transformers configs, made small. Any field a config class does not have is ignored;
+# the class is rebuilt from the shrunk values so that derived fields are recomputed.
+SMALL = dict(
+    hidden_size=64, d_model=64, n_embd=64, n_embed=64, embed_dim=64, emb_dim=64, embedding_dim=64, model_dim=64,
+    dim=64, attention_hidden_size=64, n_heads=4,
+    rotary_dim=8, intermediate_size=96, ffn_hidden_size=96, ffn_dim=96, decoder_ffn_dim=96, encoder_ffn_dim=96, n_inner=96,
+    moe_intermediate_size=32, shared_expert_intermediate_size=48, expert_hidden_size=32,
+    num_attention_heads=4, n_head=4, num_heads=4, decoder_attention_heads=4, encoder_attention_heads=4,
+    num_key_value_heads=2, head_dim=16, vocab_size=256, max_position_embeddings=128, n_positions=128,
+    max_seq_len=128, num_local_experts=4, num_experts=4, n_routed_experts=4, moe_num_experts=4,
+    num_experts_per_tok=2, moe_topk=2, top_k=2, moe_k=2, n_group=2, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
+    qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, sliding_window=4, attention_chunk_size=4,
+    first_k_dense_replace=1, conv_kernel=4, state_size=8, mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16,
+    mamba_d_conv=4, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
+    linear_value_head_dim=16, global_head_dim=32, num_kv_shared_layers=1, hidden_size_per_layer_input=16,
+    vocab_size_per_layer_input=256,
+)
+# Fields some defaults leave unset although the model cannot run without them.
+REQUIRED = ("num_experts_per_tok", "n_group", "topk_group")
+NUM_LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
+PER_LAYER_LISTS = ("layer_types", "layers_block_type", "hybrid_override_pattern", "block_types",
+                   "attn_type_list", "mlp_layer_types", "no_rope_layers")
+TOKEN_IDS = ("pad_token_id", "bos_token_id", "eos_token_id", "decoder_start_token_id", "sep_token_id")
+
+
+def quiet() -> None:
+    """transformers and torch.export log a lot for random tiny models."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+
+
+def causal_lm_types() -> dict[str, str]:
+    """model_type -> causal-LM class name, from transformers' auto mapping."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def _shrunk_layers(value, n: int):
+    """The first n entries of a per-layer list, keeping one of each kind it holds."""
+    if not isinstance(value, (list, tuple, str)) or len(value) <= n:
+        return value
+    kinds = list(dict.fromkeys(value))
+    picked = list(value[:n])
+    for i, kind in enumerate(kinds[:n]):
+        if kind not in picked:
+            picked[n - 1 - i] = kind
+    return "".join(picked) if isinstance(value, str) else type(value)(picked)
+
+
+def tiny_config(model_type: str, num_layers: int = 2):
+    """The config class's defaults with small sizes (4 layers for hybrids so every layer kind shows)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    default = CONFIG_MAPPING[model_type]()
+    d = default.to_dict()
+    kw = {k: v for k, v in SMALL.items() if isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] > v}
+    if "head_dim" in d and d["head_dim"] is None:
+        kw["head_dim"] = 16
+    kw.update({k: SMALL[k] for k in REQUIRED if k in d and d[k] is None})
+    if "qk_rope_head_dim" in d and "head_dim" in d:  # MLA: rotary runs on head_dim = the rope part
+        kw["head_dim"] = kw.get("qk_rope_head_dim", d["qk_rope_head_dim"])
+    if "kv_lora_rank" in d and "num_key_value_heads" in d:  # MLA expands the latent to every head
+        kw["num_key_value_heads"] = kw.get("num_attention_heads", d.get("num_attention_heads"))
+    kinds = {str(x) for key in PER_LAYER_LISTS for x in (d.get(key) or []) if isinstance(d.get(key), (list, tuple, str))}
+    layers = max(num_layers, min(len(kinds), 4))
+    for key in NUM_LAYERS:
+        if isinstance(d.get(key), int) and d[key] > layers:
+            kw[key] = layers
+    for key in PER_LAYER_LISTS:
+        if key in d:
+            kw[key] = _shrunk_layers(d[key], layers)
+    vocab = kw.get("vocab_size", d.get("vocab_size"))
+    for i, key in enumerate(TOKEN_IDS):
+        if isinstance(d.get(key), int) and vocab and d[key] >= vocab:
+            kw[key] = vocab - 1 - i
+    skip = {"transformers_version", "model_type", "architectures", "qk_head_dim"}
+    try:
+        config = type(default)(**{**{k: v for k, v in d.items() if k not in skip}, **kw})
+    except Exception:
+        config = type(default)(**{k: v for k, v in kw.items() if k not in PER_LAYER_LISTS})
+    if getattr(config, "is_decoder", None) is False:
+        config.is_decoder = True  # encoder architectures serve as causal LMs in decoder mode
+    return config
+
+
+def build_model(config, attn: str = "auto", seed: int = 0, dtype: torch.dtype = torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    kwargs = {} if attn == "auto" else {"attn_implementation": attn}
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+    _randomize_zero_init(model, seed)
+    return model.eval()
+
+
+def _randomize_zero_init(model: torch.nn.Module, seed: int) -> None:
+    """Some weights start at zero (router biases, gates of zero-initialised branches) and would hide
+    whole code paths from the check: give every all-zero float parameter small random values."""
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.is_floating_point() and p.numel() > 1 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def save_checkpoint(config, folder: Path, seed: int = 0) -> Path:
+    """A random tiny model saved by save_pretrained (its default, transformers' original format)."""
+    model = build_model(config, seed=seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    return folder
+
+
+@dataclass
+class CheckResult:
+    logits_diff: float
+    cache_diff: float
+    steps: int
+
+    @property
+    def max_diff(self) -> float:
+        return max(self.logits_diff, self.cache_diff)
+
+
+def export(folder: Path, out: Path, *, attn: str = "auto", dtype: str = "f32", **options):
+    from t2ir.llm.exporter import export_llm
+    from t2ir.options import LLMExportOptions
+
+    f16 = dtype != "f32"
+    opts = LLMExportOptions(model_dir=folder, out_dir=out, dtype=dtype, attn_implementation=attn, tests=False,
+                            f32_norm=f16, f32_attn=f16, overwrite=True, **options)
+    return export_llm(opts)
+
+
+def reference_model(folder: Path, attn: str, dtype: str):
+    """transformers' own load of the checkpoint; f16 exports are compared in f32 on f16-rounded weights."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {} if attn == "auto" else {"attn_implementation": attn}
+    model = AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
+    if dtype != "f32":
+        model = model.to(torch.float16).float()
+    return model
+
+
+def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResult:
+    """Prefill, DECODE_STEPS greedy steps feeding tract's caches back, then a CHUNK on top of the past."""
+    from transformers import DynamicCache
+
+    from t2ir.tract_run import io_facts, load_model, run_tract
+
+    tract_model = load_model(model_path)
+    inputs, _ = io_facts(tract_model)
+    runnable = tract_model.into_runnable()
+    np_dtype = np.float16 if dtype != "f32" else np.float32
+    past = [np.zeros([0 if isinstance(d, str) else d for d in f.dims], np_dtype) for f in inputs[1:]]
+    vocab = reference.config.get_text_config(decoder=True).vocab_size
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, vocab, (1, PREFILL), generator=gen)
+    cache = DynamicCache(config=reference.config)
+    logits_diff = cache_diff = 0.0
+    steps = 0
+    for step in range(2 + DECODE_STEPS):
+        with torch.no_grad():
+            ref = reference(input_ids=ids, cache=cache, use_cache=True)
+        got = run_tract(runnable, [ids.numpy(), *past])
+        want = ref.logits[:, -got[0].shape[1]:].float().numpy()
+        if got[0].shape != want.shape:
+            raise AssertionError(f"tract logits {got[0].shape} vs transformers {want.shape}")
+        logits_diff = max(logits_diff, float(np.abs(got[0].astype(np.float64) - want).max()))
+        cache_diff = max(cache_diff, _cache_diff(got[1:], inputs[1:], cache))
+        past = got[1:]
+        steps += 1
+        ids = ref.logits[:, -1:].argmax(-1)
+        if step == DECODE_STEPS:
+            ids = torch.cat([ids, torch.randint(3, vocab, (1, CHUNK - 1), generator=gen)], 1)
+    return CheckResult(logits_diff, cache_diff, steps)
+
+
+def _cache_diff(got: list[np.ndarray], facts, cache) -> float:
+    """Max difference of tract's caches with transformers' on the positions the reference keeps,
+    for the layers whose reference cache is plain keys/values of the same layout."""
+    layers = getattr(cache, "layers", None) or []
+    worst = 0.0
+    for out, fact in zip(got, facts):
+        kind, index = fact.name.split("_")[-2:]
+        layer = layers[int(index)] if int(index) < len(layers) else None
+        ref = getattr(layer, "keys" if kind == "key" else "values", None)
+        if not isinstance(ref, torch.Tensor) or ref.dim() != 4 or ref.shape[1] != out.shape[1] \
+                or ref.shape[3] != out.shape[3] or ref.shape[2] > out.shape[2]:
+            continue
+        tail = out[:, :, out.shape[2] - ref.shape[2]:].astype(np.float64)
+        worst = max(worst, float(np.abs(tail - ref.float().numpy()).max()))
+    return worst

@@ -1,0 +1,125 @@
+"""A representative dozen of transformers' causal LMs through `export-llm` as a user runs it: a
+tiny random model saved by save_pretrained (transformers' original checkpoint format), exported
+with the default attention, and run in tract against transformers' own cached loop (prefill from
+an empty cache, decode steps feeding tract's caches back, a chunk with past).
+
+bench/sweep_architectures.py runs the same check on every model type (docs/architectures.md).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from architectures import TOLERANCE, check_in_tract, export, quiet, reference_model, save_checkpoint, tiny_config  # noqa: E402
+from t2ir.frontend.cache_layout import RecurrentStateError  # noqa: E402
+
+quiet()
+
+# what each one stands for
+DOZEN = {
+    "mixtral": "MoE fused into tract_moe_ffn (softmax, renormalised top-k); per-expert checkpoint keys stacked",
+    "qwen2_moe": "MoE with a sigmoid-gated shared expert, top-k without renormalisation",
+    "gpt_oss": "MoE with router and expert biases, interleaved clamped gate; eager-only, attention sinks",
+    "gpt_bigcode": "multi-query attention: one key/value head",
+    "bloom": "ALiBi in merged-heads eager attention (baddbmm), eager-only",
+    "falcon": "in-place ops in the model code, fused qkv",
+    "gpt_neox": "checkpoint head renamed (embed_out -> lm_head), partial rotary",
+    "gemma2": "eager-only: attention and final logit soft-capping, sliding layers",
+    "gemma3_text": "sliding-window layers shorter than the sequence, per-layer rope",
+    "granitemoe": "MoE whose checkpoint names its experts input_linear/output_linear (renamed on load)",
+    "cohere2": "sliding and full layers, parallel attention/MLP block",
+    "olmoe": "MoE with q/k norms, top-k without renormalisation",
+    "ernie4_5_moe": "MoE whose routing tract has no gate for: the model's choice handed to tract_moe_ffn",
+}
+SLOW = {"gpt_oss", "olmoe"}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("architectures")
+    made: dict[str, Path] = {}
+
+    def get(model_type: str) -> Path:
+        if model_type not in made:
+            made[model_type] = save_checkpoint(tiny_config(model_type), root / model_type / "checkpoint")
+        return made[model_type]
+
+    return get
+
+
+def _params(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in names]
+
+
+@pytest.mark.parametrize("model_type", _params(DOZEN))
+def test_export_matches_transformers(checkpoints, tmp_path, model_type):
+    folder = checkpoints(model_type)
+    summary = export(folder, tmp_path / "out")
+    result = check_in_tract(summary.out_dir / "model" / "model.nnef.tgz", reference_model(folder, "auto", "f32"))
+    assert result.max_diff <= TOLERANCE["f32"], (result.logits_diff, result.cache_diff)
+    ops = summary.ops_after
+    assert ops.get("tract_transformers.sdpa", 0) + ops.get("nnef.softmax", 0) > 0  # attention was fused or decomposed
+    if model_type in ("mixtral", "qwen2_moe", "gpt_oss", "granitemoe", "olmoe", "ernie4_5_moe"):
+        assert ops.get("tract_transformers.moe_ffn", 0) > 0, ops
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "bloom"])
+def test_f16_with_f32_norm_and_attention(checkpoints, tmp_path, model_type):
+    folder = checkpoints(model_type)
+    summary = export(folder, tmp_path / "out", dtype="f16")
+    result = check_in_tract(summary.out_dir / "model" / "model.nnef.tgz", reference_model(folder, "auto", "f16"), "f16")
+    assert result.max_diff <= TOLERANCE["f16"], (result.logits_diff, result.cache_diff)
+
+
+def test_alibi_is_the_sdpa_mask(checkpoints, tmp_path):
+    """Bloom's ALiBi bias and causal mask become the float mask of tract's sdpa, layer by layer
+    (the check above runs it in prefill, decode and chunked steps)."""
+    summary = export(checkpoints("bloom"), tmp_path / "out")
+    layers = tiny_config("bloom").n_layer
+    passes = {p["name"]: p["stats"] for p in json.loads((summary.out_dir / "manifest.json").read_text())["passes"]}
+    assert passes["fuse-attention"] == {"eager": layers, "masked": layers}
+    assert summary.ops_after.get("tract_transformers.sdpa") == layers and "nnef.softmax" not in summary.ops_after
+
+
+@pytest.mark.parametrize("model_type", ["mixtral", "ernie4_5_moe"])
+def test_q4_0_packs_expert_weights(checkpoints, tmp_path, model_type):
+    """Q4_0 covers the expert stacks (tract_moe_ffn's linear layout, padded for the model's own
+    routing in ernie) and the report lists them; the check compares with transformers on the
+    dequantized weights."""
+    summary = export(checkpoints(model_type), tmp_path / "out", compression="q4_0", check_io="approximate")
+    assert summary.check_passed, [(c.case, c.output, c.max_abs_diff) for c in summary.checks if not c.passed]
+    experts = [e for e in summary.quant_report.tensors if ".mlp.experts." in e.name]
+    config = tiny_config(model_type)
+    num_experts = getattr(config, "num_local_experts", None) or config.moe_num_experts
+    assert len(experts) >= 3 and all(e.status == "packed" and e.encoding == "q4_0" for e in experts), experts
+    assert all(len(e.shape) == 3 and e.shape[0] == num_experts for e in experts)
+    text = io.StringIO()
+    summary.quant_report.print(text)
+    assert "experts.gate_up_proj.gate" in text.getvalue()
+
+
+def test_multi_query_cache_has_one_head(checkpoints, tmp_path):
+    from t2ir.tract_run import io_facts, load_model
+
+    summary = export(checkpoints("gpt_bigcode"), tmp_path / "out")
+    inputs, outputs = io_facts(load_model(summary.out_dir / "model" / "model.nnef.tgz"))
+    assert [f.name for f in inputs][:3] == ["input_ids", "in_cache_key_0", "in_cache_value_0"]
+    assert all(f.dims[1] == 1 for f in inputs[1:])
+    assert [f.name for f in outputs][:2] == ["outputs", "out_cache_key_0"]
+
+
+def test_state_space_model_gets_one_error_line(tmp_path):
+    """Models that keep a recurrent state besides keys and values are refused with what is missing."""
+    folder = save_checkpoint(tiny_config("mamba"), tmp_path / "mamba")
+    with pytest.raises(RecurrentStateError) as err:
+        export(folder, tmp_path / "out")
+    message = str(err.value)
+    assert "\n" not in message and "key/value caches" in message
