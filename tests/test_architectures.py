@@ -80,10 +80,12 @@ def test_f16_with_f32_norm_and_attention(checkpoints, tmp_path, model_type):
 
 
 def test_alibi_is_the_sdpa_mask(checkpoints, tmp_path):
-    """Bloom's ALiBi bias and causal mask become the float mask of tract's sdpa, layer by layer
-    (the check above runs it in prefill, decode and chunked steps)."""
-    summary = export(checkpoints("bloom"), tmp_path / "out")
+    """Bloom's ALiBi bias and causal mask become the float mask of the fused attention, layer by
+    layer, in both of its forms: tract's sdpa operator and matmuls + softmax (the check above runs
+    the default form in prefill, decode and chunked steps; this export is checked in tract too)."""
     layers = tiny_config("bloom").n_layer
+    summary = export(checkpoints("bloom"), tmp_path / "out", attention="sdpa", check_io="approximate")
+    assert summary.check_passed, [(c.case, c.output, c.max_abs_diff) for c in summary.checks if not c.passed]
     passes = {p["name"]: p["stats"] for p in json.loads((summary.out_dir / "manifest.json").read_text())["passes"]}
     assert passes["fuse-attention"] == {"eager": layers, "masked": layers}
     assert summary.ops_after.get("tract_transformers.sdpa") == layers and "nnef.softmax" not in summary.ops_after

@@ -87,7 +87,7 @@ def test_dry_run_writes_nothing(model_dir, tmp_path):
     out = tmp_path / "out"
     result = run_cli("export-llm", "-d", str(model_dir), "-e", str(out), "--dry-run")
     assert not out.exists()
-    assert "predicted model size" in result.output and "tract_transformers.sdpa" in result.output
+    assert "predicted model size" in result.output and "nnef.softmax" in result.output
 
 
 def test_existing_output_is_refused_then_replaced_with_force(model_dir, tmp_path):

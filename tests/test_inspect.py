@@ -45,11 +45,13 @@ class Block(torch.nn.Module):
 
 @pytest.fixture(scope="module")
 def block_exports(tmp_path_factory):
-    """The block exported twice (attention fused and not), the first one with its pass dumps."""
+    """The block exported twice (attention fused into tract's sdpa and not), the first one with its
+    pass dumps."""
     root = tmp_path_factory.mktemp("block")
     x = torch.randn(1, 5, 16)
     module = Block().eval()
-    fused = t2ir.export(module, (x,), root / "fused.nnef.tgz", dump_ir=root / "dumps")
+    fused = t2ir.export(module, (x,), root / "fused.nnef.tgz", dump_ir=root / "dumps",
+                        options=t2ir.ExportOptions(attention="sdpa"))
     plain = t2ir.export(module, (x,), root / "plain", options=t2ir.ExportOptions(fuse_attention=False))
     return root, fused, plain
 

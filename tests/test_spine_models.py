@@ -5,6 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+import t2ir
+
 from tests.helpers import export_and_compare
 
 
@@ -87,12 +89,18 @@ def test_encoder_block(tmp_path, frontend):
                        input_names=["x"], dynamic_axes={"x": {0: "batch", 1: "S"}})
 
 
+@pytest.mark.parametrize("attention", ["auto", "sdpa"])
 @pytest.mark.parametrize("frontend", FRONTENDS)
-def test_sdpa_block(tmp_path, frontend):
+def test_sdpa_block(tmp_path, frontend, attention):
     result = export_and_compare(SdpaBlock(), (torch.randn(2, 6, 32),), tmp_path,
                                 more_args=[(torch.randn(1, 11, 32),)], frontend=frontend,
-                                input_names=["x"], dynamic_axes={"x": {0: "batch", 1: "S"}})
-    assert sum(n.op == "tract_transformers.sdpa" for n in result.graph.nodes) == 1
+                                input_names=["x"], dynamic_axes={"x": {0: "batch", 1: "S"}},
+                                options=t2ir.ExportOptions(attention=attention))
+    ops = [n.op for n in result.graph.nodes]
+    if attention == "sdpa":  # tract's operator
+        assert ops.count("tract_transformers.sdpa") == 1 and "nnef.softmax" not in ops
+    else:  # matmuls and a softmax (what auto picks, see docs/benchmarks.md)
+        assert ops.count("nnef.softmax") == 1 and "tract_transformers.sdpa" not in ops
 
 
 def test_scripted_module_through_jit_frontend(tmp_path):

@@ -21,6 +21,7 @@ from t2ir.errors import T2IRError
 Level = Enum("Level", {name: name for name in LEVELS}, type=str)
 Dtype = Enum("Dtype", {name: name for name in ("auto", "f32", "f16", "bf16")}, type=str)
 Layout = Enum("Layout", {"deep": "deep", "flat": "flat"}, type=str)
+Attention = Enum("Attention", {n: n for n in ("auto", "matmul", "sdpa")}, type=str)
 # torch_to_nnef's compression names -> t2ir's methods. Its "_all" adds Conv1d/Conv2d filters,
 # which t2ir keeps float (listed as kept in the quantization report).
 T2N_COMPRESSION = {
@@ -93,6 +94,9 @@ def export_llm_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress output"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also print the time and rule hits of every pass"),
     merge_peft: bool = typer.Option(False, "--merge-peft", "-mp", help="merge a LoRA adapter folder into its base"),
+    attention: Attention = typer.Option(Attention.auto, "--attention",
+                                        help="how fused attention runs in tract: matmul (matmuls + softmax), sdpa "
+                                             "(tract's sdpa operator), auto (the faster one measured: matmul)"),
     attn_implementation: str = typer.Option("auto", "--attn-implementation", "--transformers-attn-implementation",
                                        help="transformers attention to trace: auto (sdpa where supported), sdpa "
                                             "or eager"),
@@ -137,7 +141,7 @@ def export_llm_cmd(
             check_io=None if no_verify else check_io.value, num_logits_to_keep=num_logits_to_keep,
             sample_tokens=sample_tokens, layout=layout.value, dump_ir=dump_ir, check_passes=check_passes,
             dry_run=dry_run, overwrite=force,
-            merge_peft=merge_peft, attn_implementation=attn_implementation)
+            merge_peft=merge_peft, attn_implementation=attn_implementation, attention=attention.value)
         summary = export_llm(opts, reporter)
     except T2IRError as e:
         fail(str(e))

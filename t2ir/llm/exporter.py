@@ -59,10 +59,12 @@ class ExportSummary:
 
     def fusion_lines(self) -> list[str]:
         a = self.ops_after
-        attention = a.get("tract_transformers.sdpa", 0)
+        fused = next((r.result.stats for r in self.passes if r.name == "fuse-attention"), {})
+        attention = fused.get("sdpa", 0) + fused.get("eager", 0)
+        form = "tract's sdpa" if a.get("tract_transformers.sdpa") else "matmuls + softmax"
         norms = a.get("tract_core.rms_norm", 0) + a.get("tract_core.scaled_rms_norm", 0) + a.get("tract_transformers.rms_norm", 0)
         rope = a.get("tract_transformers.apply_rope", 0)
-        return [f"attention nodes fused into tract sdpa: {attention}", f"rms norms fused: {norms}",
+        return [f"attention layers fused: {attention} (run as {form})", f"rms norms fused: {norms}",
                 f"rotary embeddings fused: {rope}", f"matmuls: {a.get('nnef.matmul', 0)}",
                 *(f"weights stored as {enc}: {n}" for enc, n in self.packed.items())]
 
@@ -192,6 +194,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
     with reporter.phase("passes"):
         run = driver.compile_graph(graph, opts, on_pass=lambda name: reporter.advance(name), checker=checker)
     summary.ops_after = _op_counts(graph)
+    summary.passes = run.records
     summary.op_report = run.op_report(graph)
     summary.pass_checks = checker.checks if checker is not None else []
     summary.packed = dict(collections.Counter(v.const.encoding for v in graph.consts if v.const.encoding != "plain"))
@@ -224,7 +227,6 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         summary.quant_report = report
         summary.timings = dict(reporter.timings)
         summary.output_bytes = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
-        summary.passes = run.records
         _write_manifest(staged / "manifest.json", ckpt, opts, run.records, summary)
     return summary
 
