@@ -45,7 +45,7 @@ def _llm_reference(out_dir: Path, model_dir: Optional[Path]):
                     if manifest.get("inputs", {}).get(name, digest) != digest)
     if differ:
         fail(f"{model_dir} is not the model {out_dir} was exported from: {', '.join(differ)} differ(s)")
-    return trace_graph(ckpt, opts, Reporter(quiet=True))[2]
+    return trace_graph(ckpt, opts, Reporter(quiet=True)).graph
 
 
 @app.command()

@@ -97,6 +97,7 @@ class ArchiveSink:
 
     def __init__(self, dest: Path, *, compresslevel: int):
         self.mtime = archive_mtime()
+        self.dest = dest
         self._stack = contextlib.ExitStack()
         raw = self._stack.enter_context(open(dest, "wb"))
         gz = self._stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw,
@@ -110,7 +111,10 @@ class ArchiveSink:
         result = write(chunks)
         info = _normalised(tarfile.TarInfo(name), self.mtime)
         info.size = chunks.size
-        self.tar.addfile(info, chunks)
+        try:
+            self.tar.addfile(info, chunks)
+        except OSError as e:  # name the member being written, not only the archive (disk full)
+            raise OSError(e.errno, e.strerror, str(self.dest / name)) from None
         return chunks.size, result
 
     def __enter__(self) -> "ArchiveSink":
