@@ -55,3 +55,4 @@ class LLMExportOptions(ExportOptions):
     sample_tokens: int = 8                     # prompt length of the reference cases (torch_to_nnef's -sgts)
     layout: str = "deep"                       # OUT/model + OUT/tokenizer ("deep") or all in OUT ("flat")
     attn_implementation: str = "auto"          # transformers attention: auto (its own choice), sdpa, eager
+    trace_every_layer: bool = False            # trace all decoder layers, not one per kind (then stamped)

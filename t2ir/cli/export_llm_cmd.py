@@ -37,7 +37,6 @@ IGNORED_T2N_FLAGS = {
     "tract_specific_path": "t2ir checks with the tract Python package, not a tract binary",
     "tract_specific_version": "t2ir checks with the tract Python package, not a tract binary",
     "naming_scheme": "t2ir names internal tensors after the IR values",
-    "reify_sdpa_operator": "t2ir always emits tract's sdpa operator for fused attention",
     "device_map": "t2ir streams the weights one at a time from the safetensors files: no device map is needed",
     "hf_download_n_retries": "t2ir never downloads (-s reads the local Hugging Face cache)",
     "trust_remote_code": "t2ir builds the model from transformers' own classes and runs no remote code",
@@ -100,10 +99,14 @@ def export_llm_cmd(
     attn_implementation: str = typer.Option("auto", "--attn-implementation", "--transformers-attn-implementation",
                                        help="transformers attention to trace: auto (sdpa where supported), sdpa "
                                             "or eager"),
+    trace_every_layer: bool = typer.Option(False, "--trace-every-layer",
+                                           help="trace every decoder layer (default: layers that look alike are "
+                                                "traced once and copied in the graph)"),
     tract_specific_path: Optional[Path] = typer.Option(None, "--tract-specific-path", hidden=True, help="ignored"),
     tract_specific_version: Optional[str] = typer.Option(None, "--tract-specific-version", hidden=True, help="ignored"),
     naming_scheme: Optional[str] = typer.Option(None, "-n", "--naming-scheme", hidden=True, help="ignored"),
-    reify_sdpa_operator: bool = typer.Option(False, "--reify-sdpa-operator", hidden=True, help="ignored"),
+    reify_sdpa_operator: bool = typer.Option(False, "--reify-sdpa-operator",
+                                             help="torch_to_nnef's name for --attention sdpa"),
     device_map: Optional[str] = typer.Option(None, "--device-map", hidden=True, help="ignored"),
     hf_download_n_retries: Optional[int] = typer.Option(None, "--hf-download-n-retries", hidden=True, help="ignored"),
     trust_remote_code: Optional[bool] = typer.Option(None, "--trust-remote-code/--no-trust-remote-code", hidden=True,
@@ -141,7 +144,8 @@ def export_llm_cmd(
             check_io=None if no_verify else check_io.value, num_logits_to_keep=num_logits_to_keep,
             sample_tokens=sample_tokens, layout=layout.value, dump_ir=dump_ir, check_passes=check_passes,
             dry_run=dry_run, overwrite=force,
-            merge_peft=merge_peft, attn_implementation=attn_implementation, attention=attention.value)
+            merge_peft=merge_peft, attn_implementation=attn_implementation, attention="sdpa" if reify_sdpa_operator else attention.value,
+            trace_every_layer=trace_every_layer)
         summary = export_llm(opts, reporter)
     except T2IRError as e:
         fail(str(e))

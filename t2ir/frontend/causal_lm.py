@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from t2ir.errors import T2IRError
 from t2ir.frontend import moe
 from t2ir.frontend.cache_layout import (KvLayer, MetaProbeError, cache_input_names, cache_output_names, empty_caches,
                                         probe_cache_layout)
+from t2ir.frontend.layer_stamping import LayerPlan, StampingError, only_traced_layers, plan_layers, stamp_layers
 
 
 def cache_layout_of(model: torch.nn.Module) -> list[KvLayer]:
@@ -276,17 +278,73 @@ def build_meta_model(
 
 
 def lift_causal_lm(model: torch.nn.Module, *, num_logits_to_keep: int | None = None,
-                   weight_source=None, name: str = "main", layout: list[KvLayer] | None = None):
+                   weight_source=None, name: str = "main", layout: list[KvLayer] | None = None,
+                   every_layer: bool = False):
     """Export and lift a causal LM into the IR with torch_to_nnef's LLM signature:
     inputs `input_ids [1, S]`, `in_cache_{key,value}_{i} [1, heads, P, dim]`; outputs `outputs`
-    (logits) and `out_cache_{key,value}_{i} [1, heads, P+S, dim]`, i being the decoder layer."""
+    (logits) and `out_cache_{key,value}_{i} [1, heads, P+S, dim]`, i being the decoder layer.
+
+    Unless `every_layer`, decoder layers that trace alike are traced once and stamped (see
+    t2ir.frontend.layer_stamping); when that does not fit the model, every layer is traced."""
     from t2ir.ops.builtins import ensure_registered
-    from t2ir.frontend.fx import lift_exported_program
 
     ensure_registered()
     layout = layout if layout is not None else cache_layout_of(model)
+    plan = None if every_layer else plan_layers(model, model.config.get_text_config(decoder=True))
+    if plan is not None:
+        try:
+            return _lift_stamped(model, plan, layout, num_logits_to_keep, weight_source, name)
+        except StampingError as e:
+            warnings.warn(f"tracing every decoder layer of {type(model).__name__}: {e}", StampingWarning, stacklevel=2)
+    return _lift(model, layout, num_logits_to_keep, weight_source, name)
+
+
+class StampingWarning(UserWarning):
+    """Layers could not be traced once and stamped; every layer was traced (slower, same result)."""
+
+
+def _lift(model, layout: list[KvLayer], num_logits_to_keep, weight_source, name: str):
+    from t2ir.frontend.fx import lift_exported_program
+
     ep = export_causal_lm(model, num_logits_to_keep=num_logits_to_keep, layout=layout)
     inputs = ["input_ids", *cache_input_names(layout)]
     dim_names = {(0, 1): "S", **{(i, 2): "P" for i in range(1, len(inputs))}}
     return lift_exported_program(ep, input_names=inputs, output_names=["outputs", *cache_output_names(layout)],
                                  dim_names=dim_names, weight_source=weight_source, name=name)
+
+
+def _lift_stamped(model, plan: LayerPlan, layout: list[KvLayer], num_logits_to_keep, weight_source, name: str):
+    """Trace the plan's layers only, then stamp the others in the IR."""
+    from t2ir.ir import InMemory
+    from t2ir.types import DType
+
+    by_index = {layer.index: layer for layer in layout}
+    for copy, source in plan.copies.items():
+        if (copy in by_index) != (source in by_index) or copy in by_index and \
+                by_index[copy].__dict__ | {"index": 0} != by_index[source].__dict__ | {"index": 0}:
+            raise StampingError(f"layers {copy} and {source} keep different caches")
+    with only_traced_layers(model, plan):
+        try:
+            graph = _lift(model, [layer for layer in layout if layer.index in plan.traced], num_logits_to_keep,
+                          weight_source, name)
+        except StampingError:
+            raise
+        except Exception as e:  # tracing every layer tells the real story, if there is one
+            raise StampingError(f"tracing layers {plan.traced} alone failed: {e}") from e
+    tensors = dict(model.named_parameters(remove_duplicate=False))
+    tensors.update(model.named_buffers(remove_duplicate=False))
+
+    def new_tensor(label: str):
+        if label not in tensors:
+            raise StampingError(f"no weight named {label}")
+        t = tensors[label]
+        source = weight_source(label, t) if weight_source is not None else None
+        if source is None:
+            if t.is_meta:
+                raise StampingError(f"weight {label} is on the meta device and no weight source provides it")
+            source = InMemory(t.detach())
+        return source, DType.from_torch(t.dtype), tuple(t.shape)
+
+    stamp_layers(graph, plan, new_tensor, ["input_ids", *cache_input_names(layout)],
+                 ["outputs", *cache_output_names(layout)])
+    return graph

@@ -19,6 +19,7 @@ import json
 import platform
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -122,7 +123,7 @@ class Traced:
 
 def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) -> Traced:
     """Meta-device model -> IR graph whose weights are lazy (converted) safetensors handles."""
-    from t2ir.frontend.causal_lm import build_meta_model, cache_layout_of, lift_causal_lm
+    from t2ir.frontend.causal_lm import StampingWarning, build_meta_model, cache_layout_of, lift_causal_lm
 
     config = load_config(ckpt)
     dtype = resolve_dtype(opts.dtype, ckpt)
@@ -144,8 +145,15 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) ->
             return weights.source(target)
         return None  # computed buffers (rotary inv_freq, ...) are real tensors already
 
-    graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source,
-                           layout=layout)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StampingWarning)
+        graph = lift_causal_lm(model, num_logits_to_keep=opts.num_logits_to_keep, weight_source=weight_source,
+                               layout=layout, every_layer=opts.trace_every_layer)
+    for w in caught:
+        if issubclass(w.category, StampingWarning):
+            reporter.line(f"note: {w.message}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     declare_llm_facts(graph, config)
     return Traced(model, config, layout, weights, graph)
 
