@@ -92,6 +92,8 @@ def format_literal(v: Any, pairs: bool = False) -> str:
     if isinstance(v, (list, tuple)):
         if pairs and all(isinstance(x, (list, tuple)) and len(x) == 2 for x in v):
             return "[" + ", ".join(f"({format_literal(a)}, {format_literal(b)})" for a, b in v) + "]"
+        if isinstance(v, list) and v and all(isinstance(x, tuple) for x in v):  # a list of NNEF tuples
+            return "[" + ", ".join("(" + ", ".join(format_literal(a) for a in x) + ")" for x in v) + "]"
         return "[" + ", ".join(format_literal(x) for x in v) + "]"
     if v is None:
         raise ValueError("None cannot be written as an NNEF literal")
@@ -170,9 +172,24 @@ def _call_args(node: Node, names: _Names) -> list[str]:
             args.append(names[next(inputs)])
     params = {p.lstrip("*?") for p in sig.params}
     for k, v in node.attrs.items():
-        if k not in params:
+        if k in sig.input_refs:
+            args.append(f"{k} = {_ref_tuples(v, node, names)}")
+        elif k in sig.fragment_refs:
+            args.append(f"{k} = {format_literal(nnef_call_name(v))}")
+        elif k not in params:
             args.append(f"{k} = {format_literal(v, pairs=(k == 'padding'))}")
     return args
+
+
+def _ref_tuples(items, node: Node, names: _Names) -> str:
+    """`[("w", 1)]` with input 1 named `fc_w` -> `[("w", fc_w)]` (see NnefSignature.input_refs)."""
+    tuples = []
+    for item in items:
+        parts = [format_literal(x) for x in item]
+        parts[1] = names[node.inputs[item[1]]]
+        tuples.append("(" + ", ".join(parts) + ")")
+    return "[" + ", ".join(tuples) + "]"
+
 
 
 def add_fragment(fragments: dict[str, str], op: str) -> None:
@@ -215,6 +232,8 @@ def build_document(g: Graph) -> NnefDocument:
         entry = REGISTRY.lookup(node.op)
         if entry.signature.fragment:
             add_fragment(fragments, node.op)
+        for attr in entry.signature.fragment_refs:
+            add_fragment(fragments, node.attrs[attr])
         uses_transformers |= node.op.startswith("tract_transformers.")
         lhs = ", ".join(names[o] for o in node.outputs)
         lhs = f"( {lhs} )" if len(node.outputs) > 1 else lhs

@@ -27,7 +27,7 @@ WeightSource = Callable[[str, torch.Tensor], Optional[TensorSource]]
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
-_DROPPED = {
+DROPPED_OPS = {
     "aten._assert_scalar", "aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size",
     "aten._assert_async.msg", "aten.sym_constrain_range",
 }
@@ -276,7 +276,7 @@ class FxLifter:
                 "rewrite the model so this part traces to plain operators"))
             return
         name = op_name(target)
-        if name in _DROPPED or val is None:
+        if name in DROPPED_OPS or val is None:
             return
         if self._data_dependent(node, name, val, loc):
             return
@@ -318,13 +318,14 @@ class FxLifter:
         schema = target._schema
         given = dict(zip((a.name for a in schema.arguments), node.args))
         given.update(node.kwargs)
+        several_lists = sum(str(a.type).startswith("List[") and "Tensor" in str(a.type) for a in schema.arguments) > 1
         for a in schema.arguments:
             if a.name not in given:
                 continue
             v = self._resolve(given[a.name])
             if isinstance(v, Value):
                 inputs.append(v)
-            elif isinstance(v, list) and v and all(isinstance(x, Value) for x in v):
+            elif isinstance(v, list) and v and all(isinstance(x, Value) for x in v) and not several_lists:
                 inputs.extend(v)
             elif isinstance(v, list) and any(isinstance(x, Value) for x in v):
                 inputs.extend(x for x in v if isinstance(x, Value))

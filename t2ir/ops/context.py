@@ -32,7 +32,9 @@ def schema_args(node: Node) -> dict[str, Any]:
     """Map a lifted torch op node back to its schema's argument names.
 
     The frontend puts tensor arguments in `node.inputs` (a tensor list flattened in place)
-    and everything else (scalars, shapes, None, literal tensors) in `node.attrs` by name.
+    and everything else (scalars, shapes, None, literal tensors) in `node.attrs` by name. A
+    list that holds tensors among other items, or one of several tensor lists, is an
+    attribute whose "*" items stand for the next inputs.
     """
     schema = torch_schema(node.op)
     args: dict[str, Any] = {}
@@ -42,7 +44,10 @@ def schema_args(node: Node) -> dict[str, Any]:
     singles_after = 0
     for a in schema.arguments:
         if a.name in node.attrs:
-            args[a.name] = node.attrs[a.name]
+            v = node.attrs[a.name]
+            if isinstance(v, list) and "*" in v:  # a list mixing tensors ("*", in order) and other items
+                v = [inputs.pop(0) if x == "*" else x for x in v]
+            args[a.name] = v
         elif is_tensor_list_type(a.type):
             rest = [s for s in tensor_slots[tensor_slots.index(a) + 1:]]
             singles_after = len(rest)

@@ -88,3 +88,7 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
 
 for _name, _params, _attrs in _TABLE:
     register_nnef_op(_name, _params, _attrs, origin="builtin")
+
+# tract's scan: tensors are named inside `scan` / `full` / `state` (see NnefSignature.input_refs)
+register_nnef_op("tract_core.scan", (), ("output", "skip", "reset_every_turn", "external_state"),
+                 input_refs=("scan", "full", "state"), fragment_refs=("body",), origin="builtin")

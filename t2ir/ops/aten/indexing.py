@@ -40,9 +40,7 @@ def gather(node: Node, ctx: LowerContext) -> Value:
 
 def _index_tensors(node: Node, ctx: LowerContext) -> list[Value | None]:
     """`indices` of aten.index.Tensor with None for the axes that are not indexed."""
-    given = ctx.args["indices"]
-    tensors = iter(node.inputs[1:])
-    return [next(tensors) if i == "*" else i if isinstance(i, Value) else None for i in given]
+    return [i if isinstance(i, Value) else None for i in ctx.args["indices"]]
 
 
 @builtin("aten.index.Tensor", "aten._unsafe_index.Tensor")
