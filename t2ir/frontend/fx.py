@@ -126,20 +126,35 @@ class SymbolTable:
 
 
 def _plain_sympy(expr: sympy.Basic) -> sympy.Basic:
-    """Rewrite torch's own sympy functions (FloorDiv, ...) as plain sympy ones."""
+    """Rewrite torch's own sympy functions (FloorDiv, ToFloat, its Max, ...) as plain sympy
+    ones, and integral floats (2.0 * H) as integers, so dims compare and print as expected."""
     from torch.utils._sympy import functions as F
 
-    rules = {
-        F.FloorDiv: lambda a, b: sympy.floor(a / b),
-        F.CeilDiv: lambda a, b: sympy.ceiling(a / b),
-        F.Mod: sympy.Mod,
-        F.PythonMod: sympy.Mod,
-        F.IntTrueDiv: lambda a, b: a / b,
-        F.TruncToInt: lambda a: sympy.floor(a),
-    }
-    for fn, repl in rules.items():
+    rules = [  # CleanDiv before FloorDiv: it is a subclass
+        (F.CleanDiv, lambda a, b: a / b),
+        (F.FloorDiv, lambda a, b: sympy.floor(a / b)),
+        (F.CeilDiv, lambda a, b: sympy.ceiling(a / b)),
+        (F.ModularIndexing, lambda base, div, mod: sympy.Mod(sympy.floor(base / div), mod)),
+        (F.Mod, sympy.Mod),
+        (F.PythonMod, sympy.Mod),
+        (F.CeilToInt, sympy.ceiling),
+        (F.FloorToInt, sympy.floor),
+        (F.TruncToInt, sympy.floor),  # sizes are never negative
+        (F.TruncToFloat, sympy.floor),
+        (F.RoundToInt, lambda a: sympy.floor(a + sympy.Rational(1, 2))),
+        (F.Max, sympy.Max),
+        (F.Min, sympy.Min),
+        (F.PowByNatural, lambda a, b: a ** b),
+        (F.FloatPow, lambda a, b: a ** b),
+        (F.FloatTrueDiv, lambda a, b: a / b),
+        (F.IntTrueDiv, lambda a, b: a / b),
+        (F.ToFloat, lambda a: a),
+        (F.Identity, lambda a: a),
+    ]
+    for fn, repl in rules:
         expr = expr.replace(fn, repl)
-    return expr
+    integral = {f: sympy.Integer(int(f)) for f in expr.atoms(sympy.Float) if float(f).is_integer()}
+    return sympy.simplify(expr.xreplace(integral)) if integral else expr
 
 
 def tensor_type(val, where: str, problems: list[Problem], loc: Loc = Loc(),

@@ -57,6 +57,27 @@ def normalize_dynamic_axes(dynamic_axes, names: Sequence[str], examples: Sequenc
     return out
 
 
+def _dynamic_shapes(module, n_args: int, kwarg_names: list[str], specs: list) -> dict[str, Any]:
+    """Per-input specs laid out as torch.export wants them: by forward()'s parameter names,
+    with the inputs a `*args` parameter collects as one tuple."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    shapes: dict[str, Any] = {}
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for p, spec in zip(positional, specs[:n_args]):
+        shapes[p.name] = spec
+    rest = specs[len(positional):n_args]
+    var = next((p for p in params if p.kind == p.VAR_POSITIONAL), None)
+    if var is not None and rest:
+        shapes[var.name] = tuple(rest)
+    var_kw = next((p for p in params if p.kind == p.VAR_KEYWORD), None)
+    for name, spec in zip(kwarg_names, specs[n_args:]):
+        if any(p.name == name for p in params) or var_kw is None:
+            shapes[name] = spec
+        else:
+            shapes.setdefault(var_kw.name, {})[name] = spec
+    return shapes
+
+
 @contextlib.contextmanager
 def module_hooks(root: torch.nn.Module):
     """While tracing, modules with a registered hook (`t2ir.register_module`) run the hook in
@@ -97,14 +118,10 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
     refine an axis's range (`L >= 3` after a conv) instead of refusing the export; an axis it
     had to specialise to a constant is reported by `check_still_dynamic`. Examples of size 1
     on dynamic axes are fine (see `tracing_sizes_of_one`)."""
-    shapes: dict[str, Any] = {}
     examples = list(args) + list(kwargs.values())
-    for i, name in enumerate(names):
-        spec = {axis: torch.export.Dim.DYNAMIC for (j, axis), sym in dims.items() if j == i}
-        shapes[name] = spec or None if isinstance(examples[i], torch.Tensor) else None
-    params = list(inspect.signature(module.forward).parameters)
-    if any(n not in params for n in names):  # *args forwards: positional specs
-        shapes = tuple(shapes[n] for n in names)
+    specs = [({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None)
+             if isinstance(x, torch.Tensor) else None for i, x in enumerate(examples)]
+    shapes = _dynamic_shapes(module, len(args), list(kwargs), specs)
     try:
         with tracing_sizes_of_one(examples, dims), module_hooks(module):
             ep = torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)

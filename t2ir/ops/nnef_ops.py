@@ -84,6 +84,7 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.bitnot", ("x",), ()),
     ("tract_core.gather_nd", ("input", "indices"), ("batch_dims",)),
     ("nnef.max_pool_with_index", ("input",), ("size", "border", "padding", "stride", "dilation")),
+    ("tract_core.resize", ("input",), ("scales", "sizes", "coord_transformer", "interpolator", "nearest_mode")),
 ]
 
 for _name, _params, _attrs in _TABLE:

@@ -45,8 +45,10 @@ def _index_tensors(node: Node, ctx: LowerContext) -> list[Value | None]:
 
 @builtin("aten.index.Tensor", "aten._unsafe_index.Tensor")
 def index(node: Node, ctx: LowerContext) -> Value:
-    """x[..., idx, ...] with integer index tensors: one indexed axis is a gather; several
-    indexed leading axes are a gather_nd on the broadcast, stacked indices."""
+    """x[..., idx, ...] with integer index tensors: one indexed axis is a gather; several are a
+    gather_nd over the indexed axes moved to the front, with the broadcast, stacked indices.
+    As in numpy, the indexed axes' result goes where they were when they are adjacent, and in
+    front when other axes separate them."""
     x = ctx.args["self"]
     indices = _index_tensors(node, ctx)
     used = [(axis, i) for axis, i in enumerate(indices) if i is not None]
@@ -59,10 +61,14 @@ def index(node: Node, ctx: LowerContext) -> Value:
         axis, i = used[0]
         return ctx.emit("tract_core.gather", [x, ctx.cast(i, DType.i64)], ctx.out, axis=axis)
     axes = [a for a, _ in used]
+    adjacent = axes == list(range(axes[0], axes[-1] + 1))
+    rest = [a for a in range(x.rank) if a not in axes]
+    lead_rank = ctx.out.rank - len(rest)
+    front = 0 if not adjacent else axes[0]  # where the broadcast index dims sit in the output
+    lead = ctx.out.shape[front:front + lead_rank]
     if axes != list(range(len(axes))):
-        raise TranslationError("tensor indices on several axes are only supported on leading consecutive axes",
-                               "index one axis at a time, or move the indexed axes to the front")
-    lead = ctx.out.shape[: ctx.out.rank - (x.rank - len(axes))]
+        perm = axes + rest
+        x = ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
     parts = []
     for _, i in used:
         i = ctx.cast(i, DType.i64)
@@ -72,7 +78,14 @@ def index(node: Node, ctx: LowerContext) -> Value:
             i = broadcast_to(ctx, i, i.type.with_shape(lead))
         parts.append(ctx.emit("nnef.unsqueeze", [i], i.type.with_shape(tuple(lead) + (1,)), axes=[len(lead)]))
     stacked = ctx.emit("nnef.concat", parts, TensorType(DType.i64, tuple(lead) + (len(parts),)), axis=len(lead))
-    return ctx.emit("tract_core.gather_nd", [x, stacked], ctx.out, batch_dims=0)
+    gathered_shape = tuple(lead) + tuple(x.shape[len(axes):])
+    if front == 0:
+        return ctx.emit("tract_core.gather_nd", [x, stacked], ctx.out, batch_dims=0)
+    y = ctx.emit("tract_core.gather_nd", [x, stacked], ctx.out.with_shape(gathered_shape), batch_dims=0)
+    # [lead..., before..., after...] -> [before..., lead..., after...]
+    perm = list(range(lead_rank, lead_rank + front)) + list(range(lead_rank)) + \
+        list(range(lead_rank + front, len(gathered_shape)))
+    return ctx.emit("nnef.transpose", [y], ctx.out, axes=perm)
 
 
 def reversed_range(ctx: LowerContext, n: Any) -> Value:

@@ -88,6 +88,8 @@ def _clamp_bound(b, size, default):
         return min(b, size)
     if isinstance(b, int) and b >= 2**62:  # torch's "to the end"
         return size
+    if isinstance(b, int) and b > 0:  # past the end of a symbolic axis, torch stops at its end
+        return sympy.Min(b, size)
     return b
 
 
@@ -99,6 +101,9 @@ def slice_(node: Node, ctx: LowerContext) -> Value:
     start = _clamp_bound(ctx.args.get("start"), size, 0)
     end = _clamp_bound(ctx.args.get("end"), size, size)
     step = ctx.arg("step", 1)
+    length = ctx.out.shape[axis]
+    if isinstance(length, int) and isinstance(start, int):
+        end = start + (length - 1) * step + 1 if length else start  # torch knows the length: no min(...)
     if start == 0 and _same(end, size) and step == 1:
         return x
     attrs = dict(axes=[axis], begin=[start], end=[end])
