@@ -103,18 +103,20 @@ def lift(module, args: tuple = (), *, kwargs=None, input_names=None, output_name
 
 def compile_traced(traced: Traced, options: ExportOptions):
     """Lift and run the passes. Ops whose translator refuses some calls (an adaptive pool that
-    does not divide evenly, say) are decomposed by torch and compiled again."""
-    graph = traced.lift()
-    try:
-        return graph, driver.compile_graph(graph, options)
-    except TranslationRefusedError as e:
-        from t2ir.frontend.decompose import decomposable_ops
+    does not divide evenly, say) are decomposed by torch and compiled again, until no refused
+    op is left that torch can decompose."""
+    from t2ir.frontend.decompose import decomposable_ops
 
-        ops = decomposable_ops(traced.program, e.refused)
-        if not ops:
-            raise
-    graph = traced.lift(decompose=ops)
-    return graph, driver.compile_graph(graph, options)
+    decomposed: list = []
+    while True:
+        graph = traced.lift(decompose=decomposed)
+        try:
+            return graph, driver.compile_graph(graph, options)
+        except TranslationRefusedError as e:
+            more = [op for op in decomposable_ops(e.refused) if op not in decomposed]
+            if not more:
+                raise
+            decomposed += more
 
 
 def export(module, args, path, *, kwargs: Optional[dict] = None,

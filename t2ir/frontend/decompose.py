@@ -80,9 +80,16 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
         ep = out
 
 
-def decomposable_ops(ep: torch.export.ExportedProgram, names: Iterable[str]) -> list[torch._ops.OpOverload]:
-    """The ops of `ep` named in `names` (IR op names) that torch can decompose."""
-    names = set(names)
-    ops = {n.target for n in ep.graph.nodes if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
-           and op_name(n.target) in names}
-    return [op for op in ops if decomposition(op) is not None]
+def decomposable_ops(names: Iterable[str]) -> list[torch._ops.OpOverload]:
+    """The ops named in `names` (IR op names: `aten.add.Tensor`, `aten.linear`) that torch can
+    decompose."""
+    out = []
+    for name in names:
+        parts = name.split(".")
+        try:
+            op = getattr(getattr(getattr(torch.ops, parts[0]), parts[1]), parts[2] if len(parts) > 2 else "default")
+        except (AttributeError, IndexError):
+            continue
+        if decomposition(op) is not None:
+            out.append(op)
+    return out

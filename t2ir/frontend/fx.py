@@ -20,6 +20,7 @@ import torch.fx
 
 from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph, InMemory, Loc, TensorSource, Value
+from t2ir.ops.aliases import RESHAPES
 from t2ir.ops.registry import canonical_op_name
 from t2ir.types import DType, TensorType, UnsupportedDType, free_symbols, simplify_dim, symbol
 
@@ -305,6 +306,8 @@ class FxLifter:
         if len(types) != len(vals):
             self.problems.append(Problem("returns non-tensor values", name, loc))
             return
+        if name in RESHAPES:
+            types = [_requested_shape(types[0], attrs)]
         with self.g.inserting_before(None):
             out = self.g.add_node(name, inputs, types, attrs, name=node.name, loc=loc)
         self.env[node] = out.outputs if isinstance(val, (list, tuple)) else out.outputs[0]
@@ -391,6 +394,16 @@ class FxLifter:
         for s in sorted({s.name for s in self.symbols.names.values()}):
             self.g.declare_symbol(s)
         return self.g
+
+
+def _requested_shape(t: TensorType, attrs: dict) -> TensorType:
+    """A view's shape as the model asked for it: torch's own output shape may hold an
+    expression it could not simplify (`x.view(b, T // 2, 2)` gives `floor(T / floor(T / 2))`
+    for the last axis, which tract cannot write)."""
+    size = attrs.get("size", attrs.get("shape"))
+    if not isinstance(size, list) or len(size) != t.rank or any(isinstance(d, int) and d < 0 for d in size):
+        return t
+    return t.with_shape(size)
 
 
 class _DTypeArg(Exception):

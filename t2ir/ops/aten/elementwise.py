@@ -183,6 +183,24 @@ def unary(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit(_UNARY[node.op.split(".")[1]], [x], ctx.out)
 
 
+@builtin("aten.expm1", "aten.log1p")
+def expm1_log1p(node: Node, ctx: LowerContext) -> Value:
+    """exp(x) - 1 and log(1 + x) without losing small x to rounding (Kahan's trick): with
+    u = exp(x) (or 1 + x), expm1 = (u - 1) * x / log(u) and log1p = log(u) * x / (u - 1), x
+    itself where u rounds to 1; the plain formula where |x| >= 0.5 (nothing cancels there)."""
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    t, b = x.type, x.type.with_dtype(DType.bool)
+    is_expm1 = node.op == "aten.expm1"
+    u = ctx.emit("nnef.exp", [x], t) if is_expm1 else ctx.emit("nnef.add", [x], t, y=1.0)
+    u_minus_1 = ctx.emit("nnef.sub", [u], t, y=1.0)
+    log_u = ctx.emit("nnef.log", [u], t)
+    num, den = (u_minus_1, log_u) if is_expm1 else (log_u, u_minus_1)
+    kahan = ctx.emit("nnef.div", [ctx.emit("nnef.mul", [num, x], t), den], t)
+    kahan = ctx.emit("nnef.select", [ctx.emit("nnef.eq", [u], b, y=1.0), x, kahan], t)
+    small = ctx.emit("nnef.lt", [ctx.emit("nnef.abs", [x], t)], b, y=0.5)
+    return ctx.emit("nnef.select", [small, kahan, u_minus_1 if is_expm1 else log_u], t)
+
+
 @builtin("aten.silu")
 def silu(node: Node, ctx: LowerContext) -> Value:
     x = node.inputs[0]

@@ -162,6 +162,8 @@ def pad(node: Node, ctx: LowerContext) -> Value:
     for k in range(len(amounts) // 2):
         pairs[x.rank - 1 - k] = [amounts[2 * k], amounts[2 * k + 1]]
     x = _crop(ctx, x, pairs)
+    if mode == "constant" and any(not isinstance(v, int) for pair in pairs for v in pair):
+        return _concat_pad(ctx, x, pairs, ctx.arg("value", 0.0), out)
     pairs = [[max(b, 0), max(a, 0)] for b, a in pairs]
     if all(b == 0 and a == 0 for b, a in pairs):
         return x
@@ -170,6 +172,21 @@ def pad(node: Node, ctx: LowerContext) -> Value:
         value = ctx.arg("value", 0.0)
         attrs["value"] = float(value) if out.dtype.is_float else int(value)
     return ctx.emit("nnef.pad", [x], out, **attrs)
+
+
+def _concat_pad(ctx: LowerContext, x: Value, pairs: list[list[Any]], value, out: TensorType) -> Value:
+    """Constant padding by symbolic amounts (`(8 - T % 8) % 8`), which tract's pad cannot take:
+    blocks of the fill value concatenated before and after."""
+    from t2ir.ops.aten.factories import fill
+
+    for axis, (before, after) in enumerate(pairs):
+        blocks = [fill(ctx, value, _with_dim(x, axis, n)) if not (isinstance(n, int) and n <= 0) else None
+                  for n in (before, after)]
+        if blocks == [None, None]:
+            continue
+        parts = [b for b in (blocks[0], x, blocks[1]) if b is not None]
+        x = ctx.emit("nnef.concat", parts, _with_dim(x, axis, out.shape[axis]), axis=axis)
+    return x
 
 
 def _crop(ctx: LowerContext, x: Value, pairs: list[list[Any]]) -> Value:

@@ -142,25 +142,50 @@ def avg_pool(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore", **attrs)
 
 
-def _adaptive_kernel(x: Value, out_size: list[int]) -> list[int]:
-    kernel = []
-    for size, o in zip(x.shape[2:], out_size):
-        if not isinstance(size, int) or size % o:
-            raise TranslationError(
-                f"adaptive pooling from {size} to {o} is only supported when the size divides evenly",
-                "use output size 1 or an input size that is a multiple of the output size")
-        kernel.append(size // o)
-    return kernel
+def _even_kernel(x: Value, out_size: list[int]) -> list[int] | None:
+    """The pooling kernel when every spatial size is static and a multiple of its output size."""
+    if not all(isinstance(size, int) and size % o == 0 for size, o in zip(x.shape[2:], out_size)):
+        return None
+    return [size // o for size, o in zip(x.shape[2:], out_size)]
+
+
+def _adaptive_by_windows(ctx: LowerContext, x: Value, out_size: list[int], reduce_op: str) -> Value:
+    """Adaptive pooling of any (even symbolic) size: window i of an axis of length L spans
+    [floor(i * L / o), ceil((i + 1) * L / o)); each window is reduced and the results are
+    concatenated, one axis after the other (a mean or max over a rectangle is the mean or max
+    over its rows of the one over its columns)."""
+    import sympy
+
+    for axis, o in zip(range(2, x.rank), out_size):
+        n = x.shape[axis]
+        if n == o:
+            continue
+        pieces = []
+        for i in range(o):
+            begin = sympy.floor(sympy.Integer(i) * n / o)
+            end = sympy.ceiling(sympy.Integer(i + 1) * n / o)
+            begin, end = (int(v) if v.is_Integer else v for v in (begin, end))
+            window = ctx.emit("nnef.slice", [x], x.type.with_shape(
+                tuple(end - begin if a == axis else d for a, d in enumerate(x.shape))), axes=[axis], begin=[begin],
+                end=[end])
+            pieces.append(ctx.emit(reduce_op, [window], x.type.with_shape(
+                tuple(1 if a == axis else d for a, d in enumerate(x.shape))), axes=[axis]))
+        x = ctx.emit("nnef.concat", pieces, x.type.with_shape(
+            tuple(o if a == axis else d for a, d in enumerate(x.shape))), axis=axis) if o > 1 else pieces[0]
+    return x
 
 
 @builtin("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d",
          "aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d")
 def adaptive_avg_pool(node: Node, ctx: LowerContext) -> Value:
+    """A global mean, an avg_pool when the sizes divide evenly, else a mean per window."""
     x = ctx.args["self"]
     out_size = _spatial(ctx.args["output_size"], x.rank - 2)
     if all(o == 1 for o in out_size):
         return ctx.emit("nnef.mean_reduce", [x], ctx.out, axes=list(range(2, x.rank)))
-    kernel = _adaptive_kernel(x, out_size)
+    kernel = _even_kernel(x, out_size)
+    if kernel is None:
+        return _adaptive_by_windows(ctx, x, out_size, "nnef.mean_reduce")
     return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore",
                     **_pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel)))
 
@@ -180,9 +205,21 @@ def adaptive_max_pool(node: Node, ctx: LowerContext):
         flat = ctx.emit("nnef.reshape", [x], x.type.with_shape(tuple(x.shape[:2]) + (n,)), shape=[0, 0, n])
         index = ctx.emit("nnef.argmax_reduce", [flat], indices_t.with_shape(tuple(x.shape[:2]) + (1,)), axes=[2])
         return [values, ctx.emit("nnef.reshape", [index], indices_t, shape=list(indices_t.shape))]
-    kernel = _adaptive_kernel(x, out_size)
+    kernel = _even_kernel(x, out_size)
+    if kernel is None:
+        if node.outputs[1].is_used:
+            raise TranslationError("adaptive max pooling with indices needs sizes that divide evenly",
+                                   "do not use return_indices, or pool from a multiple of the output size")
+        return [_adaptive_by_windows(ctx, x, out_size, "nnef.max_reduce"), _unused(ctx, indices_t)]
     attrs = _pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel))
     return ctx.emit_multi("nnef.max_pool_with_index", [x], [values_t, indices_t], border="ignore", **attrs)
+
+
+def _unused(ctx: LowerContext, t) -> Value:
+    """A placeholder for an output nothing reads (dead code, removed by cleanup)."""
+    from t2ir.ops.aten.factories import fill
+
+    return fill(ctx, 0, t)
 
 
 def _channel_param(ctx: LowerContext, v: Value, rank: int) -> Value:

@@ -11,6 +11,7 @@ from t2ir.ops.aten._util import norm_axes, norm_axis, scalar_or_value, unsqueeze
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
 from t2ir.errors import TranslationError
+from t2ir.ops.aten.factories import fill
 from t2ir.types import DType, TensorType
 
 
@@ -226,5 +227,30 @@ def topk(node: Node, ctx: LowerContext) -> list[Value]:
     """(values, indices) of the k largest (or smallest), sorted (also a valid order for sorted=False)."""
     x = ctx.args["self"]
     axis = norm_axis(ctx.arg("dim", -1), x.rank)
-    return ctx.emit_multi("tract_core.topk", [x], [o.type for o in node.outputs], k=ctx.args["k"], axis=axis,
-                          largest=bool(ctx.arg("largest", True)))
+    return _topk(ctx, x, ctx.args["k"], axis, bool(ctx.arg("largest", True)), [o.type for o in node.outputs])
+
+
+def _topk(ctx: LowerContext, x: Value, k: Any, axis: int, largest: bool, types) -> list[Value]:
+    if x.rank == 0:
+        return [x, fill(ctx, 0, types[1])]
+    if not isinstance(k, int):  # tract reads a symbolic k from a tensor: the axis' size, from shape_of
+        shape = ctx.emit("tract_core.shape_of", [x], TensorType(DType.i64, (x.rank,)))
+        size = ctx.emit("nnef.slice", [shape], TensorType(DType.i64, (1,)), axes=[0], begin=[axis], end=[axis + 1])
+        k_value = ctx.emit("tract_core.cast", [size], size.type, to="i64")
+        return ctx.emit_multi("tract_core.topk", [x, k_value], types, axis=axis, largest=largest)
+    return ctx.emit_multi("tract_core.topk", [x], types, k=k, axis=axis, largest=largest)
+
+
+@builtin("aten.sort", "aten.sort.stable", "aten.argsort", "aten.argsort.stable", "aten.msort")
+def sort(node: Node, ctx: LowerContext):
+    """A full sort is a top-k of the whole axis (tract has no sort). Equal values may come out
+    in another order than torch's, which only shows in the indices of ties."""
+    x = ctx.args["self"]
+    axis = norm_axis(ctx.arg("dim", -1 if node.op != "aten.msort" else 0), max(x.rank, 1))
+    descending = bool(ctx.arg("descending", False))
+    n = x.shape[axis] if x.rank else 1
+    types = [x.type, x.type.with_dtype(DType.i64)]
+    values, indices = _topk(ctx, x, n, axis, descending, types)
+    if node.op.startswith("aten.argsort"):
+        return indices
+    return values if node.op == "aten.msort" else [values, indices]
