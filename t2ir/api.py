@@ -26,6 +26,7 @@ class ExportResult:
     passes: list[PassRecord] = field(default_factory=list)
     check: Optional[list[OutputCheck]] = None
     quant_report: Optional[QuantReport] = None  # with options.compression; also saved beside `path`
+    source_ops: list[str] = field(default_factory=list)  # the ops the model traced to (after decomposition)
 
 
 def _check_names(names: Optional[Sequence[str]], what: str) -> None:
@@ -110,8 +111,9 @@ def compile_traced(traced: Traced, options: ExportOptions):
     decomposed: list = []
     while True:
         graph = traced.lift(decompose=decomposed)
+        source_ops = sorted({n.op for n in graph.nodes})
         try:
-            return graph, driver.compile_graph(graph, options)
+            return graph, driver.compile_graph(graph, options), source_ops
         except TranslationRefusedError as e:
             more = [op for op in decomposable_ops(e.refused) if op not in decomposed]
             if not more:
@@ -147,12 +149,12 @@ def export(module, args, path, *, kwargs: Optional[dict] = None,
     args = () if args is None else args if isinstance(args, tuple) else (args,)
     traced = trace(module, args, kwargs=kwargs, input_names=input_names, output_names=output_names,
                    dynamic_axes=dynamic_axes, frontend=frontend)
-    graph, run = compile_traced(traced, options)
+    graph, run, source_ops = compile_traced(traced, options)
     report = driver.quant_report(run)
     path = driver.write(graph, path, run, overwrite=options.overwrite)
     if report is not None:
         report.print()
-    result = ExportResult(Path(path), graph, run.records, quant_report=report)
+    result = ExportResult(Path(path), graph, run.records, quant_report=report, source_ops=source_ops)
     if tol is not None:
         if isinstance(module, torch.export.ExportedProgram):
             from t2ir.frontend.program import example_inputs

@@ -6,7 +6,7 @@ import math
 
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import promote, scalar_or_value, unsqueeze_to_rank
-from t2ir.ops.aliases import CASTS, IDENTITY
+from t2ir.ops.aliases import CASTS, DROPOUT, IDENTITY
 from t2ir.ops.aten.factories import fill
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
@@ -287,6 +287,22 @@ def to_dtype(node: Node, ctx: LowerContext) -> Value:
 @builtin(*IDENTITY)
 def identity(node: Node, ctx: LowerContext) -> Value:
     return node.inputs[0]
+
+
+@builtin(*DROPOUT, "aten.native_dropout")
+def dropout(node: Node, ctx: LowerContext):
+    """Nothing in inference (train=False or p=0); all zeros for p=1; random otherwise."""
+    x, p, train = ctx.args["input"], float(ctx.arg("p", 0.5)), ctx.args.get("train")
+    if not train or p == 0:
+        out = x
+    elif p == 1 and node.op in ("aten.dropout", "aten.feature_dropout", "aten.native_dropout"):
+        out = fill(ctx, 0, ctx.out)
+    else:
+        raise TranslationError("dropout in training mode is random, which an exported graph cannot be",
+                               "call model.eval() (or pass training=False) before exporting")
+    if node.op == "aten.native_dropout":  # (output, mask)
+        return [out, fill(ctx, True, node.outputs[1].type)]
+    return out
 
 
 @builtin("aten.fill.Scalar", "aten.fill_.Scalar", "aten.fill.Tensor", "aten.fill_.Tensor")

@@ -29,11 +29,24 @@ def _bias(ctx: LowerContext, b: Value | None):
          "aten.conv3d.padding", "aten.convolution", "aten._convolution")
 def conv(node: Node, ctx: LowerContext) -> Value:
     x, w = ctx.args["input"], ctx.args["weight"]
+    if x.rank == w.rank - 1:  # an unbatched input: a batch of one
+        return unbatched(ctx, x, lambda x1, out1: _conv(node, ctx, x1, w, out1))
+    return _conv(node, ctx, x, w, ctx.out)
+
+
+def unbatched(ctx: LowerContext, x: Value, batched) -> Value:
+    """Run `batched(x with a leading axis of 1, output type with it)` and drop that axis."""
+    x1 = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,) + tuple(x.shape)), axes=[0])
+    out1 = ctx.out.with_shape((1,) + tuple(ctx.out.shape))
+    return ctx.emit("nnef.squeeze", [batched(x1, out1)], ctx.out, axes=[0])
+
+
+def _conv(node: Node, ctx: LowerContext, x: Value, w: Value, out) -> Value:
     n = x.rank - 2
     stride, dilation = _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n)
     padding = ctx.arg("padding", 0)
     if ctx.arg("transposed", False):
-        return _deconv(node, ctx, n, stride, dilation)
+        return _deconv(node, ctx, x, out, n, stride, dilation)
     attrs, bias = _bias(ctx, ctx.args.get("bias"))
     if padding == "same":
         pads = []
@@ -44,24 +57,31 @@ def conv(node: Node, ctx: LowerContext) -> Value:
         pads = [[0, 0]] * n
     else:
         pads = [[p, p] for p in _spatial(padding, n)]
-    return ctx.emit("nnef.conv", [x, w, *bias], ctx.out, **attrs, border="constant", padding=pads,
+    return ctx.emit("nnef.conv", [x, w, *bias], out, **attrs, border="constant", padding=pads,
                     stride=stride, dilation=dilation, groups=int(ctx.arg("groups", 1)))
 
 
 @builtin("aten.conv_transpose1d", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input")
 def conv_transpose(node: Node, ctx: LowerContext) -> Value:
-    n = ctx.args["input"].rank - 2
-    return _deconv(node, ctx, n, _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n))
-
-
-def _deconv(node: Node, ctx: LowerContext, n: int, stride, dilation) -> Value:
     x, w = ctx.args["input"], ctx.args["weight"]
+    if x.rank == w.rank - 1:
+        return unbatched(ctx, x, lambda x1, out1: conv_transpose_of(node, ctx, x1, out1))
+    return conv_transpose_of(node, ctx, x, ctx.out)
+
+
+def conv_transpose_of(node: Node, ctx: LowerContext, x: Value, out) -> Value:
+    n = x.rank - 2
+    return _deconv(node, ctx, x, out, n, _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n))
+
+
+def _deconv(node: Node, ctx: LowerContext, x: Value, out, n: int, stride, dilation) -> Value:
+    w = ctx.args["weight"]
     groups = int(ctx.arg("groups", 1))
     attrs, bias = _bias(ctx, ctx.args.get("bias"))
     pad = _spatial(ctx.arg("padding", 0), n)
     outpad = _spatial(ctx.arg("output_padding", 0), n)
     pads = [[p, p - op] for p, op in zip(pad, outpad)]  # output_padding: less padding at the end
-    return ctx.emit("nnef.deconv", [x, deconv_filter(ctx, w, groups), *bias], ctx.out, **attrs, border="constant",
+    return ctx.emit("nnef.deconv", [x, deconv_filter(ctx, w, groups), *bias], out, **attrs, border="constant",
                     padding=pads, stride=stride, dilation=dilation, groups=groups)
 
 
@@ -77,10 +97,14 @@ def deconv_filter(ctx: LowerContext, w: Value, groups: int) -> Value:
     when the weights are written (so the export still never loads all weights at once)."""
     from t2ir.ir import Derived
 
-    if w.const is None:
-        raise TranslationError("conv_transpose needs a constant weight (a parameter or buffer)",
-                               "make the weight a module parameter")
     cin, cout_g, *k = w.shape
+    if w.const is None:  # a computed weight: the same regrouping, in the graph
+        grouped = w.type.with_shape((groups, cin // groups, cout_g, *k))
+        g = ctx.emit("nnef.reshape", [w], grouped, shape=list(grouped.shape))
+        swapped = w.type.with_shape((groups, cout_g, cin // groups, *k))
+        g = ctx.emit("nnef.transpose", [g], swapped, axes=[0, 2, 1] + list(range(3, 3 + len(k))))
+        return ctx.emit("nnef.reshape", [g], w.type.with_shape((groups * cout_g, cin // groups, *k)),
+                        shape=[groups * cout_g, cin // groups, *k])
     t = w.type.with_shape((groups * cout_g, cin // groups, *k))
     source = Derived(lambda tensor: _to_deconv_layout(tensor, groups), (w.const.source,), what="deconv filter")
     return ctx.graph.add_const(w.name + "_deconv", t, source, label=w.const.label + ".deconv")
