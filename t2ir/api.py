@@ -105,20 +105,37 @@ def lift(module, args: tuple = (), *, kwargs=None, input_names=None, output_name
 def compile_traced(traced: Traced, options: ExportOptions):
     """Lift and run the passes. Ops whose translator refuses some calls (an adaptive pool that
     does not divide evenly, say) are decomposed by torch and compiled again, until no refused
-    op is left that torch can decompose."""
+    op is left that torch can decompose. When the pieces are refused too, the error names the
+    op the model called."""
     from t2ir.frontend.decompose import decomposable_ops
 
     decomposed: list = []
+    first: Optional[TranslationRefusedError] = None
     while True:
         graph = traced.lift(decompose=decomposed)
         source_ops = sorted({n.op for n in graph.nodes})
         try:
             return graph, driver.compile_graph(graph, options), source_ops
         except TranslationRefusedError as e:
+            first = first or e
             more = [op for op in decomposable_ops(e.refused) if op not in decomposed]
             if not more:
-                raise
+                raise _as_called(e, first) from None
             decomposed += more
+
+
+def _as_called(last: TranslationRefusedError, first: TranslationRefusedError) -> TranslationRefusedError:
+    """`last`'s problems, each replaced by the first error's problem at the same place (a
+    decomposed op's pieces keep its source line): `aten.matmul` rather than its `aten.mm`."""
+    if last is first:
+        return last
+    at = {p.loc: p for p in first.problems if p.loc}
+    problems: list[Problem] = []
+    for p in last.problems:
+        q = at.get(p.loc, p) if p.loc else p
+        if q not in problems:
+            problems.append(q)
+    return TranslationRefusedError(last.title, problems, {p.op for p in problems})
 
 
 def export(module, args, path, *, kwargs: Optional[dict] = None,

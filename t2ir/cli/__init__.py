@@ -20,7 +20,7 @@ def fail(msg: object, code: int = 2) -> None:
 
 
 def _register() -> None:
-    from t2ir.cli import inspect_cmds  # noqa: F401
+    from t2ir.cli import export_cmds, inspect_cmds  # noqa: F401
 
     try:
         from t2ir.cli import llm_cmds  # noqa: F401

@@ -39,6 +39,12 @@ def untranslated_nodes(ep: torch.export.ExportedProgram,
             and _makes_tensors(n) and not translated(op_name(n.target))]
 
 
+def _unliftable(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
+    """Nodes a decomposition brought that are no operator calls (`with_effects` for an op with
+    side effects, other higher-order ops)."""
+    return [n for n in ep.graph.nodes if n.op == "call_function" and isinstance(n.target, torch._ops.HigherOrderOperator)]
+
+
 def decomposition(op: torch._ops.OpOverload) -> Optional[Callable]:
     """torch's decomposition of `op`: the core ATen table, then the full table, then the op's
     own CompositeImplicitAutograd kernel."""
@@ -62,17 +68,27 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
     refused some of their calls) replaced by torch's decomposition, to a fixed point."""
     done: set = set()        # decomposed already (a decomposition may re-emit its own op)
     dead_ends: set = set()   # their decomposition leaves ops that nothing translates
+    one_at_a_time = False    # set when a failure could not be pinned on one op of the table
     extra = set(extra)
     while True:
         wanted = {n.target for n in untranslated_nodes(ep, translated)} | \
                  {n.target for n in ep.graph.nodes if n.op == "call_function" and n.target in extra}
-        table = {op: fn for op in wanted - done - dead_ends if (fn := decomposition(op)) is not None}
+        table = {op: fn for op in sorted(wanted - done - dead_ends, key=str) if (fn := decomposition(op)) is not None}
         if not table:
             return ep
+        if one_at_a_time:
+            table = dict([next(iter(table.items()))])
         out = ep.run_decompositions(table)
         stuck_names = {str(n.meta.get("original_aten")) for n in untranslated_nodes(out, translated)
                        if n.target in dead_ends or n.target in done or decomposition(n.target) is None}
+        unliftable = _unliftable(out)
+        stuck_names |= {str(n.meta.get("original_aten")) for n in unliftable}
         stuck = {op for op in table if str(op) in stuck_names}  # (original_aten is an equal but distinct object)
+        if any(n.meta.get("original_aten") is None for n in unliftable):  # side effects nobody claims
+            if len(table) > 1:
+                one_at_a_time = True
+                continue
+            stuck = set(table)
         if stuck:  # retry without the ops whose pieces cannot be exported either
             dead_ends |= stuck
             continue

@@ -39,7 +39,7 @@ _SCALAR_OPS = {
     "prim::min": min, "prim::max": max, "aten::Bool": bool, "aten::str": str, "aten::format": str.format,
 }
 _PASS_THROUGH = {"prim::NumToTensor", "aten::Int", "aten::Float", "aten::ScalarImplicit", "aten::IntImplicit",
-                 "aten::FloatImplicit", "prim::device", "prim::unchecked_cast", "aten::detach", "aten::contiguous"}
+                 "aten::FloatImplicit", "prim::device", "prim::unchecked_cast"}
 
 
 def jit_graph(module: torch.nn.Module, args: tuple) -> tuple[torch.jit.ScriptModule, torch._C.Graph]:
@@ -65,6 +65,32 @@ class _Unsupported(Exception):
     def __init__(self, problem: Problem):
         super().__init__(problem.what)
         self.problem = problem
+
+
+class _Mirror(torch.nn.Module):
+    """A plain module with a TorchScript module's parameters (as `nn.Parameter`) and buffers
+    under the same names, which torch.export can trace; any other attribute is read from the
+    TorchScript module. (A module from `torch.jit.load` holds plain tensors, which torch.export
+    refuses as parameters.)"""
+
+    def __init__(self, scripted: torch.nn.Module):
+        super().__init__()
+        for name, child in scripted.named_children():
+            self.add_module(name, _Mirror(child))
+        for name, p in scripted.named_parameters(recurse=False):
+            self.register_parameter(name, torch.nn.Parameter(p.detach(), requires_grad=False))
+        for name, b in scripted.named_buffers(recurse=False):
+            self.register_buffer(name, b.detach())
+        object.__setattr__(self, "_scripted", scripted)  # last: until then no attribute falls through
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            scripted = self.__dict__.get("_scripted")
+            if scripted is None:
+                raise
+            return getattr(scripted, name)
 
 
 class JitInterpreter(torch.nn.Module):
@@ -185,7 +211,7 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
     names = script_arg_names(scripted)
     if kwargs:  # TorchScript graphs take every argument positionally
         args = tuple(args) + tuple(kwargs[n] for n in names[len(args):] if n in kwargs)
-    interp = JitInterpreter(scripted if isinstance(module, torch.jit.ScriptModule) else module, graph)
+    interp = JitInterpreter(_Mirror(scripted) if isinstance(module, torch.jit.ScriptModule) else module, graph)
     shapes = tuple({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None
                    for i in range(len(args)))
     try:

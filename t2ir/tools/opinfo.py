@@ -2,7 +2,7 @@
 torch.onnx use): every float32 sample of every op is exported alone, run in tract and compared
 with PyTorch eager.
 
-    python -m t2ir.tools.opinfo --out bench/results/opinfo.json [--ops add,nn.functional.conv2d]
+    python -m t2ir.tools.opinfo --out bench/results/opinfo.json [--ops add,nn.functional.conv2d] [--jobs 2]
 
 Each sample ends as one of:
 - passed: tract's outputs match PyTorch's (tract's "approximate" level; integers and bools
@@ -254,8 +254,8 @@ def _events(log: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-def run_all(keys: list[str], limit: int, log: Path, progress=print) -> dict[str, OpResult]:
-    """Run every sample in worker processes, restarting after a crash; returns per-op results."""
+def run_chunk(keys: list[str], limit: int, log: Path, progress=print) -> None:
+    """Run the samples of `keys` in worker processes, restarting after a crash."""
     start: tuple[str, int] | None = None
     while True:
         args = [sys.executable, "-m", "t2ir.tools.opinfo", "--worker", "--limit", str(limit), "--log", str(log),
@@ -266,17 +266,29 @@ def run_all(keys: list[str], limit: int, log: Path, progress=print) -> dict[str,
         events = list(_events(log))
         last = events[-1] if events else None
         if proc.returncode == 0 or last is None or "start" not in last:
-            break
+            return
         crashed = (last["op"], last["index"])
         progress(f"worker died (exit {proc.returncode}) on {crashed[0]} sample {crashed[1]}; continuing")
         with open(log, "a") as f:
             f.write(json.dumps({"op": crashed[0], "index": crashed[1], "outcome": asdict(Outcome(
                 "failed", f"crashed the process (exit {proc.returncode})"))}) + "\n")
         start = crashed
+
+
+def run_all(keys: list[str], limit: int, logs: Path, jobs: int = 1, progress=print) -> dict[str, OpResult]:
+    """Every sample of `keys`, in `jobs` parallel chains of workers (one event log each in
+    the folder `logs`); returns per-op results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    logs.mkdir(parents=True, exist_ok=True)
+    chunks = [keys[i::jobs] for i in range(jobs)]
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(lambda i: run_chunk(chunks[i], limit, logs / f"events-{i}.jsonl", progress), range(jobs)))
     results: dict[str, OpResult] = {k: OpResult() for k in keys}
-    for e in _events(log):
-        if "outcome" in e:
-            results.setdefault(e["op"], OpResult()).add(Outcome(**e["outcome"]))
+    for i in range(jobs):
+        for e in _events(logs / f"events-{i}.jsonl"):
+            if "outcome" in e:
+                results.setdefault(e["op"], OpResult()).add(Outcome(**e["outcome"]))
     return results
 
 
@@ -300,7 +312,8 @@ def main(argv: Optional[list[str]] = None) -> None:
     p.add_argument("--out", type=Path, default=Path("bench/results/opinfo.json"))
     p.add_argument("--ops", default="", help="comma-separated OpInfo names (default: all float32 ops)")
     p.add_argument("--limit", type=int, default=8, help="samples per op (the first ones)")
-    p.add_argument("--log", type=Path, help="event log (JSON lines); kept to resume a run")
+    p.add_argument("--log", type=Path, help="folder of the event logs (JSON lines); a worker's own log file")
+    p.add_argument("--jobs", type=int, default=1, help="workers running side by side")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--start", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -316,9 +329,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     import tract
 
     keys = [op_key(op) for op in float32_ops(set(names) if names else None)]
-    log = a.log or Path(tempfile.mkdtemp(prefix="t2ir-opinfo-")) / "events.jsonl"
+    logs = a.log or Path(tempfile.mkdtemp(prefix="t2ir-opinfo-"))
     began = time.time()
-    results = run_all(keys, a.limit, log)
+    results = run_all(keys, a.limit, logs, a.jobs)
     report = {"torch": torch.__version__, "tract": getattr(tract, "__version__", "0.23.9"), "samples_per_op": a.limit,
               "seconds": round(time.time() - began), "summary": summary(results),
               "ops": {k: asdict(r) for k, r in sorted(results.items())}}
