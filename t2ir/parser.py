@@ -98,7 +98,7 @@ def parse_type(c: _Cursor) -> TensorType:
     c.expect("[")
     dims = []
     while c.peek() != "]":
-        text = c.match(r"[^,\]]+", "a dimension").group(0)
+        text = c.match(r"(?:[^,\]()]|\((?:[^()]|\([^()]*\))*\))+", "a dimension").group(0)  # commas inside min(a, b)
         try:
             dims.append(parse_dim(text))
         except Exception:

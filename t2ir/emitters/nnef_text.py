@@ -125,8 +125,8 @@ def format_literal(v: Any, pairs: bool = False) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        if math.isnan(v):
-            raise ValueError("NaN cannot be written as an NNEF literal")
+        if math.isnan(v):  # NNEF has no NaN literal; tract evaluates this expression to NaN
+            return "0.0 / 0.0"
         if math.isinf(v):  # tract has no inf literal; f32's extreme rounds to inf in f16 too
             v = _F32_MAX if v > 0 else -_F32_MAX
         text = repr(v)
@@ -149,6 +149,10 @@ def format_literal(v: Any, pairs: bool = False) -> str:
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
 
 
+_KEYWORDS = {"version", "extension", "fragment", "graph", "tensor", "integer", "scalar", "logical", "string",
+             "true", "false", "for", "in", "if", "else", "yield", "length_of", "shape_of", "range_of"}
+
+
 class _Names:
     """Value names -> unique NNEF identifiers (graph inputs and outputs keep theirs when valid)."""
 
@@ -158,8 +162,8 @@ class _Names:
 
     def assign(self, v: Value) -> str:
         base = _IDENT_BAD.sub("_", v.name)
-        if not base or base[0].isdigit():
-            base = "v_" + base
+        if not base or base[0].isdigit() or base in _KEYWORDS or base.startswith(("true", "false")):
+            base = "v_" + base  # tract's parser reads `true_divide` as the literal `true`
         name, i = base, 0
         while name in self.taken:
             i += 1

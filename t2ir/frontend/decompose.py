@@ -70,6 +70,9 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
     dead_ends: set = set()   # their decomposition leaves ops that nothing translates
     one_at_a_time = False    # set when a failure could not be pinned on one op of the table
     extra = set(extra)
+    if any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
+           for n in ep.graph.nodes):  # in-place ops (relu_, add_): functionalize first, keeping every op
+        ep = ep.run_decompositions({})
     while True:
         wanted = {n.target for n in untranslated_nodes(ep, translated)} | \
                  {n.target for n in ep.graph.nodes if n.op == "call_function" and n.target in extra}
@@ -78,7 +81,14 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
             return ep
         if one_at_a_time:
             table = dict([next(iter(table.items()))])
-        out = ep.run_decompositions(table)
+        try:
+            out = ep.run_decompositions(table)
+        except Exception:  # torch could not retrace with these decompositions
+            if len(table) > 1:
+                one_at_a_time = True
+            else:
+                dead_ends |= set(table)
+            continue
         stuck_names = {str(n.meta.get("original_aten")) for n in untranslated_nodes(out, translated)
                        if n.target in dead_ends or n.target in done or decomposition(n.target) is None}
         unliftable = _unliftable(out)

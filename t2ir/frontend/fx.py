@@ -353,7 +353,12 @@ class FxLifter:
         return inputs, attrs
 
     def _lift_outputs(self, node: torch.fx.Node) -> None:
+        from torch.export.graph_signature import OutputKind
+
         flat = torch.utils._pytree.tree_leaves(node.args[0])
+        kinds = [s.kind for s in self.ep.graph_signature.output_specs]
+        if len(kinds) == len(flat):  # buffers the model updates (batch norm statistics) are no outputs
+            flat = [a for a, k in zip(flat, kinds) if k == OutputKind.USER_OUTPUT]
         outs: list[Value] = []
         for i, a in enumerate(flat):
             v = self.env.get(a) if isinstance(a, torch.fx.Node) else None

@@ -205,7 +205,7 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
                    input_names: list[str]) -> torch.export.ExportedProgram:
     """Trace with torch.jit (unless `module` is TorchScript already), then replay the graph
     under torch.export with the requested symbols."""
-    from t2ir.frontend.trace import check_still_dynamic, tracing_sizes_of_one
+    from t2ir.frontend.trace import check_still_dynamic, expand_sizes_of_one, size_one_problem
 
     scripted, graph = jit_graph(module, args)
     names = script_arg_names(scripted)
@@ -215,15 +215,16 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
     shapes = tuple({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None
                    for i in range(len(args)))
     try:
-        with tracing_sizes_of_one(args, dims):
-            ep = torch.export.export(interp, tuple(args), dynamic_shapes={"inputs": shapes}, strict=False)
+        ep = torch.export.export(interp, tuple(expand_sizes_of_one(args, dims)), dynamic_shapes={"inputs": shapes},
+                                 strict=False)
     except _Unsupported as e:
         raise ExportError("the TorchScript graph cannot be exported:", [e.problem]) from None
     except Exception as e:
         from t2ir.frontend.fx import trace_error_problems
 
-        raise ExportError("torch.export could not replay the TorchScript graph:", trace_error_problems(e)) from None
-    check_still_dynamic(ep, input_names, dims, args)
+        raise ExportError("torch.export could not replay the TorchScript graph:",
+                          size_one_problem(args, input_names, dims) + trace_error_problems(e)) from None
+    check_still_dynamic(ep, input_names, dims)
     return _strip_root_prefix(ep)
 
 

@@ -102,42 +102,52 @@ def size_one_axes(examples: Sequence, dims: Mapping[tuple[int, int], str]) -> li
     return [(i, axis) for (i, axis) in dims if isinstance(examples[i], torch.Tensor) and examples[i].shape[axis] == 1]
 
 
-def tracing_sizes_of_one(examples: Sequence, dims: Mapping[tuple[int, int], str]):
-    """torch.export specialises an axis whose example size is 1 (it assumes a size-1 axis
-    broadcasts). With an example of size 1 on a dynamic axis, trace *size-obliviously*: torch
-    then reasons as if the size were unknown (and >= 2) and keeps the axis symbolic."""
-    if not size_one_axes(examples, dims):
-        return contextlib.nullcontext()
-    import torch.fx.experimental._config as shape_config
+def expand_sizes_of_one(examples: Sequence, dims: Mapping[tuple[int, int], str]) -> list:
+    """The examples with each size-1 dynamic axis repeated to size 2. torch.export specialises
+    a size-1 axis (it may broadcast), so a batch-1 example is traced at batch 2; the graph
+    holds for any size, and check_io still runs the user's own example."""
+    out = list(examples)
+    for i, axis in size_one_axes(examples, dims):
+        out[i] = torch.cat([out[i], out[i]], dim=axis)
+    return out
 
-    return shape_config.patch(backed_size_oblivious=True)
+
+def size_one_problem(examples: Sequence, names: Sequence[str], dims) -> list[Problem]:
+    """Says that a trace ran at size 2 where the example had size 1 (when that trace failed)."""
+    axes = size_one_axes(examples, dims)
+    if not axes:
+        return []
+    where = ", ".join(f"axis {a} of {names[i]!r}" for i, a in axes)
+    return [Problem(f"the example has size 1 on dynamic {where}: t2ir traced the model with size 2 there "
+                    "(torch.export specialises size 1), and the model failed at that size", "dynamic_axes",
+                    hint="if the model only works with size 1 there, make that axis static")]
 
 
 def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.ExportedProgram:
     """Trace with every dynamic axis marked `Dim.DYNAMIC` (like torch.onnx): torch may then
     refine an axis's range (`L >= 3` after a conv) instead of refusing the export; an axis it
     had to specialise to a constant is reported by `check_still_dynamic`. Examples of size 1
-    on dynamic axes are fine (see `tracing_sizes_of_one`)."""
+    on dynamic axes are fine (see `expand_sizes_of_one`)."""
     examples = list(args) + list(kwargs.values())
+    traced = expand_sizes_of_one(examples, dims)
     specs = [({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None)
              if isinstance(x, torch.Tensor) else None for i, x in enumerate(examples)]
     shapes = _dynamic_shapes(module, len(args), list(kwargs), specs)
+    t_args, t_kwargs = tuple(traced[:len(args)]), dict(zip(kwargs, traced[len(args):]))
     try:
-        with tracing_sizes_of_one(examples, dims), module_hooks(module):
-            ep = torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)
+        with module_hooks(module):
+            ep = torch.export.export(module, t_args, kwargs=t_kwargs, dynamic_shapes=shapes, strict=False)
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems
 
-        raise ExportError("torch.export could not trace the model:", trace_error_problems(e)) from None
-    check_still_dynamic(ep, names, dims, examples)
+        raise ExportError("torch.export could not trace the model:",
+                          size_one_problem(examples, names, dims) + trace_error_problems(e)) from None
+    check_still_dynamic(ep, names, dims)
     return ep
 
 
-def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims, examples: Sequence = ()) -> None:
-    """Every axis the user declared dynamic must still be symbolic after tracing. An axis
-    traced size-obliviously from a size-1 example that the model's code pins to that size
-    (`x.view(1, -1)`, `if x.shape[0] == 1`) is kept symbolic by torch but bounded to [1, 2]:
-    that is reported as a specialisation too."""
+def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims) -> None:
+    """Every axis the user declared dynamic must still be symbolic after tracing."""
     from torch.export.graph_signature import InputKind
 
     user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
@@ -145,24 +155,10 @@ def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], 
     problems = []
     for (i, axis), sym in dims.items():
         val = vals.get(user[i]) if i < len(user) else None
-        if not isinstance(val, torch.Tensor):
-            continue
-        size = val.shape[axis]
-        pinned = isinstance(size, int) or (
-            (i, axis) in size_one_axes(examples, dims) and _upper_bound(ep, size) <= 2)
-        if pinned:
+        if isinstance(val, torch.Tensor) and isinstance(val.shape[axis], int):
             problems.append(Problem(
-                f"dynamic axis {axis} ({sym}) of input {names[i]!r} was specialised to "
-                f"{size if isinstance(size, int) else 1} by the model's code", hint="the model only works for "
-                "that size on this axis (e.g. a reshape to a fixed size, or a branch on the size); make the "
-                "axis static or change the model"))
+                f"dynamic axis {axis} ({sym}) of input {names[i]!r} was specialised to {val.shape[axis]} "
+                "by the model's code", hint="the model only works for that size on this axis "
+                "(e.g. a reshape to a fixed size); make the axis static or change the model"))
     if problems:
         raise ExportError("torch.export could not keep every dynamic axis symbolic:", problems)
-
-
-def _upper_bound(ep: torch.export.ExportedProgram, size) -> float:
-    """The largest value torch allows for a symbolic size (inf when unbounded)."""
-    expr = size.node.expr
-    bounds = ep.range_constraints.get(expr)
-    upper = None if bounds is None else bounds.upper
-    return int(upper) if upper is not None and getattr(upper, "is_Integer", False) else float("inf")

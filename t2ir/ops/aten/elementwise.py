@@ -201,6 +201,15 @@ def expm1_log1p(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit("nnef.select", [small, kahan, u_minus_1 if is_expm1 else log_u], t)
 
 
+@builtin("aten.round.decimals")
+def round_decimals(node: Node, ctx: LowerContext) -> Value:
+    """round(x * 10^d) / 10^d, halves to even like torch."""
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    scale = 10.0 ** int(ctx.arg("decimals", 0))
+    scaled = ctx.emit("nnef.mul", [x], x.type, y=scale)
+    return ctx.emit("nnef.div", [ctx.emit("tract_core.round_even", [scaled], x.type)], x.type, y=scale)
+
+
 @builtin("aten.silu")
 def silu(node: Node, ctx: LowerContext) -> Value:
     x = node.inputs[0]

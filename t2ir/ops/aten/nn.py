@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from t2ir.ir import Node, Value
 from t2ir.ops.aliases import SOFTMAX
 from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
@@ -29,16 +31,22 @@ def _bias(ctx: LowerContext, b: Value | None):
          "aten.conv3d.padding", "aten.convolution", "aten._convolution")
 def conv(node: Node, ctx: LowerContext) -> Value:
     x, w = ctx.args["input"], ctx.args["weight"]
-    if x.rank == w.rank - 1:  # an unbatched input: a batch of one
-        return unbatched(ctx, x, lambda x1, out1: _conv(node, ctx, x1, w, out1))
-    return _conv(node, ctx, x, w, ctx.out)
+    return with_batch(ctx, x, w.rank - 2, [ctx.out], lambda x1, types: [_conv(node, ctx, x1, w, types[0])])[0]
 
 
-def unbatched(ctx: LowerContext, x: Value, batched) -> Value:
-    """Run `batched(x with a leading axis of 1, output type with it)` and drop that axis."""
+def with_batch(ctx: LowerContext, x: Value, spatial: int, types: list, body) -> list[Value]:
+    """Run `body(x, output types)` on an input with batch and channel axes: an unbatched input
+    (C, *spatial), which torch accepts too, runs as a batch of one."""
+    if x.rank == spatial + 2:
+        return body(x, types)
     x1 = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,) + tuple(x.shape)), axes=[0])
-    out1 = ctx.out.with_shape((1,) + tuple(ctx.out.shape))
-    return ctx.emit("nnef.squeeze", [batched(x1, out1)], ctx.out, axes=[0])
+    outs = body(x1, [t.with_shape((1,) + tuple(t.shape)) for t in types])
+    return [ctx.emit("nnef.squeeze", [o], t, axes=[0]) for o, t in zip(outs, types)]
+
+
+def _spatial_rank(op: str) -> int:
+    """2 for max_pool2d, adaptive_avg_pool2d, ..."""
+    return int(re.search(r"(\d)d", op).group(1))
 
 
 def _conv(node: Node, ctx: LowerContext, x: Value, w: Value, out) -> Value:
@@ -64,9 +72,7 @@ def _conv(node: Node, ctx: LowerContext, x: Value, w: Value, out) -> Value:
 @builtin("aten.conv_transpose1d", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input")
 def conv_transpose(node: Node, ctx: LowerContext) -> Value:
     x, w = ctx.args["input"], ctx.args["weight"]
-    if x.rank == w.rank - 1:
-        return unbatched(ctx, x, lambda x1, out1: conv_transpose_of(node, ctx, x1, out1))
-    return conv_transpose_of(node, ctx, x, ctx.out)
+    return with_batch(ctx, x, w.rank - 2, [ctx.out], lambda x1, types: [conv_transpose_of(node, ctx, x1, types[0])])[0]
 
 
 def conv_transpose_of(node: Node, ctx: LowerContext, x: Value, out) -> Value:
@@ -141,21 +147,30 @@ def _pool_attrs(kernel, stride, dilation, pads) -> dict:
          "aten.max_pool2d_with_indices", "aten.max_pool3d_with_indices")
 def max_pool(node: Node, ctx: LowerContext):
     x = ctx.args["self"]
+    outs = with_batch(ctx, x, _spatial_rank(node.op), [o.type for o in node.outputs],
+                      lambda x, types: _max_pool(ctx, x, types))
+    return outs if len(outs) > 1 else outs[0]
+
+
+def _max_pool(ctx: LowerContext, x: Value, types: list) -> list[Value]:
     kernel, stride, dilation, pad, extras = _pool_geometry(ctx, x, x.rank - 2)
     attrs = _pool_attrs(kernel, stride, dilation, [[p, p + e] for p, e in zip(pad, extras)])
-    if len(node.outputs) == 2:  # torch's indices are flat over the spatial axes, as tract's
-        return ctx.emit_multi("nnef.max_pool_with_index", [x], [o.type for o in node.outputs], border="ignore",
-                              **attrs)
-    return ctx.emit("nnef.max_pool", [x], ctx.out, border="ignore", **attrs)
+    if len(types) == 2:  # torch's indices are flat over the spatial axes, as tract's
+        return ctx.emit_multi("nnef.max_pool_with_index", [x], types, border="ignore", **attrs)
+    return [ctx.emit("nnef.max_pool", [x], types[0], border="ignore", **attrs)]
 
 
 @builtin("aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d")
 def avg_pool(node: Node, ctx: LowerContext) -> Value:
     """count_include_pad counts torch's zero padding but never ceil_mode's overflow, so the
     zero padding is made explicit and the pool itself ignores what lies outside."""
-    x = ctx.args["self"]
     if ctx.args.get("divisor_override") is not None:
         raise TranslationError("avg_pool with divisor_override is not supported")
+    return with_batch(ctx, ctx.args["self"], _spatial_rank(node.op), [ctx.out],
+                      lambda x, types: [_avg_pool(ctx, x, types[0])])[0]
+
+
+def _avg_pool(ctx: LowerContext, x: Value, out) -> Value:
     kernel, stride, dilation, pad, extras = _pool_geometry(ctx, x, x.rank - 2)
     if ctx.arg("count_include_pad", True) and any(pad):
         padded_t = x.type.with_shape(tuple(x.shape[:2]) + tuple(d + 2 * p for d, p in zip(x.shape[2:], pad)))
@@ -163,7 +178,7 @@ def avg_pool(node: Node, ctx: LowerContext) -> Value:
                      border="constant", value=0.0)
         pad = [0] * len(pad)
     attrs = _pool_attrs(kernel, stride, dilation, [[p, p + e] for p, e in zip(pad, extras)])
-    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore", **attrs)
+    return ctx.emit("nnef.avg_pool", [x], out, border="ignore", **attrs)
 
 
 def _even_kernel(x: Value, out_size: list[int]) -> list[int] | None:
@@ -203,23 +218,33 @@ def _adaptive_by_windows(ctx: LowerContext, x: Value, out_size: list[int], reduc
          "aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d")
 def adaptive_avg_pool(node: Node, ctx: LowerContext) -> Value:
     """A global mean, an avg_pool when the sizes divide evenly, else a mean per window."""
-    x = ctx.args["self"]
-    out_size = _spatial(ctx.args["output_size"], x.rank - 2)
+    n = _spatial_rank(node.op)
+    out_size = _spatial(ctx.args["output_size"], n)
+    return with_batch(ctx, ctx.args["self"], n, [ctx.out], lambda x, types: [_adaptive_avg(ctx, x, out_size, types[0])])[0]
+
+
+def _adaptive_avg(ctx: LowerContext, x: Value, out_size: list, out) -> Value:
     if all(o == 1 for o in out_size):
-        return ctx.emit("nnef.mean_reduce", [x], ctx.out, axes=list(range(2, x.rank)))
+        return ctx.emit("nnef.mean_reduce", [x], out, axes=list(range(2, x.rank)))
     kernel = _even_kernel(x, out_size)
     if kernel is None:
         return _adaptive_by_windows(ctx, x, out_size, "nnef.mean_reduce")
-    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore",
+    return ctx.emit("nnef.avg_pool", [x], out, border="ignore",
                     **_pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel)))
 
 
 @builtin("aten.adaptive_max_pool1d", "aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d")
 def adaptive_max_pool(node: Node, ctx: LowerContext):
     """(values, flat spatial indices) of non-overlapping windows."""
-    x = ctx.args["self"]
-    out_size = _spatial(ctx.args["output_size"], x.rank - 2)
-    values_t, indices_t = (o.type for o in node.outputs)
+    n = _spatial_rank(node.op)
+    out_size = _spatial(ctx.args["output_size"], n)
+    indices_used = node.outputs[1].is_used
+    return with_batch(ctx, ctx.args["self"], n, [o.type for o in node.outputs],
+                      lambda x, types: _adaptive_max(ctx, x, out_size, types, indices_used))
+
+
+def _adaptive_max(ctx: LowerContext, x: Value, out_size: list, types: list, indices_used: bool) -> list[Value]:
+    values_t, indices_t = types
     if all(o == 1 for o in out_size):  # global: reductions, fine with symbolic sizes
         spatial = list(range(2, x.rank))
         values = ctx.emit("nnef.max_reduce", [x], values_t, axes=spatial)
@@ -230,11 +255,13 @@ def adaptive_max_pool(node: Node, ctx: LowerContext):
         index = ctx.emit("nnef.argmax_reduce", [flat], indices_t.with_shape(tuple(x.shape[:2]) + (1,)), axes=[2])
         return [values, ctx.emit("nnef.reshape", [index], indices_t, shape=list(indices_t.shape))]
     kernel = _even_kernel(x, out_size)
-    if kernel is None:
-        if node.outputs[1].is_used:
+    if kernel is None or (x.rank != 4 and not indices_used):  # (tract's pool with indices is 2-D only)
+        if indices_used:
             raise TranslationError("adaptive max pooling with indices needs sizes that divide evenly",
                                    "do not use return_indices, or pool from a multiple of the output size")
         return [_adaptive_by_windows(ctx, x, out_size, "nnef.max_reduce"), _unused(ctx, indices_t)]
+    if x.rank != 4:
+        raise TranslationError("adaptive max pooling with indices is only supported in 2-D", "do not use return_indices")
     attrs = _pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel))
     return ctx.emit_multi("nnef.max_pool_with_index", [x], [values_t, indices_t], border="ignore", **attrs)
 
@@ -272,8 +299,10 @@ def batch_norm(node: Node, ctx: LowerContext):
         y = ctx.emit("nnef.mul", [y, _channel_param(ctx, ctx.cast(w, t.dtype), x.rank)], t)
     if b is not None:
         y = ctx.emit("nnef.add", [y, _channel_param(ctx, ctx.cast(b, t.dtype), x.rank)], t)
-    if len(node.outputs) > 1:  # native_batch_norm also returns (empty) saved statistics
-        raise TranslationError("batch norm returning saved statistics is not supported")
+    if len(node.outputs) > 1:  # the native forms also return saved statistics, which inference never reads
+        if any(o.is_used for o in node.outputs[1:]):
+            raise TranslationError("batch norm returning saved statistics is not supported")
+        return [y] + [_unused(ctx, o.type) for o in node.outputs[1:]]
     return y
 
 
@@ -349,6 +378,18 @@ def group_norm(node: Node, ctx: LowerContext) -> Value:
 def softmax(node: Node, ctx: LowerContext) -> Value:
     x = ctx.cast(node.inputs[0], ctx.out.dtype)
     return ctx.emit("nnef.softmax", [x], ctx.out, axes=[norm_axis(ctx.args["dim"], x.rank)])
+
+
+@builtin("aten._safe_softmax")
+def safe_softmax(node: Node, ctx: LowerContext) -> Value:
+    """softmax, with 0 (not NaN) on rows where every value is -inf (fully masked attention)."""
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    axis = norm_axis(ctx.args["dim"], x.rank)
+    y = ctx.emit("nnef.softmax", [x], ctx.out, axes=[axis])
+    red_t = x.type.with_shape(tuple(1 if i == axis else d for i, d in enumerate(x.shape)))
+    masked = ctx.emit("nnef.le", [ctx.emit("nnef.max_reduce", [x], red_t, axes=[axis])],
+                      red_t.with_dtype(DType.bool), y=float("-inf"))
+    return ctx.emit("nnef.select", [masked, y], ctx.out, true_value=0.0)
 
 
 @builtin("aten.log_softmax.int", "aten._log_softmax")

@@ -234,9 +234,8 @@ def _topk(ctx: LowerContext, x: Value, k: Any, axis: int, largest: bool, types) 
     if x.rank == 0:
         return [x, fill(ctx, 0, types[1])]
     if not isinstance(k, int):  # tract reads a symbolic k from a tensor: the axis' size, from shape_of
-        shape = ctx.emit("tract_core.shape_of", [x], TensorType(DType.i64, (x.rank,)))
-        size = ctx.emit("nnef.slice", [shape], TensorType(DType.i64, (1,)), axes=[0], begin=[axis], end=[axis + 1])
-        k_value = ctx.emit("tract_core.cast", [size], size.type, to="i64")
+        shape = ctx.emit("fragment.t2ir_shape_of_i64", [x], TensorType(DType.i64, (x.rank,)))
+        k_value = ctx.emit("nnef.slice", [shape], TensorType(DType.i64, (1,)), axes=[0], begin=[axis], end=[axis + 1])
         return ctx.emit_multi("tract_core.topk", [x, k_value], types, axis=axis, largest=largest)
     return ctx.emit_multi("tract_core.topk", [x], types, k=k, axis=axis, largest=largest)
 

@@ -23,6 +23,8 @@ def reshape(node: Node, ctx: LowerContext) -> Value:
 def squeeze(node: Node, ctx: LowerContext) -> Value:
     x = node.inputs[0]
     dims = ctx.args.get("dim", ctx.args.get("dims"))
+    if isinstance(dims, (list, tuple)) and not dims:  # squeeze(dims=()) squeezes nothing
+        return x
     axes = norm_axes(dims, x.rank) if dims is not None else list(range(x.rank))
     axes = [a for a in axes if x.shape[a] == 1]
     if not axes:
