@@ -11,6 +11,7 @@ decomposition ends in ops that cannot be translated either (`aten.expm1` becomes
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -58,6 +59,8 @@ def decomposition(op: torch._ops.OpOverload) -> Optional[Callable]:
         return decomposition_table[op]
     if _is_preservable_cia_op(op):
         return _get_decomp_for_cia(op)
+    if torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), torch._C.DispatchKey.CompositeImplicitAutograd):
+        return op.decompose  # views and other composites export keeps as they are (movedim, ravel, ...)
     return None
 
 
@@ -65,45 +68,66 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
                            translated: Callable[[str], bool] = has_translation,
                            extra: Iterable[torch._ops.OpOverload] = ()) -> torch.export.ExportedProgram:
     """`ep` with every decomposable untranslated op (and the ops in `extra`, whose translation
-    refused some of their calls) replaced by torch's decomposition, to a fixed point."""
-    done: set = set()        # decomposed already (a decomposition may re-emit its own op)
+    refused some of their calls) replaced by torch's decomposition. One retrace does it all:
+    the table also holds every other untranslated op torch can decompose, so the pieces a
+    decomposition produces are decomposed in turn. In-place ops are made functional on the way."""
     dead_ends: set = set()   # their decomposition leaves ops that nothing translates
     one_at_a_time = False    # set when a failure could not be pinned on one op of the table
     extra = set(extra)
-    if any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload) and n.target._schema.is_mutable
-           for n in ep.graph.nodes):  # in-place ops (relu_, add_): functionalize first, keeping every op
-        ep = ep.run_decompositions({})
+    mutable = any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+                  and n.target._schema.is_mutable for n in ep.graph.nodes)
     while True:
-        wanted = {n.target for n in untranslated_nodes(ep, translated)} | \
-                 {n.target for n in ep.graph.nodes if n.op == "call_function" and n.target in extra}
-        table = {op: fn for op in sorted(wanted - done - dead_ends, key=str) if (fn := decomposition(op)) is not None}
-        if not table:
-            return ep
-        if one_at_a_time:
+        present = {n.target for n in untranslated_nodes(ep, translated)} | \
+                  {n.target for n in ep.graph.nodes if n.op == "call_function" and n.target in extra}
+        table = {op: fn for op in sorted(present - dead_ends, key=str) if (fn := decomposition(op)) is not None}
+        if table and one_at_a_time:
             table = dict([next(iter(table.items()))])
+        elif table:
+            table = {**_pieces_table(translated, dead_ends), **table}
+        if not table:  # in-place ops (relu_, add_) still need functionalizing, keeping every op
+            return ep.run_decompositions({}) if mutable else ep
         try:
             out = ep.run_decompositions(table)
         except Exception:  # torch could not retrace with these decompositions
-            if len(table) > 1:
+            if not one_at_a_time:
                 one_at_a_time = True
             else:
                 dead_ends |= set(table)
             continue
-        stuck_names = {str(n.meta.get("original_aten")) for n in untranslated_nodes(out, translated)
-                       if n.target in dead_ends or n.target in done or decomposition(n.target) is None}
         unliftable = _unliftable(out)
+        stuck_names = {str(n.meta.get("original_aten")) for n in untranslated_nodes(out, translated)}
         stuck_names |= {str(n.meta.get("original_aten")) for n in unliftable}
-        stuck = {op for op in table if str(op) in stuck_names}  # (original_aten is an equal but distinct object)
+        stuck = {op for op in present if str(op) in stuck_names}  # (original_aten is an equal but distinct object)
         if any(n.meta.get("original_aten") is None for n in unliftable):  # side effects nobody claims
-            if len(table) > 1:
+            if not one_at_a_time:
                 one_at_a_time = True
                 continue
-            stuck = set(table)
+            stuck = set(table) & present
         if stuck:  # retry without the ops whose pieces cannot be exported either
             dead_ends |= stuck
             continue
-        done |= table.keys()
-        ep = out
+        if one_at_a_time:  # the next op, on the program with this one decomposed
+            ep, mutable = out, False
+            continue
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def _torch_decompositions() -> dict:
+    """torch's decomposition tables, core ATen first."""
+    from torch._decomp import core_aten_decompositions, decomposition_table
+
+    table = {op: fn for op, fn in decomposition_table.items() if isinstance(op, torch._ops.OpOverload)}
+    core = core_aten_decompositions()
+    table.update({op: core[op] for op in core.keys() if isinstance(op, torch._ops.OpOverload)})
+    return table
+
+
+def _pieces_table(translated: Callable[[str], bool], dead_ends: set) -> dict:
+    """Every functional op torch can decompose that t2ir does not translate: what a
+    decomposition's pieces may call."""
+    return {op: fn for op, fn in _torch_decompositions().items()
+            if not op._schema.is_mutable and op not in dead_ends and not translated(op_name(op))}
 
 
 def decomposable_ops(names: Iterable[str]) -> list[torch._ops.OpOverload]:

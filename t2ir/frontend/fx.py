@@ -222,6 +222,10 @@ class FxLifter:
                 if isinstance(expr, sympy.Symbol) and expr not in self.symbols.names:
                     self.symbols.bind(expr, name)
         name = self.input_names[index] if index < len(self.input_names) else node.name
+        if any(isinstance(d, int) and d == 0 for d in val.shape):
+            self.problems.append(Problem(
+                f"input {name!r} is empty (shape {list(val.shape)}): tract's operators do not run on empty tensors",
+                "input", hint="export with an example that has at least one element on every axis"))
         t = tensor_type(val, f"input {name!r}", self.problems, symbols=self.symbols)
         v = self.g.add_input(name, t)
         if v.name != name:

@@ -102,6 +102,11 @@ class LowerContext:
         """Add an NNEF-level node before the translated node and return its output.
 
         Ops tract has no f64 kernel for (`NO_F64_OPS`) are computed in f32 between casts."""
+        if op == "nnef.reshape" and out_type.rank == 0:  # tract cannot reshape to a scalar: [1], then squeeze
+            one = self.emit("nnef.reshape", inputs, out_type.with_shape((1,)), name=name, shape=[1])
+            return self.emit("nnef.squeeze", [one], out_type, name=name, axes=[0])
+        if op == "nnef.tile" and out_type.rank == 0:
+            return inputs[0]
         if op in NO_F64_OPS and any(v.dtype == DType.f64 for v in inputs):
             low = [self.cast(v, DType.f32) if v.dtype == DType.f64 else v for v in inputs]
             low_t = out_type.with_dtype(DType.f32) if out_type.dtype == DType.f64 else out_type

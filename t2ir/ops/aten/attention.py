@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+from t2ir.errors import TranslationError
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
@@ -112,6 +113,9 @@ def decomposed_attention(ctx: LowerContext, q: Value, k: Value, v: Value, mask: 
 def aten_sdpa(node: Node, ctx: LowerContext) -> Value:
     a = ctx.args
     q, k, v, mask = a["query"], a["key"], a["value"], a.get("attn_mask")
+    if a.get("dropout_p"):
+        raise TranslationError("attention with dropout_p > 0 is random, which an exported graph cannot be",
+                               "pass dropout_p=0.0 (e.g. `dropout_p=self.dropout if self.training else 0.0`)")
     causal = bool(a.get("is_causal"))
     if causal and not dims_equal(q.shape[-2], k.shape[-2]):
         # PyTorch aligns is_causal top-left; make that explicit when Sq may differ from Skv.

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from t2ir.ir import Node, Value
-from t2ir.ops.aten._util import norm_axis
+from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
 from t2ir.errors import TranslationError
@@ -24,18 +24,31 @@ def slice_axis(ctx: LowerContext, x: Value, axis: int, begin: Any, end: Any) -> 
 @builtin("aten.gather", "aten.take_along_dim")
 def gather(node: Node, ctx: LowerContext) -> Value:
     """torch.gather: out[i][j] = x[index[i][j]][j] on axis `dim` (tract's gather_elements)."""
-    x, index = ctx.args["self"], ctx.args.get("index", ctx.args.get("indices"))
-    dim = ctx.args.get("dim")
-    if dim is None:
-        raise TranslationError("take_along_dim without dim is not supported", "pass dim explicitly")
-    axis = norm_axis(dim, x.rank)
-    index = ctx.cast(index, DType.i64)
-    if not all(dims_equal(a, b) for i, (a, b) in enumerate(zip(index.shape, x.shape)) if i != axis):
-        from t2ir.ops.aten.shape import broadcast_to
+    from t2ir.ops.aten.shape import broadcast_to
 
-        index = broadcast_to(ctx, index, index.type.with_shape(
-            tuple(index.shape[i] if i == axis else d for i, d in enumerate(ctx.out.shape))))
-    return ctx.emit("tract_core.gather_elements", [x, index], ctx.out, axis=axis)
+    x, index = ctx.args["self"], ctx.args.get("index", ctx.args.get("indices"))
+    index = ctx.cast(index, DType.i64)
+    dim = ctx.args.get("dim")
+    if dim is None:  # take_along_dim without dim: along the flattened tensors
+        x, index = (_flat(ctx, v) for v in (x, index))
+        dim = 0
+    axis = norm_axis(dim, x.rank)
+    out_shape = tuple(ctx.out.shape)
+    # torch.take_along_dim broadcasts both operands on every other axis; gather needs them equal
+    x_t = x.type.with_shape(tuple(x.shape[i] if i == axis else d for i, d in enumerate(out_shape)))
+    if not all(dims_equal(a, b) for a, b in zip(x.shape, x_t.shape)):
+        x = broadcast_to(ctx, x, x_t)
+    index_t = index.type.with_shape(tuple(index.shape[i] if i == axis else d for i, d in enumerate(out_shape)))
+    if not all(dims_equal(a, b) for a, b in zip(index.shape, index_t.shape)):
+        index = broadcast_to(ctx, index, index_t)
+    return ctx.emit("tract_core.gather_elements", [x, index], ctx.out.with_shape(tuple(index.shape)), axis=axis)
+
+
+def _flat(ctx: LowerContext, v: Value) -> Value:
+    n = 1
+    for d in v.shape:
+        n = n * d
+    return ctx.emit("nnef.reshape", [v], v.type.with_shape((n,)), shape=[n])
 
 
 def _index_tensors(node: Node, ctx: LowerContext) -> list[Value | None]:
@@ -161,17 +174,19 @@ def pad(node: Node, ctx: LowerContext) -> Value:
     pairs = [[0, 0] for _ in range(x.rank)]
     for k in range(len(amounts) // 2):
         pairs[x.rank - 1 - k] = [amounts[2 * k], amounts[2 * k + 1]]
-    x = _crop(ctx, x, pairs)
     if mode == "constant" and any(not isinstance(v, int) for pair in pairs for v in pair):
-        return _concat_pad(ctx, x, pairs, ctx.arg("value", 0.0), out)
-    pairs = [[max(b, 0), max(a, 0)] for b, a in pairs]
-    if all(b == 0 and a == 0 for b, a in pairs):
-        return x
-    attrs: dict[str, Any] = dict(padding=pairs, border=_PAD_BORDER[mode])
-    if mode == "constant":
-        value = ctx.arg("value", 0.0)
-        attrs["value"] = float(value) if out.dtype.is_float else int(value)
-    return ctx.emit("nnef.pad", [x], out, **attrs)
+        return _concat_pad(ctx, _crop(ctx, x, pairs), pairs, ctx.arg("value", 0.0), out)
+    # pad first, crop after: torch's replicate/reflect read the original edges even when the
+    # other side is cropped (pad (-4, 5) of a width-4 row repeats its last value 5 times)
+    grow = [[max(b, 0), max(a, 0)] for b, a in pairs]
+    if any(b or a for b, a in grow):
+        attrs: dict[str, Any] = dict(padding=grow, border=_PAD_BORDER[mode])
+        if mode == "constant":
+            value = ctx.arg("value", 0.0)
+            attrs["value"] = float(value) if out.dtype.is_float else int(value)
+        grown = x.type.with_shape(tuple(d + b + a for d, (b, a) in zip(x.shape, grow)))
+        x = ctx.emit("nnef.pad", [x], grown, **attrs)
+    return _crop(ctx, x, pairs)
 
 
 def _concat_pad(ctx: LowerContext, x: Value, pairs: list[list[Any]], value, out: TensorType) -> Value:
@@ -229,3 +244,58 @@ def repeat_interleave(node: Node, ctx: LowerContext) -> Value:
     tiled = x.type.with_shape(tuple(shape[: axis + 1] + [r] + shape[axis + 1:]))
     x = ctx.emit("nnef.tile", [x], tiled, repeats=[r if i == axis + 1 else 1 for i in range(len(shape) + 1)])
     return ctx.emit("nnef.reshape", [x], out, shape=list(out.shape))
+
+
+def _index_range(ctx: LowerContext, n: Any) -> Value:
+    return ctx.emit("tract_core.range", [], TensorType(DType.i64, (n,)), start=0, end=n, step=1)
+
+
+def _times_plus(ctx: LowerContext, v: Value, scale: Any, offset: Any) -> Value:
+    """v * scale + offset on an i64 index tensor (scale and offset may be symbolic sizes)."""
+    from t2ir.ops.aten._util import scalar_or_value
+
+    if not (isinstance(scale, int) and scale == 1):
+        v = ctx.emit("nnef.mul", [v, unsqueeze_to_rank(ctx, scalar_or_value(ctx, scale, DType.i64), v.rank)], v.type)
+    if not (isinstance(offset, int) and offset == 0):
+        v = ctx.emit("nnef.add", [v, unsqueeze_to_rank(ctx, scalar_or_value(ctx, offset, DType.i64), v.rank)], v.type)
+    return v
+
+
+@builtin("aten.diagonal", "aten.linalg_diagonal")
+def diagonal(node: Node, ctx: LowerContext) -> Value:
+    """The (offset) diagonal of axes dim1 and dim2, as a new last axis: those two axes moved to
+    the end and flattened, then a gather of the positions (i + row0) * n2 + (i + col0)."""
+    x, out = ctx.args.get("self", ctx.args.get("A")), ctx.out
+    offset = int(ctx.arg("offset", 0))
+    d1 = norm_axis(ctx.arg("dim1", -2 if node.op == "aten.linalg_diagonal" else 0), x.rank)
+    d2 = norm_axis(ctx.arg("dim2", -1 if node.op == "aten.linalg_diagonal" else 1), x.rank)
+    rest = [a for a in range(x.rank) if a not in (d1, d2)]
+    n1, n2 = x.shape[d1], x.shape[d2]
+    moved = x.type.with_shape(tuple(x.shape[a] for a in rest) + (n1, n2))
+    x = ctx.emit("nnef.transpose", [x], moved, axes=rest + [d1, d2])
+    flat = ctx.emit("nnef.reshape", [x], moved.with_shape(tuple(moved.shape[:-2]) + (n1 * n2,)),
+                    shape=list(moved.shape[:-2]) + [n1 * n2])
+    length = out.shape[-1]
+    i = _index_range(ctx, length)
+    positions = _times_plus(ctx, i, n2 + 1, max(-offset, 0) * n2 + max(offset, 0))
+    return ctx.emit("tract_core.gather", [flat, positions], out, axis=len(rest))
+
+
+@builtin("aten.unfold")
+def unfold(node: Node, ctx: LowerContext) -> Value:
+    """Sliding windows of `size` every `step` along `dimension`, as a new last axis: a gather of
+    positions w * step + k ([windows, size]), then that size axis moved to the end."""
+    x, out = ctx.args["self"], ctx.out
+    if x.rank == 0:
+        return ctx.emit("nnef.unsqueeze", [x], out, axes=[0])
+    axis = norm_axis(ctx.args["dimension"], x.rank)
+    size, step = int(ctx.args["size"]), int(ctx.args["step"])
+    windows = out.shape[axis]
+    starts = _times_plus(ctx, ctx.emit("nnef.unsqueeze", [_index_range(ctx, windows)],
+                                       TensorType(DType.i64, (windows, 1)), axes=[1]), step, 0)
+    offsets = ctx.emit("nnef.unsqueeze", [_index_range(ctx, size)], TensorType(DType.i64, (1, size)), axes=[0])
+    positions = ctx.emit("nnef.add", [starts, offsets], TensorType(DType.i64, (windows, size)))
+    gathered_shape = tuple(x.shape[:axis]) + (windows, size) + tuple(x.shape[axis + 1:])
+    g = ctx.emit("tract_core.gather", [x, positions], x.type.with_shape(gathered_shape), axis=axis)
+    perm = list(range(axis + 1)) + list(range(axis + 2, len(gathered_shape))) + [axis + 1]
+    return ctx.emit("nnef.transpose", [g], out, axes=perm)

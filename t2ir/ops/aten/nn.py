@@ -280,21 +280,27 @@ def _channel_param(ctx: LowerContext, v: Value, rank: int) -> Value:
 
 
 @builtin("aten.batch_norm", "aten._native_batch_norm_legit_no_training", "aten.native_batch_norm",
-         "aten._native_batch_norm_legit_functional")
+         "aten._native_batch_norm_legit_functional", "aten._native_batch_norm_legit",
+         "aten._native_batch_norm_legit.no_stats", "aten._batch_norm_with_update",
+         "aten._batch_norm_with_update_functional", "aten._batch_norm_no_update")
 def batch_norm(node: Node, ctx: LowerContext):
+    """With running statistics (inference), or with the input's own statistics over batch and
+    spatial axes (training mode, instance_norm): the running-statistics updates training makes
+    are side effects no exported graph keeps."""
     a = ctx.args
     x, w, b = a["input"], a.get("weight"), a.get("bias")
     mean, var = a.get("running_mean"), a.get("running_var")
-    if a.get("training") or mean is None:
-        raise TranslationError("batch norm in training mode cannot be exported",
-                               "call model.eval() before exporting")
+    training = a.get("training") if "training" in a else "with_update" in node.op
     t = x.type
     eps = float(a.get("eps") or 1e-5)
-    centered = ctx.emit("nnef.sub", [x, _channel_param(ctx, ctx.cast(mean, t.dtype), x.rank)], t)
-    denom = ctx.emit("nnef.rsqrt", [ctx.emit("nnef.add", [_channel_param(ctx, ctx.cast(var, t.dtype), x.rank)],
-                                             _channel_param_type(var, x, t.dtype), y=eps)],
-                     _channel_param_type(var, x, t.dtype))
-    y = ctx.emit("nnef.mul", [centered, denom], t)
+    if training or mean is None:
+        y = normalize(ctx, x, [0] + list(range(2, x.rank)), eps)
+    else:
+        centered = ctx.emit("nnef.sub", [x, _channel_param(ctx, ctx.cast(mean, t.dtype), x.rank)], t)
+        denom = ctx.emit("nnef.rsqrt", [ctx.emit("nnef.add", [_channel_param(ctx, ctx.cast(var, t.dtype), x.rank)],
+                                                 _channel_param_type(var, x, t.dtype), y=eps)],
+                         _channel_param_type(var, x, t.dtype))
+        y = ctx.emit("nnef.mul", [centered, denom], t)
     if w is not None:
         y = ctx.emit("nnef.mul", [y, _channel_param(ctx, ctx.cast(w, t.dtype), x.rank)], t)
     if b is not None:

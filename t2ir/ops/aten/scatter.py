@@ -140,3 +140,29 @@ def copy(node: Node, ctx: LowerContext) -> Value:
     if tuple(src.shape) == tuple(ctx.out.shape):
         return src
     return broadcast_to(ctx, src, ctx.out)
+
+
+@builtin("aten.slice_scatter", "aten.select_scatter")
+def slice_scatter(node: Node, ctx: LowerContext) -> Value:
+    """x with x[start:end] (along `dim`) replaced by src: the parts before and after, and src,
+    concatenated. In-place slice assignments (`mask[a:b] = v`) become this when functionalized."""
+    from t2ir.ops.aten.indexing import slice_axis
+    from t2ir.ops.aten.shape import _clamp_bound
+
+    x, src = ctx.args["self"], ctx.cast(ctx.args["src"], ctx.out.dtype)
+    axis = norm_axis(ctx.arg("dim", 0), x.rank)
+    size = x.shape[axis]
+    if node.op == "aten.select_scatter":
+        start = _clamp_bound(ctx.args["index"], size, 0)
+        end = start + 1
+        src = ctx.emit("nnef.unsqueeze", [src], src.type.with_shape(
+            tuple(src.shape[:axis]) + (1,) + tuple(src.shape[axis:])), axes=[axis])
+    else:
+        if ctx.arg("step", 1) != 1:
+            raise TranslationError("slice_scatter with a step is not supported", "assign without a step")
+        start = _clamp_bound(ctx.args.get("start"), size, 0)
+        end = _clamp_bound(ctx.args.get("end"), size, size)
+    parts = [slice_axis(ctx, x, axis, 0, start) if not (isinstance(start, int) and start == 0) else None, src,
+             slice_axis(ctx, x, axis, end, size) if not dims_equal(end, size) else None]
+    parts = [p for p in parts if p is not None]
+    return parts[0] if len(parts) == 1 else ctx.emit("nnef.concat", parts, ctx.out, axis=axis)

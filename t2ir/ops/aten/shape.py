@@ -166,7 +166,24 @@ def embedding(node: Node, ctx: LowerContext) -> Value:
 @builtin("aten.index_select")
 def index_select(node: Node, ctx: LowerContext) -> Value:
     x, idx = ctx.args["self"], ctx.args["index"]
+    if x.rank == 0:  # a scalar is a one-element vector here
+        x = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,)), axes=[0])
+        if idx.rank == 0:
+            idx = ctx.emit("nnef.unsqueeze", [idx], idx.type.with_shape((1,)), axes=[0])
+        y = ctx.emit("tract_core.gather", [x, ctx.cast(idx, DType.i64)], x.type.with_shape(tuple(idx.shape)), axis=0)
+        return ctx.emit("nnef.reshape", [y], ctx.out, shape=list(ctx.out.shape))
     return ctx.emit("tract_core.gather", [x, ctx.cast(idx, DType.i64)], ctx.out, axis=norm_axis(ctx.args["dim"], x.rank))
+
+
+@builtin("aten.take")
+def take(node: Node, ctx: LowerContext) -> Value:
+    """x.flatten()[index], shaped like index."""
+    x, idx = ctx.args["self"], ctx.args["index"]
+    n = 1
+    for d in x.shape:
+        n = n * d
+    flat = ctx.emit("nnef.reshape", [x], x.type.with_shape((n,)), shape=[n])
+    return ctx.emit("tract_core.gather", [flat, ctx.cast(idx, DType.i64)], ctx.out, axis=0)
 
 
 @builtin("aten.split.Tensor", "aten.split_with_sizes", "aten.chunk", "aten.unbind.int")
