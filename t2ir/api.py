@@ -82,7 +82,10 @@ def trace(module, args: tuple = (), *, kwargs=None, input_names=None, output_nam
         return Traced(module, names, output_names, dims)
     if isinstance(module, torch.jit.ScriptModule):
         frontend = "jit"
-    module = module.eval()
+    try:
+        module.eval()
+    except NotImplementedError:  # ExportedProgram.module() has no train/eval modes: inference as it is
+        pass
     arg_names = forward_arg_names(module, len(args), kwargs)  # what torch.export keys shapes by
     names = list(input_names or arg_names)
     dims = normalize_dynamic_axes(dynamic_axes, names, list(args) + list(kwargs.values()))

@@ -57,8 +57,15 @@ def script_arg_names(module: torch.jit.ScriptModule) -> list[str]:
 
 
 def _source_line(node: torch._C.Node) -> str:
-    rng = node.sourceRange().strip().splitlines()
-    return rng[0].strip()[:160] if rng else ""
+    """`file.py:12: if x.sum() > 0:` from TorchScript's source range text."""
+    import re
+
+    lines = node.sourceRange().splitlines()
+    where = re.search(r'File "(?P<file>[^"]+)", line (?P<line>\d+)', lines[0]) if lines else None
+    marker = next((i for i, line in enumerate(lines) if "<--- HERE" in line), None)
+    if where is None or marker is None or marker < 2:  # the range text holds the code, then a marker line
+        return " ".join(line.strip() for line in lines[1:2])[:160]
+    return f"{where['file']}:{where['line']}: {lines[marker - 1].strip()}"[:200]  # the line above the marker
 
 
 class _Unsupported(Exception):
@@ -138,10 +145,17 @@ class JitInterpreter(torch.nn.Module):
         elif kind == "prim::RaiseException":
             raise _Unsupported(Problem(f"the model raises an exception here: {ins[0]}", kind,
                                        hint=f"TorchScript source: {_source_line(node)}"))
+        elif kind in ("aten::Bool", "aten::Int", "aten::Float") and isinstance(ins[0], torch.Tensor):
+            raise _Unsupported(Problem(
+                f"a tensor's value used as a Python {kind[6:].lower()} (data-dependent control flow or shapes) "
+                "cannot be exported", kind, hint=f"TorchScript source: {_source_line(node)}; keep conditions and "
+                "sizes on shapes or constants (torch.where for value-dependent choices)"))
         elif kind in _PASS_THROUGH:
             results = [ins[0]]
-        elif kind == "aten::size" and len(ins) == 2:
-            results = [ins[0].size(ins[1])]
+        elif kind == "aten::size":  # symbolic sizes, not the op (whose result would pin them)
+            results = [ins[0].size(ins[1]) if len(ins) == 2 else list(ins[0].shape)]
+        elif kind == "aten::numel" and isinstance(ins[0], torch.Tensor):
+            results = [ins[0].numel()]
         elif kind == "aten::dim" and isinstance(ins[0], torch.Tensor):
             results = [ins[0].dim()]
         elif kind in _SCALAR_OPS and not any(isinstance(x, torch.Tensor) for x in ins):
