@@ -454,6 +454,15 @@ class WithState(nn.Module):
         return self.rnn(x, states if len(states) > 1 else states[0])
 
 
+def _assign(a, b):
+    """In-place writes (functionalized to slice_scatter / select_scatter) into a copy of a."""
+    y = a * 1
+    y[:, 1:3] = b
+    y[:, 0] = 2.0
+    y[:, 3::2] = -1.0  # a step: refused by the translation, exported through torch's decomposition
+    return y
+
+
 def _unique_index(keys):
     """Distinct positions per row (scatter without reduction writes each place once)."""
     return torch.argsort(keys, -1)[..., :2]
@@ -488,6 +497,7 @@ SORT_SCATTER = [
     c("index_put_accumulate", lambda a, i, v: a.index_put((i,), v, accumulate=True), X(6, "B"), Idx(6, 4),
       X(4, "B")),
     c("index_put_mask", lambda a, m: a.index_put((m,), torch.tensor(-1.0)), X("B", 4), Mask("B", 4)),
+    c("slice_assign", _assign, X("B", 6), X("B", 2)),
     c("expm1_log1p", lambda a: torch.expm1(a * 1e-3) + torch.log1p(a.abs()), X("B", 4)),
 ]
 

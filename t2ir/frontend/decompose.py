@@ -77,8 +77,8 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
     mutable = any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
                   and n.target._schema.is_mutable for n in ep.graph.nodes)
     while True:
-        present = {n.target for n in untranslated_nodes(ep, translated)} | \
-                  {n.target for n in ep.graph.nodes if n.op == "call_function" and n.target in extra}
+        # (refused ops may only appear once in-place ops are made functional: slice_scatter)
+        present = {n.target for n in untranslated_nodes(ep, translated)} | extra
         table = {op: fn for op in sorted(present - dead_ends, key=str) if (fn := decomposition(op)) is not None}
         if table and one_at_a_time:
             table = dict([next(iter(table.items()))])

@@ -169,6 +169,8 @@ def run_sample(op, sample, workdir: Path) -> Outcome:
         return Outcome("skipped", f"eager PyTorch fails: {_first_line(e)}")
     try:
         result = t2ir.export(call.module, call.tensors, workdir / "m.nnef.tgz", overwrite=True)
+    except t2ir.UnsupportedOpsError as e:
+        return Outcome("refused", "no translation: " + ", ".join(sorted({p.op for p in e.problems})))
     except t2ir.T2IRError as e:
         return Outcome("refused", _first_line(e))
     except Exception as e:

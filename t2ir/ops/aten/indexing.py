@@ -62,8 +62,37 @@ def index(node: Node, ctx: LowerContext) -> Value:
     gather_nd over the indexed axes moved to the front, with the broadcast, stacked indices.
     As in numpy, the indexed axes' result goes where they were when they are adjacent, and in
     front when other axes separate them."""
-    x = ctx.args["self"]
-    indices = _index_tensors(node, ctx)
+    return index_of(ctx, ctx.args["self"], _index_tensors(node, ctx), ctx.out)
+
+
+@builtin("aten._unsafe_masked_index")
+def masked_index(node: Node, ctx: LowerContext) -> Value:
+    """where(mask, x[indices], fill), the indices clamped first (torch does not read the
+    places the mask hides, which may lie outside x)."""
+    x, mask, out = ctx.args["self"], ctx.args["mask"], ctx.out
+    indices = [i if isinstance(i, Value) else None for i in ctx.args["indices"]]
+    clamped = [None if i is None else _clamp_index(ctx, ctx.cast(i, DType.i64), x.shape[axis])
+               for axis, i in enumerate(indices)]
+    picked = index_of(ctx, x, clamped, out)
+    from t2ir.ops.aten.elementwise import select_operand
+    from t2ir.ops.aten._util import unsqueeze_to_rank as to_rank
+
+    fill = select_operand(ctx, ctx.args["fill"], out.dtype)
+    mask = to_rank(ctx, ctx.cast(mask, DType.bool), out.rank)
+    if isinstance(fill, Value):
+        return ctx.emit("nnef.select", [mask, picked, to_rank(ctx, fill, out.rank)], out)
+    return ctx.emit("nnef.select", [mask, picked], out, false_value=fill)
+
+
+def _clamp_index(ctx: LowerContext, i: Value, size: Any) -> Value:
+    from t2ir.ops.aten._util import scalar_or_value
+
+    top = unsqueeze_to_rank(ctx, scalar_or_value(ctx, size - 1, DType.i64), i.rank)
+    low = unsqueeze_to_rank(ctx, scalar_or_value(ctx, 0, DType.i64), i.rank)
+    return ctx.emit("nnef.max", [ctx.emit("nnef.min", [i, top], i.type), low], i.type)
+
+
+def index_of(ctx: LowerContext, x: Value, indices: list, out: TensorType) -> Value:
     used = [(axis, i) for axis, i in enumerate(indices) if i is not None]
     for _, i in used:
         if i.dtype == DType.bool:
@@ -72,13 +101,13 @@ def index(node: Node, ctx: LowerContext) -> Value:
                 "use torch.where(mask, x, other) or masked_fill to keep a static shape")
     if len(used) == 1:
         axis, i = used[0]
-        return ctx.emit("tract_core.gather", [x, ctx.cast(i, DType.i64)], ctx.out, axis=axis)
+        return ctx.emit("tract_core.gather", [x, ctx.cast(i, DType.i64)], out, axis=axis)
     axes = [a for a, _ in used]
     adjacent = axes == list(range(axes[0], axes[-1] + 1))
     rest = [a for a in range(x.rank) if a not in axes]
-    lead_rank = ctx.out.rank - len(rest)
+    lead_rank = out.rank - len(rest)
     front = 0 if not adjacent else axes[0]  # where the broadcast index dims sit in the output
-    lead = ctx.out.shape[front:front + lead_rank]
+    lead = out.shape[front:front + lead_rank]
     if axes != list(range(len(axes))):
         perm = axes + rest
         x = ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
@@ -93,12 +122,12 @@ def index(node: Node, ctx: LowerContext) -> Value:
     stacked = ctx.emit("nnef.concat", parts, TensorType(DType.i64, tuple(lead) + (len(parts),)), axis=len(lead))
     gathered_shape = tuple(lead) + tuple(x.shape[len(axes):])
     if front == 0:
-        return ctx.emit("tract_core.gather_nd", [x, stacked], ctx.out, batch_dims=0)
-    y = ctx.emit("tract_core.gather_nd", [x, stacked], ctx.out.with_shape(gathered_shape), batch_dims=0)
+        return ctx.emit("tract_core.gather_nd", [x, stacked], out, batch_dims=0)
+    y = ctx.emit("tract_core.gather_nd", [x, stacked], out.with_shape(gathered_shape), batch_dims=0)
     # [lead..., before..., after...] -> [before..., lead..., after...]
     perm = list(range(lead_rank, lead_rank + front)) + list(range(lead_rank)) + \
         list(range(lead_rank + front, len(gathered_shape)))
-    return ctx.emit("nnef.transpose", [y], ctx.out, axes=perm)
+    return ctx.emit("nnef.transpose", [y], out, axes=perm)
 
 
 def reversed_range(ctx: LowerContext, n: Any) -> Value:
