@@ -463,6 +463,14 @@ def _assign(a, b):
     return y
 
 
+def _windows(x):
+    """Swin's window partition of a dynamic image: pad to multiples of 3, view into windows."""
+    b, h, w, c = x.shape
+    x = F.pad(x, (0, 0, 0, (3 - w % 3) % 3, 0, (3 - h % 3) % 3))
+    hp, wp = x.shape[1], x.shape[2]
+    return x.view(b, hp // 3, 3, wp // 3, 3, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 9, c).mean(1)
+
+
 def _unique_index(keys):
     """Distinct positions per row (scatter without reduction writes each place once)."""
     return torch.argsort(keys, -1)[..., :2]
@@ -510,6 +518,7 @@ SHAPE_ARITHMETIC = [  # sizes torch computes with floor / ceil / modulo / min, a
     c("adaptive_max_pool2d_dynamic", lambda a: F.adaptive_max_pool2d(a, (2, 3)), X("B", 2, "S", "L")),
     c("arange_float_dynamic", lambda a: a * torch.arange(a.shape[-1]) / a.shape[-1], X("B", "L")),
     c("size_ratio", lambda a: a * ((a.shape[1] - 1) / (2 * a.shape[1] - 1)), X("B", "L")),
+    c("window_partition", _windows, X("B", "S", "L", 2)),
 ]
 
 RNN = [

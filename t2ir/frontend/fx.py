@@ -155,7 +155,15 @@ def _plain_sympy(expr: sympy.Basic) -> sympy.Basic:
     for fn, repl in rules:
         expr = expr.replace(fn, repl)
     integral = {f: sympy.Integer(int(f)) for f in expr.atoms(sympy.Float) if float(f).is_integer()}
-    return sympy.simplify(expr.xreplace(integral)) if integral else expr
+    if integral:
+        expr = sympy.simplify(expr.xreplace(integral))
+    # a mod n as a - n * floor(a / n), floor(-a / n) as -ceiling(a / n): padding to a multiple
+    # (H + (7 - H % 7) % 7) becomes 7 * ceiling(H / 7), which tract can match with a view's
+    # ceiling(H / 7) * 7 when it checks that a reshape keeps the number of elements
+    expr = expr.replace(lambda e: isinstance(e, sympy.Mod) and e.args[1].is_Integer and e.args[1] > 0,
+                        lambda e: e.args[0] - e.args[1] * sympy.floor(e.args[0] / e.args[1]))
+    return expr.replace(lambda e: isinstance(e, sympy.floor) and e.args[0].could_extract_minus_sign(),
+                        lambda e: -sympy.ceiling(-e.args[0]))
 
 
 def tensor_type(val, where: str, problems: list[Problem], loc: Loc = Loc(),
