@@ -89,6 +89,22 @@ def _parse_loc(comment: str) -> Loc:
     return Loc(m["module"] or "", m["file"] or "", int(m["line"] or 0))
 
 
+def _dim_text(c: _Cursor, stop: str = ",]") -> str:
+    """The text of one dimension (or atom): up to the next `stop` character outside
+    parentheses (`Min(S, 4)`, `floor(3*S/(S - floor(2*S/3)))`)."""
+    c.skip_ws()
+    depth, start = 0, c.pos
+    while c.pos < len(c.text):
+        ch = c.text[c.pos]
+        if ch in stop and depth == 0:
+            break
+        depth += (ch == "(") - (ch == ")")
+        c.pos += 1
+    if c.pos == start:
+        raise c.error("expected a dimension")
+    return c.text[start:c.pos]
+
+
 def parse_type(c: _Cursor) -> TensorType:
     c.skip_ws()
     start = c.pos
@@ -98,7 +114,7 @@ def parse_type(c: _Cursor) -> TensorType:
     c.expect("[")
     dims = []
     while c.peek() != "]":
-        text = c.match(r"(?:[^,\]()]|\((?:[^()]|\([^()]*\))*\))+", "a dimension").group(0)  # commas inside min(a, b)
+        text = _dim_text(c)
         try:
             dims.append(parse_dim(text))
         except Exception:
@@ -126,7 +142,7 @@ def parse_attr(c: _Cursor):
         m = c.match(r'"(?:[^"\\]|\\.)*"', "a string")
         return json.loads(m.group(0))
     start = c.pos
-    atom = c.match(r"[^,\[\]()]+(?:\([^()]*\))?[^,\[\]()]*", "a value").group(0).strip()
+    atom = _dim_text(c, stop=",])").strip()
     if atom in _KEYWORDS:
         return _KEYWORDS[atom]
     if atom in _DTYPES:
