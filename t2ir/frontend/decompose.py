@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Optional
 import torch
 import torch.fx
 
-from t2ir.frontend.fx import DROPPED_OPS, op_name
+from t2ir.frontend.fx import DROPPED_OPS, lifted_target, local_mutation, op_name
 from t2ir.ops.registry import REGISTRY
 
 
@@ -37,7 +37,7 @@ def untranslated_nodes(ep: torch.export.ExportedProgram,
                        translated: Callable[[str], bool] = has_translation) -> list[torch.fx.Node]:
     return [n for n in ep.graph.nodes
             if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
-            and _makes_tensors(n) and not translated(op_name(n.target))]
+            and _makes_tensors(n) and not translated(op_name(lifted_target(n)))]
 
 
 def _unliftable(ep: torch.export.ExportedProgram) -> list[torch.fx.Node]:
@@ -75,7 +75,7 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
     one_at_a_time = False    # set when a failure could not be pinned on one op of the table
     extra = set(extra)
     mutable = any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
-                  and n.target._schema.is_mutable for n in ep.graph.nodes)
+                  and n.target._schema.is_mutable and not local_mutation(n) for n in ep.graph.nodes)
     while True:
         # (refused ops may only appear once in-place ops are made functional: slice_scatter)
         present = {n.target for n in untranslated_nodes(ep, translated)} | extra

@@ -91,6 +91,49 @@ def _short_path(path: str) -> str:
     return path.split(marker, 1)[1] if marker in path else path
 
 
+def mutated_argument(target) -> Optional[int]:
+    """The position of the argument an in-place op writes to (`relu_`: 0), or None."""
+    for i, a in enumerate(target._schema.arguments):
+        if a.alias_info is not None and a.alias_info.is_write:
+            return i
+    return None
+
+
+def functional_twin(target):
+    """`aten.relu_.default` -> `aten.relu.default` (None when there is none)."""
+    packet = target._schema.name.split("::", 1)[1]
+    if not packet.endswith("_") or packet.startswith("_"):
+        return None
+    ns = getattr(torch.ops, target.namespace)
+    twin = getattr(ns, packet[:-1], None)
+    return getattr(twin, target._overloadname, None) if twin is not None else None
+
+
+def local_mutation(node: torch.fx.Node) -> bool:
+    """An in-place op the lifter can make functional by itself: it writes to a tensor computed
+    in the graph by an op that returns a new tensor (not an input, a weight or a view, whose
+    writes would reach another tensor)."""
+    i = mutated_argument(node.target)
+    base = node.args[i] if i is not None and i < len(node.args) else None
+    while isinstance(base, torch.fx.Node) and base.op == "call_function" and isinstance(
+            base.target, torch._ops.OpOverload) and mutated_argument(base.target) is not None:
+        j = mutated_argument(base.target)  # the result of an in-place op is its input again
+        base = base.args[j] if j < len(base.args) else None
+    if not (isinstance(base, torch.fx.Node) and base.op == "call_function"
+            and isinstance(base.target, torch._ops.OpOverload)):
+        return False
+    returns = base.target._schema.returns
+    return functional_twin(node.target) is not None and not any(r.alias_info is not None for r in returns)
+
+
+def lifted_target(node: torch.fx.Node):
+    """The op the lifter makes of a call: an in-place op it functionalizes by itself becomes
+    its functional twin."""
+    if mutated_argument(node.target) is not None and local_mutation(node):
+        return functional_twin(node.target)
+    return node.target
+
+
 def op_name(target) -> str:
     ns = target.namespace
     packet = target._schema.name.split("::", 1)[1]
@@ -303,6 +346,10 @@ class FxLifter:
                 "cannot be exported)", name, loc,
                 "rewrite the model so this part traces to plain operators"))
             return
+        mutated = None
+        if lifted_target(node) is not target:  # x.relu_(): relu(x), and later reads of x see it
+            mutated = node.args[mutated_argument(target)]
+            target = lifted_target(node)
         name = op_name(target)
         if name in DROPPED_OPS or val is None:
             return
@@ -323,6 +370,19 @@ class FxLifter:
         with self.g.inserting_before(None):
             out = self.g.add_node(name, inputs, types, attrs, name=node.name, loc=loc)
         self.env[node] = out.outputs if isinstance(val, (list, tuple)) else out.outputs[0]
+        if mutated is not None:
+            self._rebind(mutated, self.env[node])
+
+    def _rebind(self, mutated: torch.fx.Node, value: Value) -> None:
+        """After an in-place op, the tensor it wrote to (and the in-place ops that returned it)
+        read as the new value."""
+        while True:
+            self.env[mutated] = value
+            j = mutated_argument(mutated.target) if mutated.op == "call_function" and isinstance(
+                mutated.target, torch._ops.OpOverload) else None
+            if j is None:
+                return
+            mutated = mutated.args[j]
 
     def _data_dependent(self, node: torch.fx.Node, name: str, val, loc: Loc) -> bool:
         """An output whose size torch only knows at run time (nonzero, boolean indexing): report
