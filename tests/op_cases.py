@@ -519,6 +519,9 @@ SHAPE_ARITHMETIC = [  # sizes torch computes with floor / ceil / modulo / min, a
     c("arange_float_dynamic", lambda a: a * torch.arange(a.shape[-1]) / a.shape[-1], X("B", "L")),
     c("size_ratio", lambda a: a * ((a.shape[1] - 1) / (2 * a.shape[1] - 1)), X("B", "L")),
     c("window_partition", _windows, X("B", "S", "L", 2)),
+    # a view that halves L: L is then a multiple of 2 for tract (the input reads [B, 2 * L']); L = 6, 10
+    c("view_split_dynamic", lambda a: a.view(a.shape[0], a.shape[1] // 2, 2).sum(-1), X("B", "L")),
+    c("pixel_unshuffle_dynamic", lambda a: F.pixel_unshuffle(a, 2), X("B", 2, "L", "L")),
 ]
 
 RNN = [

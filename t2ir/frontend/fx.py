@@ -8,6 +8,7 @@ that use them, so shape arithmetic is gone before the first pass runs.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import re
@@ -143,11 +144,12 @@ def op_name(target) -> str:
 class SymbolTable:
     """Maps torch's shape symbols (s0, s77, ...) to the user's names (batch, S, P)."""
 
-    def __init__(self):
-        self.names: dict[sympy.Symbol, sympy.Symbol] = {}
+    def __init__(self, multiples: Optional[dict] = None):
+        self.names: dict[sympy.Symbol, sympy.Expr] = {}
+        self.multiples = dict(multiples or {})  # torch symbol -> k: the size is k times the named symbol
 
     def bind(self, torch_sym: sympy.Symbol, name: str) -> None:
-        self.names[torch_sym] = symbol(name)
+        self.names[torch_sym] = self.multiples.get(torch_sym, 1) * symbol(name)
 
     def to_dim(self, x) -> Any:
         """A torch SymInt / sympy expression / int as an IR dimension."""
@@ -160,13 +162,57 @@ class SymbolTable:
         expr = _plain_sympy(expr)
         for s in expr.free_symbols:
             if s not in self.names:
-                self.names[s] = symbol(str(s))
+                self.bind(s, str(s))
         out = expr.xreplace(self.names)
         if isinstance(x, torch.SymFloat):
             return float(out) if out.is_number else out
         if isinstance(x, torch.SymBool):
             return bool(out) if out in (sympy.true, sympy.false) else out
         return simplify_dim(out)
+
+
+def required_multiples(ep: torch.export.ExportedProgram) -> dict:
+    """Dynamic sizes a reshape divides exactly: `x.view(b, T // 2, 2)` keeps the number of
+    elements only when T is even, which torch assumes and tract cannot prove. Such a symbol is
+    made a multiple, T = 2 * T' (the input's shape reads [b, 2 * T]), so every size is exact."""
+    multiples: dict = {}
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        if op_name(node.target) not in RESHAPES or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        src, out = node.args[0].meta.get("val"), node.meta.get("val")
+        if not (isinstance(src, torch.Tensor) and isinstance(out, torch.Tensor)):
+            continue
+        size = node.args[1] if len(node.args) > 1 and isinstance(node.args[1], (list, tuple)) else out.shape
+        size = [d.meta.get("val") if isinstance(d, torch.fx.Node) else d for d in size]
+        if any(isinstance(d, int) and d < 0 for d in size):
+            size = out.shape
+        numel_in, numel_out = (_numel(shape) for shape in (src.shape, size))
+        if numel_in is None or numel_out is None or sympy.simplify(numel_in - numel_out) == 0:
+            continue
+        candidates = {}
+        for f in numel_out.atoms(sympy.floor):
+            num, den = f.args[0].as_numer_denom()
+            if num.is_Symbol and den.is_Integer and den > 1:
+                candidates[num] = int(den)
+        sub = {sym: k * sym for sym, k in candidates.items()}  # every halved axis at once (H and W)
+        if candidates and sympy.simplify(numel_in.xreplace(sub) - numel_out.xreplace(sub)) == 0:
+            for sym, k in candidates.items():
+                multiples[sym] = math.lcm(k, multiples.get(sym, 1))
+    return multiples
+
+
+def _numel(shape) -> Optional[sympy.Expr]:
+    n = sympy.Integer(1)
+    for d in shape:
+        if isinstance(d, torch.SymInt):
+            n = n * _plain_sympy(d.node.expr)
+        elif isinstance(d, int):
+            n = n * d
+        else:
+            return None
+    return sympy.expand(n)
 
 
 def _plain_sympy(expr: sympy.Basic) -> sympy.Basic:
@@ -239,7 +285,7 @@ class FxLifter:
         self.dim_names = dict(dim_names or {})
         self.weight_source = weight_source
         self.g = Graph(name)
-        self.symbols = SymbolTable()
+        self.symbols = SymbolTable(required_multiples(ep))
         self.env: dict[torch.fx.Node, Any] = {}
         self.problems: list[Problem] = []
         self.data_dependent: set[torch.fx.Node] = set()
@@ -468,7 +514,7 @@ class FxLifter:
                 self.problems.append(Problem(f"unexpected FX node kind {node.op!r}", str(node.target)))
         if self.problems:
             raise ExportError("the model could not be lifted into the t2ir IR:", self.problems)
-        for s in sorted({s.name for s in self.symbols.names.values()}):
+        for s in sorted({s.name for e in self.symbols.names.values() for s in e.free_symbols}):
             self.g.declare_symbol(s)
         return self.g
 

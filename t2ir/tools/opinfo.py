@@ -233,17 +233,21 @@ def _work(keys: list[str], limit: int, start: tuple[str, int] | None, log: Path)
                 f.flush()
 
 
+class _Expired(BaseException):
+    """Not an Exception: no `except Exception` on the way (torch's tracing has some) swallows it."""
+
+
 def _with_timeout(fn) -> Outcome:
     import signal
 
     def expire(*_):
-        raise TimeoutError
+        raise _Expired
 
     signal.signal(signal.SIGALRM, expire)
     signal.alarm(SAMPLE_SECONDS)
     try:
         return fn()
-    except TimeoutError:
+    except _Expired:
         return Outcome("failed", f"took more than {SAMPLE_SECONDS} s")
     finally:
         signal.alarm(0)
