@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 STATUSES = ("passed", "failed", "refused", "skipped")
-SAMPLE_SECONDS = 120  # one sample's export + run; past it the sample fails as a timeout
+SAMPLE_SECONDS = 90  # one sample's export + run; past it the sample fails as a timeout
 
 
 @dataclass
