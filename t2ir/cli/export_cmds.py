@@ -67,7 +67,7 @@ def export_cmd(
     force: bool = typer.Option(False, "--force", help="replace an existing output"),
 ) -> None:
     """Export a saved ExportedProgram or TorchScript module to an NNEF model for tract."""
-    import t2ir
+    from t2ir.api import export
     from t2ir.frontend.files import load_model_file, make_inputs, program_example_inputs
 
     try:
@@ -82,7 +82,7 @@ def export_cmd(
         if args is None:
             raise T2IRError("a TorchScript file needs example inputs: pass --input NAME=SHAPE[:DTYPE] for each input")
         names = _names(input_names) or ([n for n, _, _ in parse_inputs(input)] if input else None)
-        result = t2ir.export(loaded, args, output, input_names=names, output_names=_names(output_names),
+        result = export(loaded, args, output, input_names=names, output_names=_names(output_names),
                              dynamic_axes=parse_dynamic_axes(dynamic_axes) or None, dump_ir=dump_ir,
                              check_io=check_io or (atol is not None or rtol is not None), atol=atol, rtol=rtol,
                              overwrite=force)

@@ -162,7 +162,8 @@ def run_one(spec: ModelSpec, workdir: Path) -> SweepResult:
     import numpy as np
     import torch
 
-    import t2ir
+    from t2ir.api import export
+    from t2ir.errors import ExportError
     from t2ir.tract_run import load_runnable, run_tract
 
     began = time.time()
@@ -178,10 +179,10 @@ def run_one(spec: ModelSpec, workdir: Path) -> SweepResult:
     for dynamic_spatial in (True, False):
         x = torch.randn(*spec.shape, generator=gen)
         try:
-            result = t2ir.export(model, (x,), workdir / "model", input_names=["x"],
+            result = export(model, (x,), workdir / "model", input_names=["x"],
                                  dynamic_axes=_axes(spec, dynamic_spatial), overwrite=True)
             break
-        except t2ir.ExportError as e:
+        except ExportError as e:
             error = e
             if "specialised" not in str(e) and "specialized" not in str(e):
                 break

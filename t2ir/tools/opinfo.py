@@ -152,7 +152,8 @@ def run_sample(op, sample, workdir: Path) -> Outcome:
     import numpy as np
     import torch
 
-    import t2ir
+    from t2ir.api import export
+    from t2ir.errors import T2IRError, UnsupportedOpsError
     from t2ir.checkio import compare
     from t2ir.tract_run import load_runnable, run_tract
 
@@ -168,10 +169,10 @@ def run_sample(op, sample, workdir: Path) -> Outcome:
     except Exception as e:
         return Outcome("skipped", f"eager PyTorch fails: {_first_line(e)}")
     try:
-        result = t2ir.export(call.module, call.tensors, workdir / "m.nnef.tgz", overwrite=True)
-    except t2ir.UnsupportedOpsError as e:
+        result = export(call.module, call.tensors, workdir / "m.nnef.tgz", overwrite=True)
+    except UnsupportedOpsError as e:
         return Outcome("refused", "no translation: " + ", ".join(sorted({p.op for p in e.problems})))
-    except t2ir.T2IRError as e:
+    except T2IRError as e:
         return Outcome("refused", _first_line(e))
     except Exception as e:
         return Outcome("failed", f"t2ir raised {type(e).__name__}: {_first_line(e)}")
