@@ -58,6 +58,8 @@ class SweepResult:
 
 # ---- the models -------------------------------------------------------------------------------
 
+SIDE = {"classification": 128, "segmentation": 128, "detection-backbone": 160, "video": 112}  # image side
+
 def torchvision_specs() -> list[ModelSpec]:
     from t2ir.tools.torchvision_compat import import_torchvision
 
@@ -68,17 +70,14 @@ def torchvision_specs() -> list[ModelSpec]:
                          ("video", M.video)):
         for name in M.list_models(module=module):
             meta = list(M.get_model_weights(name))[0]
-            crop = (getattr(meta.transforms, "keywords", None) or {}).get("crop_size", 224)
-            h, w = (crop, crop) if isinstance(crop, int) else tuple(crop)
             min_h, min_w = meta.meta.get("min_size", (1, 1))
+            # the smallest size the model takes, at least SIDE (the check is about numbers, not accuracy)
+            h, w = max(min_h, SIDE[kind]), max(min_w, SIDE[kind])
             if kind == "video":
                 t = meta.meta.get("min_temporal_size", 8)
-                h, w = (112, 112) if min_h <= 112 else (h, w)
                 out.append(ModelSpec("torchvision", kind, name, (1, 3, max(t, 8), h, w), (2, 3, 4)))
-            elif kind == "detection-backbone":
-                out.append(ModelSpec("torchvision", kind, name, (1, 3, 320, 320), (2, 3)))
             else:
-                out.append(ModelSpec("torchvision", kind, name, (1, 3, max(h, min_h), max(w, min_w)), (2, 3)))
+                out.append(ModelSpec("torchvision", kind, name, (1, 3, h, w), (2, 3)))
     return out
 
 
