@@ -101,6 +101,8 @@ def timm_specs() -> list[ModelSpec]:
     for module, (_, name) in sorted(best.items()):
         cfg = timm.models.get_pretrained_cfg(name)
         c, h, w = (cfg.input_size if cfg is not None and cfg.input_size else (3, 224, 224))
+        if not (cfg is not None and cfg.fixed_input_size):  # any size works: a small one
+            h, w = min(h, SIDE["classification"]), min(w, SIDE["classification"])
         out.append(ModelSpec("timm", "timm", name, (1, c, h, w), (2, 3)))
     return out
 
