@@ -83,8 +83,9 @@ def torchvision_specs() -> list[ModelSpec]:
 
 def timm_specs() -> list[ModelSpec]:
     """The smallest model of each timm module (family)."""
-    import timm
     import torch
+
+    timm = _import_timm()
 
     best: dict[str, tuple[int, str]] = {}
     for module in timm.list_modules():
@@ -107,15 +108,23 @@ def timm_specs() -> list[ModelSpec]:
     return out
 
 
+def _import_timm():
+    """timm imports torchvision: through the compat import (see torchvision_compat)."""
+    from t2ir.tools.torchvision_compat import import_torchvision
+
+    import_torchvision()
+    import timm
+
+    return timm
+
+
 def build(spec: ModelSpec):
     """The module to export (eval mode, no pretrained weights)."""
     import torch
 
     torch.manual_seed(0)
     if spec.suite == "timm":
-        import timm
-
-        return timm.create_model(spec.name, pretrained=False).eval()
+        return _import_timm().create_model(spec.name, pretrained=False).eval()
     from t2ir.tools.torchvision_compat import import_torchvision
 
     M = import_torchvision().models
