@@ -7,7 +7,7 @@ first use.
 
 from t2ir.errors import CheckIOError, ExportError, T2IRError, TranslationError, UnsupportedOpsError
 from t2ir.ir import Graph, Loc, Node, Value
-from t2ir.ops.registry import register_nnef_op, register_op
+from t2ir.ops.registry import register_module, register_nnef_op, register_op
 from t2ir.options import ExportOptions, LLMExportOptions
 from t2ir.parser import IRParseError, parse_ir
 from t2ir.types import DType, TensorType
@@ -35,7 +35,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "export", "lift", "ExportResult", "ExportOptions", "LLMExportOptions", "register_op", "register_nnef_op",
-    "register_pass", "unregister_pass", "parse_ir", "load_ir", "diff", "bisect", "verify", "Graph", "Node", "Value", "Loc", "DType",
+    "register_module", "register_pass", "unregister_pass", "parse_ir", "load_ir", "diff", "bisect", "verify", "Graph", "Node", "Value", "Loc", "DType",
     "TensorType", "T2IRError", "ExportError", "UnsupportedOpsError", "CheckIOError", "TranslationError",
     "IRParseError", "__version__",
 ]

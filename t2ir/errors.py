@@ -51,6 +51,15 @@ class UnsupportedOpsError(ExportError):
         )
 
 
+class TranslationRefusedError(ExportError):
+    """Translators refused some calls of their ops (`TranslationError`): the export retries
+    with torch's decomposition of `refused` (op names) before giving up with this error."""
+
+    def __init__(self, title: str, problems: list[Problem], refused: set[str]):
+        super().__init__(title, problems)
+        self.refused = set(refused)
+
+
 class CheckIOError(T2IRError):
     """tract's outputs differ from PyTorch's more than the tolerance allows."""
 

@@ -133,7 +133,7 @@ def format_dim(d: Dim) -> str:
     return sympy.sstr(d).replace("floor(", "floor(")
 
 
-_DIM_FUNCS = {"floor": sympy.floor, "ceiling": sympy.ceiling, "Max": sympy.Max, "Min": sympy.Min}
+_DIM_FUNCS = {"floor": sympy.floor, "ceiling": sympy.ceiling, "Max": sympy.Max, "Min": sympy.Min, "Mod": sympy.Mod}
 
 
 def parse_dim(text: str) -> Dim:

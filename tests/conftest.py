@@ -3,8 +3,17 @@ the cases each property test ran (printed at the end of the run)."""
 
 import collections
 
+import importlib.util
+
 import pytest
 import torch
+
+if importlib.util.find_spec("torchvision") is not None:
+    # a torchvision whose C++ operators do not load beside the CPU torch breaks `import
+    # transformers` (which imports it); t2ir's compat import makes it importable first
+    from t2ir.tools.torchvision_compat import import_torchvision
+
+    import_torchvision()
 
 import tests.fuzzing  # noqa: F401 (loads the hypothesis profile)
 

@@ -443,6 +443,101 @@ ATTENTION = [
 ]
 
 
+class WithState(nn.Module):
+    """A recurrent layer called with initial states (h0, or h0 and c0 for an LSTM)."""
+
+    def __init__(self, rnn: nn.Module):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x, *states):
+        return self.rnn(x, states if len(states) > 1 else states[0])
+
+
+def _assign(a, b):
+    """In-place writes (functionalized to slice_scatter / select_scatter) into a copy of a."""
+    y = a * 1
+    y[:, 1:3] = b
+    y[:, 0] = 2.0
+    y[:, 3::2] = -1.0  # a step: refused by the translation, exported through torch's decomposition
+    return y
+
+
+def _windows(x):
+    """Swin's window partition of a dynamic image: pad to multiples of 3, view into windows."""
+    b, h, w, c = x.shape
+    x = F.pad(x, (0, 0, 0, (3 - w % 3) % 3, 0, (3 - h % 3) % 3))
+    hp, wp = x.shape[1], x.shape[2]
+    return x.view(b, hp // 3, 3, wp // 3, 3, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 9, c).mean(1)
+
+
+def _unique_index(keys):
+    """Distinct positions per row (scatter without reduction writes each place once)."""
+    return torch.argsort(keys, -1)[..., :2]
+
+
+RESIZE = [
+    c("interpolate_nearest", lambda a: F.interpolate(a, scale_factor=2.0), X("B", 2, "S", "L"), dtypes=F16),
+    c("interpolate_bilinear", lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear"), X("B", 2, "S", "L")),
+    c("interpolate_bilinear_align", lambda a: F.interpolate(a, scale_factor=2.0, mode="bilinear", align_corners=True),
+      X("B", 2, "S", "L")),
+    c("interpolate_bicubic_size", lambda a: F.interpolate(a, size=(5, 7), mode="bicubic"), X("B", 2, 4, 6)),
+    c("interpolate_nearest_exact_down", lambda a: F.interpolate(a, size=(3, 4), mode="nearest-exact"),
+      X("B", 2, 7, 9)),
+    c("interpolate_linear_1d", lambda a: F.interpolate(a, scale_factor=3.0, mode="linear"), X("B", 2, "L")),
+    c("interpolate_trilinear", lambda a: F.interpolate(a, scale_factor=2.0, mode="trilinear"), X("B", 2, 2, 3, 4)),
+    c("interpolate_size_dynamic", lambda a: F.interpolate(a, size=a.shape[-1] * 2), X("B", 2, "L")),
+    c("pixel_shuffle", lambda a: F.pixel_shuffle(a, 2), X("B", 8, 3, "L")),
+    c("pixel_unshuffle", lambda a: F.pixel_unshuffle(a, 2), X("B", 2, 4, 6)),
+]
+
+SORT_SCATTER = [
+    c("sort", lambda a: torch.sort(a, -1), X("B", "L")),
+    c("sort_descending_dim0", lambda a: torch.sort(a, 0, descending=True), X("S", 3)),
+    c("argsort", lambda a: torch.argsort(a, -1), X("B", 6)),
+    c("scatter", lambda a, k, u: a.scatter(1, _unique_index(k), u), X("B", 5), X("B", 5), X("B", 2)),
+    c("scatter_value", lambda a, k: a.scatter(1, _unique_index(k), 2.5), X("B", 5), X("B", 5)),
+    c("scatter_add", lambda a, i, u: a.scatter_add(1, i, u), X("B", 5), Idx(5, "B", 3), X("B", 3)),
+    c("scatter_reduce_amax", lambda a, i, u: a.scatter_reduce(1, i, u, "amax", include_self=False),
+      X("B", 5), Idx(5, "B", 3), X("B", 3)),
+    c("scatter_reduce_mean", lambda a, i, u: a.scatter_reduce(1, i, u, "mean"), X("B", 5), Idx(5, "B", 3),
+      X("B", 3)),
+    c("index_put_accumulate", lambda a, i, v: a.index_put((i,), v, accumulate=True), X(6, "B"), Idx(6, 4),
+      X(4, "B")),
+    c("index_put_mask", lambda a, m: a.index_put((m,), torch.tensor(-1.0)), X("B", 4), Mask("B", 4)),
+    c("slice_assign", _assign, X("B", 6), X("B", 2)),
+    c("expm1_log1p", lambda a: torch.expm1(a * 1e-3) + torch.log1p(a.abs()), X("B", 4)),
+]
+
+SHAPE_ARITHMETIC = [  # sizes torch computes with floor / ceil / modulo / min, at two sizes of each symbol
+    c("conv_stride_flatten", lambda a, w: F.conv1d(a, w, stride=2, padding=1).flatten(1), X("B", 3, "L"),
+      X(4, 3, 3)),
+    c("chunk_odd", lambda a: a.chunk(2, -1)[1] * 2, X("B", "S")),
+    c("pad_to_multiple", lambda a: F.pad(a, (0, (4 - a.shape[-1] % 4) % 4)), X("B", "S")),
+    c("adaptive_avg_pool_uneven", lambda a: F.adaptive_avg_pool1d(a, 3), X("B", 2, "L")),
+    c("adaptive_max_pool2d_dynamic", lambda a: F.adaptive_max_pool2d(a, (2, 3)), X("B", 2, "S", "L")),
+    c("arange_float_dynamic", lambda a: a * torch.arange(a.shape[-1]) / a.shape[-1], X("B", "L")),
+    c("size_ratio", lambda a: a * ((a.shape[1] - 1) / (2 * a.shape[1] - 1)), X("B", "L")),
+    c("window_partition", _windows, X("B", "S", "L", 2)),
+    # a view that halves L: L is then a multiple of 2 for tract (the input reads [B, 2 * L']); L = 6, 10
+    c("view_split_dynamic", lambda a: a.view(a.shape[0], a.shape[1] // 2, 2).sum(-1), X("B", "L")),
+    c("pixel_unshuffle_dynamic", lambda a: F.pixel_unshuffle(a, 2), X("B", 2, "L", "L")),
+]
+
+RNN = [
+    m("lstm", lambda: nn.LSTM(4, 6), X("S", "B", 4), dtypes=F16),
+    m("lstm_2layers_bidirectional", lambda: nn.LSTM(4, 6, num_layers=2, bidirectional=True, batch_first=True),
+      X("B", "S", 4)),
+    m("lstm_proj_states", lambda: WithState(nn.LSTM(4, 6, proj_size=3)), X("S", "B", 4), X(1, "B", 3),
+      X(1, "B", 6)),
+    m("gru_bidirectional_state", lambda: WithState(nn.GRU(4, 5, bidirectional=True)), X("S", "B", 4), X(2, "B", 5)),
+    m("gru_no_bias", lambda: nn.GRU(4, 5, bias=False, batch_first=True), X("B", "S", 4)),
+    m("rnn_tanh_2layers", lambda: nn.RNN(4, 5, num_layers=2), X("S", "B", 4)),
+    m("rnn_relu_unbatched", lambda: nn.RNN(4, 5, nonlinearity="relu"), X("S", 4)),
+]
+
+
 CASES: list[Case] = [
-    *ELEMENTWISE, *ACTIVATIONS, *LINALG, *CONV, *NORM, *REDUCE, *SHAPE, *CREATION, *CASTS, *ATTENTION,
+    *ELEMENTWISE, *ACTIVATIONS, *LINALG, *CONV, *NORM, *REDUCE, *SHAPE, *CREATION, *CASTS, *ATTENTION, *RESIZE,
+    *SORT_SCATTER, *SHAPE_ARITHMETIC, *RNN,
 ]

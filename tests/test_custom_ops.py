@@ -35,10 +35,12 @@ def op_names(result: t2ir.ExportResult) -> list[str]:
 @pytest.fixture(autouse=True)
 def clean_registry():
     """Each test's registrations (and overrides) are undone afterwards."""
-    saved = dict(REGISTRY.ops)
+    saved, modules = dict(REGISTRY.ops), dict(REGISTRY.modules)
     yield
     REGISTRY.ops.clear()
     REGISTRY.ops.update(saved)
+    REGISTRY.modules.clear()
+    REGISTRY.modules.update(modules)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +53,53 @@ def doc_op() -> dict:
 
 def test_doc_has_the_expected_blocks():
     blocks = doc_blocks()
-    assert len(blocks) == 5
+    assert len(blocks) == 7
     assert "torch.library.custom_op" in blocks[0] and "register_fake" in blocks[0]
     assert "@t2ir.register_op(\"mylib::scaled_tanh\")" in blocks[1]
     assert "check_io=True" in blocks[2]
     assert "override=True" in blocks[3] and "register_nnef_op" in blocks[4]
+    assert "@t2ir.register_module(RunningSum)" in blocks[5] and "dynamic_axes" in blocks[6]
+
+
+def test_module_hook(tmp_path, monkeypatch):
+    """Blocks 6-7: the hooked module exports with a dynamic time axis and runs at other lengths;
+    without the hook, torch.export pins the length."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(doc_blocks()[5], str(DOC), "exec"), namespace)
+    exec(compile(doc_blocks()[6], str(DOC), "exec"), namespace)
+    result, module = namespace["result"], namespace["RunningSum"]()
+    assert str(result.graph.inputs[0].type) == "f32[batch, time, 3]" and result.check[0].max_abs_diff < 1e-5
+    from t2ir.tract_run import load_runnable, run_tract
+
+    x = torch.randn(3, 9, 3)
+    got = run_tract(load_runnable(result.path), [x.numpy()])[0]
+    torch.testing.assert_close(torch.from_numpy(got), module(x), atol=1e-5, rtol=0)
+    REGISTRY.modules.pop(namespace["RunningSum"])
+    with pytest.raises(t2ir.ExportError, match="axis 1 .* was specialised"):
+        t2ir.export(module, (torch.randn(2, 5, 3),), tmp_path / "no_hook", input_names=["x"],
+                    dynamic_axes={"x": {0: "batch", 1: "time"}})
+
+
+def test_module_hook_registration_rules():
+    class Base(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    class Keeps(Base):
+        pass
+
+    class Overrides(Base):
+        def forward(self, x):
+            return x * 2
+
+    t2ir.register_module(Base)(lambda module, x: x)
+    assert REGISTRY.module_hook(Keeps()) is not None and REGISTRY.module_hook(Overrides()) is None
+    with pytest.raises(ValueError, match="already has a module hook"):
+        t2ir.register_module(Base)(lambda module, x: x)
+    from t2ir.frontend import rnn  # noqa: F401  (the built-in hooks register with the frontend)
+
+    assert REGISTRY.module_hook(torch.nn.LSTM(2, 2)).origin == "builtin"
 
 
 def test_worked_example(doc_op, tmp_path, monkeypatch):

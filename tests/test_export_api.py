@@ -50,11 +50,6 @@ def test_bad_dynamic_axes_are_explained(tmp_path, axes, message):
         t2ir.export(TwoOut(), (torch.randn(2, 3), torch.randn(2, 3)), tmp_path / "m", dynamic_axes=axes)
 
 
-def test_size_one_example_on_a_dynamic_axis_is_refused(tmp_path):
-    with pytest.raises(t2ir.ExportError, match="at least 2"):
-        t2ir.export(TwoOut(), (torch.randn(1, 3), torch.randn(1, 3)), tmp_path / "m", dynamic_axes={"x": [0]})
-
-
 def test_existing_output_is_never_overwritten_without_permission(tmp_path):
     target = tmp_path / "m.nnef.tgz"
     target.write_bytes(b"a good model")

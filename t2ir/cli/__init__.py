@@ -20,7 +20,7 @@ def fail(msg: object, code: int = 2) -> None:
 
 
 def _register() -> None:
-    from t2ir.cli import debug_cmds, inspect_cmds  # noqa: F401
+    from t2ir.cli import debug_cmds, export_cmds, inspect_cmds  # noqa: F401
 
     from t2ir.cli import export_llm_cmd, llm_cmds  # noqa: F401
 

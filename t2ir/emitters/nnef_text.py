@@ -46,29 +46,75 @@ class NnefDocument:
 
 
 def format_dim_expr(d) -> str:
-    """A dimension as tract reads it: `S + P`, `2 * S`, `(S + 1) / 2` (integer division)."""
+    """A dimension as tract reads it: `S + P`, `2 * S`, `(S + 1) / 2`, `min(S, 4)`.
+
+    tract's `/` is floor division by an integer literal, it has min/max but no modulo, and a
+    leading unary minus negates the whole expression; so floor/ceil divisions become `(a) / n`
+    and `(a + n - 1) / n`, `a mod n` becomes `a - n * (a / n)`, and negative terms never lead.
+    """
     if isinstance(d, int):
         return str(d)
     d = sympy.sympify(d)
-    if isinstance(d, sympy.floor) and isinstance(d.args[0], sympy.Mul):
-        num, den = d.args[0].as_numer_denom()
-        return f"({format_dim_expr(num)}) / {format_dim_expr(den)}"
     if d.is_Integer:
         return str(int(d))
     if d.is_Symbol:
         return d.name
+    if isinstance(d, (sympy.floor, sympy.ceiling)):
+        num, den = _fraction(d.args[0])
+        if den == 1:
+            return format_dim_expr(num)
+        if isinstance(d, sympy.ceiling):
+            num = num + den - 1
+        return f"({format_dim_expr(num)}) / {den}"
+    if isinstance(d, sympy.Mod):
+        a, n = d.args
+        if not (n.is_Integer and n > 0):
+            raise ValueError(f"dimension expression {d} cannot be written for tract (modulo by a symbol)")
+        a_text = format_dim_expr(a)
+        return f"({a_text}) - {int(n)} * (({a_text}) / {int(n)})"
+    if isinstance(d, (sympy.Min, sympy.Max)):
+        name = "min" if isinstance(d, sympy.Min) else "max"
+        args = sorted(d.args, key=sympy.default_sort_key)
+        text = format_dim_expr(args[0])
+        for a in args[1:]:
+            text = f"{name}({text}, {format_dim_expr(a)})"
+        return text
+    num, den = _fraction(d)
+    if den != 1:  # an integer written over a common denominator: (T + 1) / 2 * 2 + ...
+        return f"({format_dim_expr(num)}) / {den}"
     if d.is_Add:
-        terms = sorted(d.args, key=lambda t: (t.is_number, sympy.default_sort_key(t)))
-        out = format_dim_expr(terms[0])
+        terms = sorted(d.args, key=lambda t: (t.could_extract_minus_sign(), t.is_number, sympy.default_sort_key(t)))
+        out = format_dim_expr(terms[0]) if not terms[0].could_extract_minus_sign() else "0 - " + _subtrahend(-terms[0])
         for t in terms[1:]:
-            if t.could_extract_minus_sign():
-                out += " - " + format_dim_expr(-t)
-            else:
-                out += " + " + format_dim_expr(t)
+            out += " - " + _subtrahend(-t) if t.could_extract_minus_sign() else " + " + format_dim_expr(t)
         return out
     if d.is_Mul:
-        return " * ".join(f"({format_dim_expr(a)})" if a.is_Add else format_dim_expr(a) for a in d.args)
+        if d.could_extract_minus_sign():
+            return "0 - " + _subtrahend(-d)
+        return " * ".join(_factor(a) for a in d.args)
     raise ValueError(f"dimension expression {d} cannot be written for tract")
+
+
+def _subtrahend(d) -> str:
+    """The right operand of `-`: parenthesised when it holds a `+` or `-` of its own."""
+    text = format_dim_expr(d)
+    return f"({text})" if d.is_Add or isinstance(d, sympy.Mod) else text
+
+
+def _factor(d) -> str:
+    """An operand of `*`: parenthesised unless atomic (`2 * (T / 2)` is not `(2 * T) / 2`)."""
+    text = format_dim_expr(d)
+    return text if d.is_Symbol or d.is_Integer or isinstance(d, (sympy.Min, sympy.Max)) else f"({text})"
+
+
+def _fraction(expr) -> tuple:
+    """expr as (numerator, positive integer denominator), e.g. T/2 - 1/2 -> (T - 1, 2)."""
+    num, den = sympy.together(expr).as_numer_denom()
+    if not den.is_Integer:
+        raise ValueError(f"dimension expression {expr} divides by a symbol, which tract cannot write")
+    if den < 0:
+        num, den = -num, -den
+    return sympy.expand(num), int(den)
 
 
 def format_literal(v: Any, pairs: bool = False) -> str:
@@ -80,8 +126,8 @@ def format_literal(v: Any, pairs: bool = False) -> str:
     if isinstance(v, int):
         return str(v)
     if isinstance(v, float):
-        if math.isnan(v):
-            raise ValueError("NaN cannot be written as an NNEF literal")
+        if math.isnan(v):  # NNEF has no NaN literal; tract evaluates this expression to NaN
+            return "0.0 / 0.0"
         if math.isinf(v):  # tract has no inf literal; f32's extreme rounds to inf in f16 too
             v = _F32_MAX if v > 0 else -_F32_MAX
         text = repr(v)
@@ -93,6 +139,8 @@ def format_literal(v: Any, pairs: bool = False) -> str:
     if isinstance(v, (list, tuple)):
         if pairs and all(isinstance(x, (list, tuple)) and len(x) == 2 for x in v):
             return "[" + ", ".join(f"({format_literal(a)}, {format_literal(b)})" for a, b in v) + "]"
+        if isinstance(v, list) and v and all(isinstance(x, tuple) for x in v):  # a list of NNEF tuples
+            return "[" + ", ".join("(" + ", ".join(format_literal(a) for a in x) + ")" for x in v) + "]"
         return "[" + ", ".join(format_literal(x) for x in v) + "]"
     if v is None:
         raise ValueError("None cannot be written as an NNEF literal")
@@ -100,6 +148,10 @@ def format_literal(v: Any, pairs: bool = False) -> str:
 
 
 _IDENT_BAD = re.compile(r"[^A-Za-z0-9_]")
+
+
+_KEYWORDS = {"version", "extension", "fragment", "graph", "tensor", "integer", "scalar", "logical", "string",
+             "true", "false", "for", "in", "if", "else", "yield", "length_of", "shape_of", "range_of"}
 
 
 class _Names:
@@ -111,8 +163,8 @@ class _Names:
 
     def assign(self, v: Value) -> str:
         base = _IDENT_BAD.sub("_", v.name)
-        if not base or base[0].isdigit():
-            base = "v_" + base
+        if not base or base[0].isdigit() or base in _KEYWORDS or base.startswith(("true", "false")):
+            base = "v_" + base  # tract's parser reads `true_divide` as the literal `true`
         name, i = base, 0
         while name in self.taken:
             i += 1
@@ -173,10 +225,25 @@ def _call_args(node: Node, names: _Names) -> list[str]:
             args.append(names[next(inputs)])
     params = {p.lstrip("*?") for p in sig.params}
     for k, v in node.attrs.items():
-        if k not in params and k != TENSOR_KEYWORDS:
+        if k in sig.input_refs:
+            args.append(f"{k} = {_ref_tuples(v, node, names)}")
+        elif k in sig.fragment_refs:
+            args.append(f"{k} = {format_literal(nnef_call_name(v))}")
+        elif k not in params and k != TENSOR_KEYWORDS:
             args.append(f"{k} = {format_literal(v, pairs=(k == 'padding'))}")
     args += [f"{k} = {names[v]}" for k, v in zip(keywords, node.inputs[len(positional):])]
     return args
+
+
+def _ref_tuples(items, node: Node, names: _Names) -> str:
+    """`[("w", 1)]` with input 1 named `fc_w` -> `[("w", fc_w)]` (see NnefSignature.input_refs)."""
+    tuples = []
+    for item in items:
+        parts = [format_literal(x) for x in item]
+        parts[1] = names[node.inputs[item[1]]]
+        tuples.append("(" + ", ".join(parts) + ")")
+    return "[" + ", ".join(tuples) + "]"
+
 
 
 def add_fragment(fragments: dict[str, str], op: str) -> None:
@@ -219,6 +286,8 @@ def build_document(g: Graph) -> NnefDocument:
         entry = REGISTRY.lookup(node.op)
         if entry.signature.fragment:
             add_fragment(fragments, node.op)
+        for attr in entry.signature.fragment_refs:
+            add_fragment(fragments, node.attrs[attr])
         uses_transformers |= node.op.startswith("tract_transformers.")
         lhs = ", ".join(names[o] for o in node.outputs)
         lhs = f"( {lhs} )" if len(node.outputs) > 1 else lhs

@@ -304,9 +304,11 @@ class StampingWarning(UserWarning):
 
 
 def _lift(model, layout: list[KvLayer], num_logits_to_keep, weight_source, name: str):
+    from t2ir.frontend.decompose import decompose_untranslated
     from t2ir.frontend.fx import lift_exported_program
 
-    ep = export_causal_lm(model, num_logits_to_keep=num_logits_to_keep, layout=layout)
+    # ops without a translation (an activation built from expm1, ...) through torch's decompositions
+    ep = decompose_untranslated(export_causal_lm(model, num_logits_to_keep=num_logits_to_keep, layout=layout))
     inputs = ["input_ids", *cache_input_names(layout)]
     dim_names = {(0, 1): "S", **{(i, 2): "P" for i in range(1, len(inputs))}}
     return lift_exported_program(ep, input_names=inputs, output_names=["outputs", *cache_output_names(layout)],

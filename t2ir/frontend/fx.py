@@ -8,6 +8,7 @@ that use them, so shape arithmetic is gone before the first pass runs.
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 import re
@@ -20,6 +21,7 @@ import torch.fx
 
 from t2ir.errors import ExportError, Problem
 from t2ir.ir import Graph, InMemory, Loc, TensorSource, Value
+from t2ir.ops.aliases import RESHAPES
 from t2ir.ops.registry import canonical_op_name
 from t2ir.paths import portable_source_path
 from t2ir.types import DType, TensorType, UnsupportedDType, free_symbols, simplify_dim, symbol
@@ -28,7 +30,7 @@ WeightSource = Callable[[str, torch.Tensor], Optional[TensorSource]]
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
-_DROPPED = {
+DROPPED_OPS = {
     "aten._assert_scalar", "aten._assert_tensor_metadata", "aten.sym_constrain_range_for_size",
     "aten._assert_async.msg", "aten.sym_constrain_range",
 }
@@ -85,6 +87,49 @@ def _trace_error_problem(e: BaseException) -> Problem:
     return Problem(what, type(e).__name__, loc, hint)
 
 
+def mutated_argument(target) -> Optional[int]:
+    """The position of the argument an in-place op writes to (`relu_`: 0), or None."""
+    for i, a in enumerate(target._schema.arguments):
+        if a.alias_info is not None and a.alias_info.is_write:
+            return i
+    return None
+
+
+def functional_twin(target):
+    """`aten.relu_.default` -> `aten.relu.default` (None when there is none)."""
+    packet = target._schema.name.split("::", 1)[1]
+    if not packet.endswith("_") or packet.startswith("_"):
+        return None
+    ns = getattr(torch.ops, target.namespace)
+    twin = getattr(ns, packet[:-1], None)
+    return getattr(twin, target._overloadname, None) if twin is not None else None
+
+
+def local_mutation(node: torch.fx.Node) -> bool:
+    """An in-place op the lifter can make functional by itself: it writes to a tensor computed
+    in the graph by an op that returns a new tensor (not an input, a weight or a view, whose
+    writes would reach another tensor)."""
+    i = mutated_argument(node.target)
+    base = node.args[i] if i is not None and i < len(node.args) else None
+    while isinstance(base, torch.fx.Node) and base.op == "call_function" and isinstance(
+            base.target, torch._ops.OpOverload) and mutated_argument(base.target) is not None:
+        j = mutated_argument(base.target)  # the result of an in-place op is its input again
+        base = base.args[j] if j < len(base.args) else None
+    if not (isinstance(base, torch.fx.Node) and base.op == "call_function"
+            and isinstance(base.target, torch._ops.OpOverload)):
+        return False
+    returns = base.target._schema.returns
+    return functional_twin(node.target) is not None and not any(r.alias_info is not None for r in returns)
+
+
+def lifted_target(node: torch.fx.Node):
+    """The op the lifter makes of a call: an in-place op it functionalizes by itself becomes
+    its functional twin."""
+    if mutated_argument(node.target) is not None and local_mutation(node):
+        return functional_twin(node.target)
+    return node.target
+
+
 def op_name(target) -> str:
     ns = target.namespace
     packet = target._schema.name.split("::", 1)[1]
@@ -94,11 +139,12 @@ def op_name(target) -> str:
 class SymbolTable:
     """Maps torch's shape symbols (s0, s77, ...) to the user's names (batch, S, P)."""
 
-    def __init__(self):
-        self.names: dict[sympy.Symbol, sympy.Symbol] = {}
+    def __init__(self, multiples: Optional[dict] = None):
+        self.names: dict[sympy.Symbol, sympy.Expr] = {}
+        self.multiples = dict(multiples or {})  # torch symbol -> k: the size is k times the named symbol
 
     def bind(self, torch_sym: sympy.Symbol, name: str) -> None:
-        self.names[torch_sym] = symbol(name)
+        self.names[torch_sym] = self.multiples.get(torch_sym, 1) * symbol(name)
 
     def to_dim(self, x) -> Any:
         """A torch SymInt / sympy expression / int as an IR dimension."""
@@ -111,7 +157,7 @@ class SymbolTable:
         expr = _plain_sympy(expr)
         for s in expr.free_symbols:
             if s not in self.names:
-                self.names[s] = symbol(str(s))
+                self.bind(s, str(s))
         out = expr.xreplace(self.names)
         if isinstance(x, torch.SymFloat):
             return float(out) if out.is_number else out
@@ -120,21 +166,88 @@ class SymbolTable:
         return simplify_dim(out)
 
 
+def required_multiples(ep: torch.export.ExportedProgram) -> dict:
+    """Dynamic sizes a reshape divides exactly: `x.view(b, T // 2, 2)` keeps the number of
+    elements only when T is even, which torch assumes and tract cannot prove. Such a symbol is
+    made a multiple, T = 2 * T' (the input's shape reads [b, 2 * T]), so every size is exact."""
+    multiples: dict = {}
+    for node in ep.graph.nodes:
+        if node.op != "call_function" or not isinstance(node.target, torch._ops.OpOverload):
+            continue
+        if op_name(node.target) not in RESHAPES or not isinstance(node.args[0], torch.fx.Node):
+            continue
+        src, out = node.args[0].meta.get("val"), node.meta.get("val")
+        if not (isinstance(src, torch.Tensor) and isinstance(out, torch.Tensor)):
+            continue
+        size = node.args[1] if len(node.args) > 1 and isinstance(node.args[1], (list, tuple)) else out.shape
+        size = [d.meta.get("val") if isinstance(d, torch.fx.Node) else d for d in size]
+        if any(isinstance(d, int) and d < 0 for d in size):
+            size = out.shape
+        numel_in, numel_out = (_numel(shape) for shape in (src.shape, size))
+        if numel_in is None or numel_out is None or sympy.simplify(numel_in - numel_out) == 0:
+            continue
+        candidates = {}
+        for f in numel_out.atoms(sympy.floor):
+            num, den = f.args[0].as_numer_denom()
+            if num.is_Symbol and den.is_Integer and den > 1:
+                candidates[num] = int(den)
+        sub = {sym: k * sym for sym, k in candidates.items()}  # every halved axis at once (H and W)
+        if candidates and sympy.simplify(numel_in.xreplace(sub) - numel_out.xreplace(sub)) == 0:
+            for sym, k in candidates.items():
+                multiples[sym] = math.lcm(k, multiples.get(sym, 1))
+    return multiples
+
+
+def _numel(shape) -> Optional[sympy.Expr]:
+    n = sympy.Integer(1)
+    for d in shape:
+        if isinstance(d, torch.SymInt):
+            n = n * _plain_sympy(d.node.expr)
+        elif isinstance(d, int):
+            n = n * d
+        else:
+            return None
+    return sympy.expand(n)
+
+
 def _plain_sympy(expr: sympy.Basic) -> sympy.Basic:
-    """Rewrite torch's own sympy functions (FloorDiv, ...) as plain sympy ones."""
+    """Rewrite torch's own sympy functions (FloorDiv, ToFloat, its Max, ...) as plain sympy
+    ones, and integral floats (2.0 * H) as integers, so dims compare and print as expected."""
     from torch.utils._sympy import functions as F
 
-    rules = {
-        F.FloorDiv: lambda a, b: sympy.floor(a / b),
-        F.CeilDiv: lambda a, b: sympy.ceiling(a / b),
-        F.Mod: sympy.Mod,
-        F.PythonMod: sympy.Mod,
-        F.IntTrueDiv: lambda a, b: a / b,
-        F.TruncToInt: lambda a: sympy.floor(a),
-    }
-    for fn, repl in rules.items():
+    rules = [  # CleanDiv before FloorDiv: it is a subclass
+        (F.CleanDiv, lambda a, b: a / b),
+        (F.FloorDiv, lambda a, b: sympy.floor(a / b)),
+        (F.CeilDiv, lambda a, b: sympy.ceiling(a / b)),
+        (F.ModularIndexing, lambda base, div, mod: sympy.Mod(sympy.floor(base / div), mod)),
+        (F.Mod, sympy.Mod),
+        (F.PythonMod, sympy.Mod),
+        (F.CeilToInt, sympy.ceiling),
+        (F.FloorToInt, sympy.floor),
+        (F.TruncToInt, sympy.floor),  # sizes are never negative
+        (F.TruncToFloat, sympy.floor),
+        (F.RoundToInt, lambda a: sympy.floor(a + sympy.Rational(1, 2))),
+        (F.Max, sympy.Max),
+        (F.Min, sympy.Min),
+        (F.PowByNatural, lambda a, b: a ** b),
+        (F.FloatPow, lambda a, b: a ** b),
+        (F.FloatTrueDiv, lambda a, b: a / b),
+        (F.IntTrueDiv, lambda a, b: a / b),
+        (F.ToFloat, lambda a: a),
+        (F.Identity, lambda a: a),
+    ]
+    for fn, repl in rules:
         expr = expr.replace(fn, repl)
-    return expr
+    integral = {f: sympy.Integer(int(f)) for f in expr.atoms(sympy.Float) if float(f).is_integer()}
+    if integral:
+        expr = sympy.simplify(expr.xreplace(integral))
+    # a mod n as a - n * floor(a / n), floor(-a / n) as -ceiling(a / n): padding to a multiple
+    # (H + (7 - H % 7) % 7) becomes 7 * ceiling(H / 7), which tract can match with a view's
+    # ceiling(H / 7) * 7 when it checks that a reshape keeps the number of elements
+    expr = expr.replace(lambda e: isinstance(e, sympy.Mod) and e.args[1].is_Integer and e.args[1] > 0,
+                        lambda e: e.args[0] - e.args[1] * sympy.floor(e.args[0] / e.args[1]))
+    return expr.replace(lambda e: isinstance(e, sympy.floor) and e.args[0].could_extract_minus_sign(),
+                        lambda e: -sympy.ceiling(-e.args[0]))
 
 
 def tensor_type(val, where: str, problems: list[Problem], loc: Loc = Loc(),
@@ -167,7 +280,7 @@ class FxLifter:
         self.dim_names = dict(dim_names or {})
         self.weight_source = weight_source
         self.g = Graph(name)
-        self.symbols = SymbolTable()
+        self.symbols = SymbolTable(required_multiples(ep))
         self.env: dict[torch.fx.Node, Any] = {}
         self.problems: list[Problem] = []
         self.data_dependent: set[torch.fx.Node] = set()
@@ -201,6 +314,10 @@ class FxLifter:
                 if isinstance(expr, sympy.Symbol) and expr not in self.symbols.names:
                     self.symbols.bind(expr, name)
         name = self.input_names[index] if index < len(self.input_names) else node.name
+        if any(isinstance(d, int) and d == 0 for d in val.shape):
+            self.problems.append(Problem(
+                f"input {name!r} is empty (shape {list(val.shape)}): tract's operators do not run on empty tensors",
+                "input", hint="export with an example that has at least one element on every axis"))
         t = tensor_type(val, f"input {name!r}", self.problems, symbols=self.symbols)
         v = self.g.add_input(name, t)
         if v.name != name:
@@ -270,8 +387,12 @@ class FxLifter:
                 "cannot be exported)", name, loc,
                 "rewrite the model so this part traces to plain operators"))
             return
+        mutated = None
+        if lifted_target(node) is not target:  # x.relu_(): relu(x), and later reads of x see it
+            mutated = node.args[mutated_argument(target)]
+            target = lifted_target(node)
         name = op_name(target)
-        if name in _DROPPED or val is None:
+        if name in DROPPED_OPS or val is None:
             return
         if self._data_dependent(node, name, val, loc):
             return
@@ -285,9 +406,24 @@ class FxLifter:
         if len(types) != len(vals):
             self.problems.append(Problem("returns non-tensor values", name, loc))
             return
+        if name in RESHAPES:
+            types = [_requested_shape(types[0], attrs)]
         with self.g.inserting_before(None):
             out = self.g.add_node(name, inputs, types, attrs, name=node.name, loc=loc)
         self.env[node] = out.outputs if isinstance(val, (list, tuple)) else out.outputs[0]
+        if mutated is not None:
+            self._rebind(mutated, self.env[node])
+
+    def _rebind(self, mutated: torch.fx.Node, value: Value) -> None:
+        """After an in-place op, the tensor it wrote to (and the in-place ops that returned it)
+        read as the new value."""
+        while True:
+            self.env[mutated] = value
+            j = mutated_argument(mutated.target) if mutated.op == "call_function" and isinstance(
+                mutated.target, torch._ops.OpOverload) else None
+            if j is None:
+                return
+            mutated = mutated.args[j]
 
     def _data_dependent(self, node: torch.fx.Node, name: str, val, loc: Loc) -> bool:
         """An output whose size torch only knows at run time (nonzero, boolean indexing): report
@@ -313,13 +449,14 @@ class FxLifter:
         schema = target._schema
         given = dict(zip((a.name for a in schema.arguments), node.args))
         given.update(node.kwargs)
+        several_lists = sum(str(a.type).startswith("List[") and "Tensor" in str(a.type) for a in schema.arguments) > 1
         for a in schema.arguments:
             if a.name not in given:
                 continue
             v = self._resolve(given[a.name])
             if isinstance(v, Value):
                 inputs.append(v)
-            elif isinstance(v, list) and v and all(isinstance(x, Value) for x in v):
+            elif isinstance(v, list) and v and all(isinstance(x, Value) for x in v) and not several_lists:
                 inputs.extend(v)
             elif isinstance(v, list) and any(isinstance(x, Value) for x in v):
                 inputs.extend(x for x in v if isinstance(x, Value))
@@ -329,7 +466,12 @@ class FxLifter:
         return inputs, attrs
 
     def _lift_outputs(self, node: torch.fx.Node) -> None:
+        from torch.export.graph_signature import OutputKind
+
         flat = torch.utils._pytree.tree_leaves(node.args[0])
+        kinds = [s.kind for s in self.ep.graph_signature.output_specs]
+        if len(kinds) == len(flat):  # buffers the model updates (batch norm statistics) are no outputs
+            flat = [a for a, k in zip(flat, kinds) if k == OutputKind.USER_OUTPUT]
         outs: list[Value] = []
         for i, a in enumerate(flat):
             v = self.env.get(a) if isinstance(a, torch.fx.Node) else None
@@ -367,9 +509,19 @@ class FxLifter:
                 self.problems.append(Problem(f"unexpected FX node kind {node.op!r}", str(node.target)))
         if self.problems:
             raise ExportError("the model could not be lifted into the t2ir IR:", self.problems)
-        for s in sorted({s.name for s in self.symbols.names.values()}):
+        for s in sorted({s.name for e in self.symbols.names.values() for s in e.free_symbols}):
             self.g.declare_symbol(s)
         return self.g
+
+
+def _requested_shape(t: TensorType, attrs: dict) -> TensorType:
+    """A view's shape as the model asked for it: torch's own output shape may hold an
+    expression it could not simplify (`x.view(b, T // 2, 2)` gives `floor(T / floor(T / 2))`
+    for the last axis, which tract cannot write)."""
+    size = attrs.get("size", attrs.get("shape"))
+    if not isinstance(size, list) or len(size) != t.rank or any(isinstance(d, int) and d < 0 for d in size):
+        return t
+    return t.with_shape(size)
 
 
 class _DTypeArg(Exception):

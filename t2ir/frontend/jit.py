@@ -1,9 +1,15 @@
-"""Legacy frontend: a torch.jit (trace or script) graph, lifted through torch.export.
+"""TorchScript frontend: a torch.jit module (traced, scripted or from `torch.jit.load`), lifted
+through torch.export.
 
 The TorchScript graph is replayed by a small interpreter module that calls the same aten
 operators; torch.export traces that interpreter with symbolic shapes, and the FX lifter does the
 rest. So both frontends share one lifting path and one set of translations, and size arithmetic
 recorded by the tracer (`aten::size`, `prim::NumToTensor`, `aten::Int`) becomes symbolic.
+
+Control flow is run while tracing: a `prim::If` on sizes or constants takes its branch (torch
+records a guard, and an axis the branch pins is reported like any other specialised axis), a
+`prim::Loop` with a known trip count is unrolled. A branch or loop on tensor values cannot be
+exported and is reported with its TorchScript source line.
 """
 
 from __future__ import annotations
@@ -15,19 +21,25 @@ import torch
 
 from t2ir.errors import ExportError, Problem
 
+
 def _scalar_div(a, b, rounding_mode=None):
     """aten::div on sizes: the tracer records `div(size, n, "floor"/"trunc")` for shape math."""
     return a / b if rounding_mode is None else a // b
 
 
+# TorchScript ops on Python scalars (sizes, flags, lists): run as Python operators.
 _SCALAR_OPS = {
     "aten::add": operator.add, "aten::sub": operator.sub, "aten::mul": operator.mul,
     "aten::floordiv": operator.floordiv, "aten::floor_divide": operator.floordiv,
     "aten::div": _scalar_div, "aten::neg": operator.neg, "aten::remainder": operator.mod,
+    "aten::eq": operator.eq, "aten::ne": operator.ne, "aten::lt": operator.lt, "aten::gt": operator.gt,
+    "aten::le": operator.le, "aten::ge": operator.ge, "aten::__not__": operator.not_,
+    "aten::__and__": operator.and_, "aten::__or__": operator.or_, "aten::__is__": operator.is_,
+    "aten::__isnot__": operator.is_not, "aten::len": len,
+    "prim::min": min, "prim::max": max, "aten::Bool": bool, "aten::str": str, "aten::format": str.format,
 }
 _PASS_THROUGH = {"prim::NumToTensor", "aten::Int", "aten::Float", "aten::ScalarImplicit", "aten::IntImplicit",
-                 "aten::FloatImplicit", "prim::device"}
-_UNSUPPORTED = {"prim::If", "prim::Loop", "prim::CallMethod", "prim::CallFunction", "prim::PythonOp"}
+                 "aten::FloatImplicit", "prim::device", "prim::unchecked_cast"}
 
 
 def jit_graph(module: torch.nn.Module, args: tuple) -> tuple[torch.jit.ScriptModule, torch._C.Graph]:
@@ -39,9 +51,53 @@ def jit_graph(module: torch.nn.Module, args: tuple) -> tuple[torch.jit.ScriptMod
     return scripted, graph
 
 
-def _loc(node: torch._C.Node) -> str:
-    rng = node.sourceRange().strip().splitlines()
-    return rng[0][:120] if rng else ""
+def script_arg_names(module: torch.jit.ScriptModule) -> list[str]:
+    """The names of forward()'s parameters (after `self`), from the TorchScript schema."""
+    return [a.name for a in module.forward.schema.arguments[1:]]
+
+
+def _source_line(node: torch._C.Node) -> str:
+    """`file.py:12: if x.sum() > 0:` from TorchScript's source range text."""
+    import re
+
+    lines = node.sourceRange().splitlines()
+    where = re.search(r'File "(?P<file>[^"]+)", line (?P<line>\d+)', lines[0]) if lines else None
+    marker = next((i for i, line in enumerate(lines) if "<--- HERE" in line), None)
+    if where is None or marker is None or marker < 2:  # the range text holds the code, then a marker line
+        return " ".join(line.strip() for line in lines[1:2])[:160]
+    return f"{where['file']}:{where['line']}: {lines[marker - 1].strip()}"[:200]  # the line above the marker
+
+
+class _Unsupported(Exception):
+    def __init__(self, problem: Problem):
+        super().__init__(problem.what)
+        self.problem = problem
+
+
+class _Mirror(torch.nn.Module):
+    """A plain module with a TorchScript module's parameters (as `nn.Parameter`) and buffers
+    under the same names, which torch.export can trace; any other attribute is read from the
+    TorchScript module. (A module from `torch.jit.load` holds plain tensors, which torch.export
+    refuses as parameters.)"""
+
+    def __init__(self, scripted: torch.nn.Module):
+        super().__init__()
+        for name, child in scripted.named_children():
+            self.add_module(name, _Mirror(child))
+        for name, p in scripted.named_parameters(recurse=False):
+            self.register_parameter(name, torch.nn.Parameter(p.detach(), requires_grad=False))
+        for name, b in scripted.named_buffers(recurse=False):
+            self.register_buffer(name, b.detach())
+        object.__setattr__(self, "_scripted", scripted)  # last: until then no attribute falls through
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            scripted = self.__dict__.get("_scripted")
+            if scripted is None:
+                raise
+            return getattr(scripted, name)
 
 
 class JitInterpreter(torch.nn.Module):
@@ -51,61 +107,97 @@ class JitInterpreter(torch.nn.Module):
         super().__init__()
         self.root = root
         self._graph = graph
-        self._check()
-
-    def _check(self) -> None:
-        problems = []
-        for node in self._graph.nodes():
-            kind = node.kind()
-            if kind in _UNSUPPORTED:
-                problems.append(Problem("control flow and calls cannot be lifted from TorchScript", kind,
-                                        hint="use torch.jit.trace or the torch.export frontend"))
-        if problems:
-            raise ExportError("the TorchScript graph cannot be lifted:", problems)
 
     def forward(self, *inputs):
         graph_inputs = list(self._graph.inputs())
         env: dict[Any, Any] = {graph_inputs[0]: self.root}
         for v, x in zip(graph_inputs[1:], inputs):
             env[v] = x
-        for node in self._graph.nodes():
-            self._run(node, env)
-        outs = [env[v] for v in self._graph.outputs()]
+        outs = self._run_block(self._graph, env)
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+    def _run_block(self, block, env: dict) -> list:
+        for node in block.nodes():
+            self._run(node, env)
+        return [env[v] for v in block.outputs()]
 
     def _run(self, node: torch._C.Node, env: dict) -> None:
         kind = node.kind()
         ins = [env[v] for v in node.inputs()]
         outs = list(node.outputs())
-        if kind == "prim::Constant":
-            env[outs[0]] = node.output().toIValue() if node.hasAttributes() else None
+        if kind == "prim::If":
+            block = list(node.blocks())[0 if self._static_bool(ins[0], node, "if") else 1]
+            results = self._run_block(block, env)
+        elif kind == "prim::Loop":
+            results = self._loop(node, ins, env)
+        elif kind == "prim::Constant":
+            results = [node.output().toIValue() if node.hasAttributes() else None]
         elif kind == "prim::GetAttr":
-            env[outs[0]] = getattr(ins[0], node.s("name"))
+            results = [getattr(ins[0], node.s("name"))]
         elif kind in ("prim::ListConstruct", "prim::TupleConstruct"):
-            env[outs[0]] = list(ins)
+            results = [list(ins)]
         elif kind in ("prim::ListUnpack", "prim::TupleUnpack"):
-            for o, x in zip(outs, ins[0]):
-                env[o] = x
-        elif kind == "prim::TupleIndex" or kind == "aten::__getitem__":
-            env[outs[0]] = ins[0][ins[1]]
+            results = list(ins[0])
+        elif kind in ("prim::TupleIndex", "aten::__getitem__"):
+            results = [ins[0][ins[1]]]
+        elif kind == "prim::Uninitialized":
+            results = [None]
+        elif kind == "prim::RaiseException":
+            raise _Unsupported(Problem(f"the model raises an exception here: {ins[0]}", kind,
+                                       hint=f"TorchScript source: {_source_line(node)}"))
+        elif kind in ("aten::Bool", "aten::Int", "aten::Float") and isinstance(ins[0], torch.Tensor):
+            raise _Unsupported(Problem(
+                f"a tensor's value used as a Python {kind[6:].lower()} (data-dependent control flow or shapes) "
+                "cannot be exported", kind, hint=f"TorchScript source: {_source_line(node)}; keep conditions and "
+                "sizes on shapes or constants (torch.where for value-dependent choices)"))
         elif kind in _PASS_THROUGH:
-            env[outs[0]] = ins[0]
-        elif kind == "aten::size" and len(ins) == 2:
-            env[outs[0]] = ins[0].size(ins[1])
+            results = [ins[0]]
+        elif kind == "aten::size":  # symbolic sizes, not the op (whose result would pin them)
+            results = [ins[0].size(ins[1]) if len(ins) == 2 else list(ins[0].shape)]
+        elif kind == "aten::numel" and isinstance(ins[0], torch.Tensor):
+            results = [ins[0].numel()]
+        elif kind == "aten::dim" and isinstance(ins[0], torch.Tensor):
+            results = [ins[0].dim()]
         elif kind in _SCALAR_OPS and not any(isinstance(x, torch.Tensor) for x in ins):
-            env[outs[0]] = _SCALAR_OPS[kind](*ins)
-        elif kind.startswith("aten::") or "::" in kind and not kind.startswith("prim::"):
-            ns, name = kind.split("::", 1)
-            args, kwargs = _split_kwarg_only(node, ins)
-            result = getattr(getattr(torch.ops, ns), name)(*args, **kwargs)
-            if len(outs) == 1:
-                env[outs[0]] = result
-            else:
-                for o, x in zip(outs, result):
-                    env[o] = x
+            results = [_SCALAR_OPS[kind](*ins)]
+        elif "::" in kind and not kind.startswith("prim::"):
+            results = self._call_op(node, kind, ins, len(outs))
         else:
-            raise ExportError("the TorchScript graph cannot be lifted:",
-                              [Problem("unsupported TorchScript node", kind, hint=_loc(node))])
+            raise _Unsupported(Problem("this TorchScript node cannot be replayed", kind,
+                                       hint=f"TorchScript source: {_source_line(node)}"))
+        for o, x in zip(outs, results):
+            env[o] = x
+
+    @staticmethod
+    def _call_op(node: torch._C.Node, kind: str, ins: list, n_outs: int) -> list:
+        ns, name = kind.split("::", 1)
+        args, kwargs = _split_kwarg_only(node, ins)
+        result = getattr(getattr(torch.ops, ns), name)(*args, **kwargs)
+        return [result] if n_outs == 1 else list(result)
+
+    @staticmethod
+    def _static_bool(cond, node: torch._C.Node, what: str) -> bool:
+        """A condition known while tracing (a constant, a size comparison); a tensor's value is not."""
+        if isinstance(cond, torch.Tensor):
+            raise _Unsupported(Problem(
+                f"an `{what}` on a tensor's value (data-dependent control flow) cannot be exported", node.kind(),
+                hint=f"TorchScript source: {_source_line(node)}; compute both branches and pick with torch.where, "
+                     "or make the condition depend on shapes or constants only"))
+        return bool(cond)
+
+    def _loop(self, node: torch._C.Node, ins: list, env: dict) -> list:
+        """Unroll: (max trip count, initial condition, *carried) -> carried after the loop."""
+        trip, cond, *carried = ins
+        block = next(node.blocks())
+        params = list(block.inputs())
+        i = 0
+        while i < trip and self._static_bool(cond, node, "loop"):
+            env[params[0]] = i
+            for p, v in zip(params[1:], carried):
+                env[p] = v
+            cond, *carried = self._run_block(block, env)
+            i += 1
+        return carried
 
 
 def _split_kwarg_only(node: torch._C.Node, ins: list) -> tuple[list, dict]:
@@ -123,23 +215,30 @@ def _split_kwarg_only(node: torch._C.Node, ins: list) -> tuple[list, dict]:
     return args, kwargs
 
 
-def export_via_jit(module: torch.nn.Module, args: tuple, dims: dict[tuple[int, int], str]) -> torch.export.ExportedProgram:
-    """Trace with torch.jit, replay the graph under torch.export with the requested symbols."""
+def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dict[tuple[int, int], str],
+                   input_names: list[str]) -> torch.export.ExportedProgram:
+    """Trace with torch.jit (unless `module` is TorchScript already), then replay the graph
+    under torch.export with the requested symbols."""
+    from t2ir.frontend.trace import check_still_dynamic, expand_sizes_of_one, size_one_problem
+
     scripted, graph = jit_graph(module, args)
-    interp = JitInterpreter(module if not isinstance(module, torch.jit.ScriptModule) else scripted, graph)
-    syms: dict[str, torch.export.Dim] = {}
-    shapes = []
-    for i, a in enumerate(args):
-        spec = {axis: syms.setdefault(sym, torch.export.Dim(sym)) for (j, axis), sym in dims.items() if j == i}
-        shapes.append(spec or None)
+    names = script_arg_names(scripted)
+    if kwargs:  # TorchScript graphs take every argument positionally
+        args = tuple(args) + tuple(kwargs[n] for n in names[len(args):] if n in kwargs)
+    interp = JitInterpreter(_Mirror(scripted) if isinstance(module, torch.jit.ScriptModule) else module, graph)
+    shapes = tuple({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None
+                   for i in range(len(args)))
     try:
-        ep = torch.export.export(interp, tuple(args), dynamic_shapes={"inputs": tuple(shapes)}, strict=False)
-    except ExportError:
-        raise
+        ep = torch.export.export(interp, tuple(expand_sizes_of_one(args, dims)), dynamic_shapes={"inputs": shapes},
+                                 strict=False)
+    except _Unsupported as e:
+        raise ExportError("the TorchScript graph cannot be exported:", [e.problem]) from None
     except Exception as e:
-        msg = " ".join(str(e).strip().splitlines()[:3])[:600]
+        from t2ir.frontend.fx import trace_error_problems
+
         raise ExportError("torch.export could not replay the TorchScript graph:",
-                          [Problem(msg, type(e).__name__)]) from None
+                          size_one_problem(args, input_names, dims) + trace_error_problems(e)) from None
+    check_still_dynamic(ep, input_names, dims)
     return _strip_root_prefix(ep)
 
 

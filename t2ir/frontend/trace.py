@@ -3,6 +3,8 @@ errors torch raises, turned into problems that name the input, the axis and the 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 from typing import Any, Mapping, Sequence
 
@@ -14,8 +16,13 @@ from t2ir.frontend.torch_output import torch_output_held
 
 def forward_arg_names(module: torch.nn.Module, n: int, kwargs: Mapping[str, Any]) -> list[str]:
     check_call_fits(module, n, kwargs)
-    params = list(inspect.signature(module.forward).parameters.values())
-    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if isinstance(module, torch.jit.ScriptModule):  # no Python signature: TorchScript's schema
+        from t2ir.frontend.jit import script_arg_names
+
+        positional = script_arg_names(module)
+    else:
+        params = list(inspect.signature(module.forward).parameters.values())
+        positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if len(positional) < n:
         positional += [f"input_{i}" for i in range(len(positional), n)]
     return positional[:n] + list(kwargs)
@@ -24,6 +31,8 @@ def forward_arg_names(module: torch.nn.Module, n: int, kwargs: Mapping[str, Any]
 def check_call_fits(module: torch.nn.Module, n: int, kwargs: Mapping[str, Any]) -> None:
     """`n` positional examples and `kwargs` must be a valid call of forward (torch.export's own
     error for a wrong count points into inspect.py)."""
+    if isinstance(module, torch.jit.ScriptModule):
+        return  # TorchScript checks its own calls
     signature = inspect.signature(module.forward)
     try:
         signature.bind(*range(n), **kwargs)
@@ -52,11 +61,11 @@ def normalize_dynamic_axes(dynamic_axes, names: Sequence[str], examples: Sequenc
                 problems.append(Problem(f"dynamic axis {axis} of input {name!r} does not exist"))
                 continue
             axis %= t.dim()
-            if t.shape[axis] < 2:
+            if t.shape[axis] == 0:
                 problems.append(Problem(
-                    f"input {name!r} has size {t.shape[axis]} on dynamic axis {axis} ({sym})",
-                    hint="trace with an example size of at least 2 on every dynamic axis "
-                         "(torch.export specialises sizes 0 and 1); the export still runs with any size"))
+                    f"input {name!r} is empty on dynamic axis {axis} ({sym})",
+                    hint="trace with an example of size 1 or more on every dynamic axis; the export "
+                         "still runs with any size"))
             if not str(sym).isidentifier():
                 problems.append(Problem(f"symbol name {sym!r} is not an identifier", hint="use names like 'batch' or 'S'"))
             out[(i, axis)] = str(sym)
@@ -65,40 +74,93 @@ def normalize_dynamic_axes(dynamic_axes, names: Sequence[str], examples: Sequenc
     return out
 
 
+def _dynamic_shapes(module, n_args: int, kwarg_names: list[str], specs: list) -> dict[str, Any]:
+    """Per-input specs laid out as torch.export wants them: by forward()'s parameter names,
+    with the inputs a `*args` parameter collects as one tuple."""
+    params = list(inspect.signature(module.forward).parameters.values())
+    shapes: dict[str, Any] = {}
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for p, spec in zip(positional, specs[:n_args]):
+        shapes[p.name] = spec
+    rest = specs[len(positional):n_args]
+    var = next((p for p in params if p.kind == p.VAR_POSITIONAL), None)
+    if var is not None and rest:
+        shapes[var.name] = tuple(rest)
+    var_kw = next((p for p in params if p.kind == p.VAR_KEYWORD), None)
+    for name, spec in zip(kwarg_names, specs[n_args:]):
+        if any(p.name == name for p in params) or var_kw is None:
+            shapes[name] = spec
+        else:
+            shapes.setdefault(var_kw.name, {})[name] = spec
+    return shapes
+
+
+@contextlib.contextmanager
+def module_hooks(root: torch.nn.Module):
+    """While tracing, modules with a registered hook (`t2ir.register_module`) run the hook in
+    place of their `forward`; the modules are restored afterwards, even on errors."""
+    from t2ir.frontend import rnn  # noqa: F401  (registers the built-in hooks)
+    from t2ir.ops.registry import REGISTRY
+
+    patched = []
+    for m in root.modules():
+        hook = REGISTRY.module_hook(m)
+        if hook is not None and "forward" not in m.__dict__:
+            m.forward = functools.partial(hook.trace, m)
+            patched.append(m)
+    try:
+        yield
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def size_one_axes(examples: Sequence, dims: Mapping[tuple[int, int], str]) -> list[tuple[int, int]]:
+    return [(i, axis) for (i, axis) in dims if isinstance(examples[i], torch.Tensor) and examples[i].shape[axis] == 1]
+
+
+def expand_sizes_of_one(examples: Sequence, dims: Mapping[tuple[int, int], str]) -> list:
+    """The examples with each size-1 dynamic axis repeated to size 2. torch.export specialises
+    a size-1 axis (it may broadcast), so a batch-1 example is traced at batch 2; the graph
+    holds for any size, and check_io still runs the user's own example."""
+    out = list(examples)
+    for i, axis in size_one_axes(examples, dims):
+        out[i] = torch.cat([out[i], out[i]], dim=axis)
+    return out
+
+
+def size_one_problem(examples: Sequence, names: Sequence[str], dims) -> list[Problem]:
+    """Says that a trace ran at size 2 where the example had size 1 (when that trace failed)."""
+    axes = size_one_axes(examples, dims)
+    if not axes:
+        return []
+    where = ", ".join(f"axis {a} of {names[i]!r}" for i, a in axes)
+    return [Problem(f"the example has size 1 on dynamic {where}: t2ir traced the model with size 2 there "
+                    "(torch.export specialises size 1), and the model failed at that size", "dynamic_axes",
+                    hint="if the model only works with size 1 there, make that axis static")]
+
+
 def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.ExportedProgram:
     """Trace with every dynamic axis marked `Dim.DYNAMIC` (like torch.onnx): torch may then
     refine an axis's range (`L >= 3` after a conv) instead of refusing the export; an axis it
-    had to specialise to a constant is reported by `check_still_dynamic`."""
-    shapes: dict[str, Any] = {}
+    had to specialise to a constant is reported by `check_still_dynamic`. Examples of size 1
+    on dynamic axes are fine (see `expand_sizes_of_one`)."""
     examples = list(args) + list(kwargs.values())
-    for i, name in enumerate(names):
-        spec = {axis: torch.export.Dim.DYNAMIC for (j, axis), sym in dims.items() if j == i}
-        shapes[name] = spec or None if isinstance(examples[i], torch.Tensor) else None
-    shapes = _grouped_by_parameter(module, shapes, len(args))
+    traced = expand_sizes_of_one(examples, dims)
+    specs = [({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None)
+             if isinstance(x, torch.Tensor) else None for i, x in enumerate(examples)]
+    shapes = _dynamic_shapes(module, len(args), list(kwargs), specs)
+    t_args, t_kwargs = tuple(traced[:len(args)]), dict(zip(kwargs, traced[len(args):]))
     try:
-        with torch_output_held():  # torch's partial-graph dump on failure would bury our error
-            ep = torch.export.export(module, tuple(args), kwargs=dict(kwargs), dynamic_shapes=shapes, strict=False)
+        with torch_output_held(), module_hooks(module):  # torch's partial-graph dump would bury our error
+            ep = torch.export.export(module, t_args, kwargs=t_kwargs, dynamic_shapes=shapes, strict=False)
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems
 
-        raise ExportError("torch.export could not trace the model:", trace_error_problems(e)) from None
+        raise ExportError("torch.export could not trace the model:",
+                          size_one_problem(examples, names, dims) + trace_error_problems(e)) from None
     check_still_dynamic(ep, names, dims)
     return ep
-
-
-def _grouped_by_parameter(module, shapes: dict[str, Any], n_args: int) -> dict[str, Any]:
-    """torch.export keys dynamic shapes by forward's parameters: the positional arguments a
-    `*args` parameter collects go in one tuple under its name."""
-    params = list(inspect.signature(module.forward).parameters.values())
-    var = next((p.name for p in params if p.kind == p.VAR_POSITIONAL), None)
-    if var is None:
-        return shapes
-    specs = list(shapes.values())
-    named = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:n_args]
-    out = dict(zip(named, specs))
-    out[var] = tuple(specs[len(named):n_args])
-    out.update(zip(list(shapes)[n_args:], specs[n_args:]))  # keyword arguments
-    return out
 
 
 def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 # Return their first input unchanged in inference (dropout is off in an exported graph).
 IDENTITY = frozenset({
     "aten.clone", "aten.contiguous", "aten.detach", "aten.detach_", "aten.alias", "aten.lift_fresh",
-    "aten.lift_fresh_copy", "aten.dropout", "aten.feature_dropout", "aten.alpha_dropout",
-    "aten.feature_alpha_dropout", "aten.positive",
+    "aten.lift_fresh_copy", "aten.positive",
 })
+# Random in training, nothing in inference (train=False or p=0).
+DROPOUT = frozenset({"aten.dropout", "aten.feature_dropout", "aten.alpha_dropout", "aten.feature_alpha_dropout"})
 # Change the element type only (source level).
 CASTS = frozenset({"aten._to_copy", "aten.to.dtype", "aten.to.dtype_layout", "aten.to.device", "aten.type_as"})
 NNEF_CAST = "tract_core.cast"

@@ -44,7 +44,9 @@ def schema_args(node: Node) -> dict[str, Any]:
     """Map a lifted torch op node back to its schema's argument names.
 
     The frontend puts tensor arguments in `node.inputs` (a tensor list flattened in place)
-    and everything else (scalars, shapes, None, literal tensors) in `node.attrs` by name.
+    and everything else (scalars, shapes, None, literal tensors) in `node.attrs` by name. A
+    list that holds tensors among other items, or one of several tensor lists, is an
+    attribute whose "*" items stand for the next inputs.
     """
     schema = torch_schema(node.op)
     args: dict[str, Any] = {}
@@ -54,7 +56,10 @@ def schema_args(node: Node) -> dict[str, Any]:
     singles_after = 0
     for a in schema.arguments:
         if a.name in node.attrs:
-            args[a.name] = node.attrs[a.name]
+            v = node.attrs[a.name]
+            if isinstance(v, list) and "*" in v:  # a list mixing tensors ("*", in order) and other items
+                v = [inputs.pop(0) if x == "*" else x for x in v]
+            args[a.name] = v
         elif is_tensor_list_type(a.type):
             rest = [s for s in tensor_slots[tensor_slots.index(a) + 1:]]
             singles_after = len(rest)
@@ -109,6 +114,11 @@ class LowerContext:
         """Add an NNEF-level node before the translated node and return its output.
 
         Ops tract has no f64 kernel for (`NO_F64_OPS`) are computed in f32 between casts."""
+        if op == "nnef.reshape" and out_type.rank == 0:  # tract cannot reshape to a scalar: [1], then squeeze
+            one = self.emit("nnef.reshape", inputs, out_type.with_shape((1,)), name=name, shape=[1])
+            return self.emit("nnef.squeeze", [one], out_type, name=name, axes=[0])
+        if op == "nnef.tile" and out_type.rank == 0:
+            return inputs[0]
         if op in NO_F64_OPS and any(v.dtype == DType.f64 for v in inputs):
             low = [self.cast(v, DType.f32) if v.dtype == DType.f64 else v for v in inputs]
             low_t = out_type.with_dtype(DType.f32) if out_type.dtype == DType.f64 else out_type

@@ -59,7 +59,8 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.rms_norm", ("input",), ("axis", "eps")),
     ("tract_core.scaled_rms_norm", ("input", "scale"), ("axis", "eps")),
     ("tract_core.cumsum", ("input",), ("axis", "exclusive", "reverse")),
-    ("tract_core.topk", ("input",), ("k", "axis", "largest")),
+    ("tract_core.topk", ("input", "k"), ("axis", "largest")),
+    ("tract_core.scatter_nd", ("input", "indices", "updates"), ("reduction",)),
     ("tract_core.argmax_reduce_last", ("input",), ("axes",)),
     ("tract_core.argmin_reduce_last", ("input",), ("axes",)),
     ("tract_core.scatter_elements", ("input", "indices", "updates"), ("axis", "reduction")),
@@ -87,7 +88,20 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.bitnot", ("x",), ()),
     ("tract_core.gather_nd", ("input", "indices"), ("batch_dims",)),
     ("nnef.max_pool_with_index", ("input",), ("size", "border", "padding", "stride", "dilation")),
+    ("tract_core.resize", ("input",), ("scales", "sizes", "coord_transformer", "interpolator", "nearest_mode")),
 ]
 
 for _name, _params, _attrs in _TABLE:
     register_nnef_op(_name, _params, _attrs, origin="builtin")
+
+# tract's scan: tensors are named inside `scan` / `full` / `state` (see NnefSignature.input_refs)
+register_nnef_op("tract_core.scan", (), ("output", "skip", "reset_every_turn", "external_state"),
+                 input_refs=("scan", "full", "state"), fragment_refs=("body",), origin="builtin")
+
+# A tensor's shape as i64 data (tract_core_shape_of gives TDim, which an op reading sizes from a
+# tensor, such as topk's k, cannot evaluate; the cast makes tract compute it at run time).
+register_nnef_op("fragment.t2ir_shape_of_i64", ("x",), fragment="""
+fragment t2ir_shape_of_i64<?>( x: tensor<?> ) -> ( shape: tensor<integer> )
+{
+    shape = tract_core_cast(tract_core_shape_of(x), to = "i64");
+}""", origin="builtin")

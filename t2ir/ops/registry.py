@@ -28,11 +28,19 @@ class NnefSignature:
     A parameter written `*name` takes a list of tensors (`concat([a, b], axis = 1)`); one
     written `?name` is an optional trailing tensor (left out when no input is left). A
     parameter found in the node's attributes is written as a literal instead of a value.
+
+    Ops that take tensors inside structured attributes (tract's `scan`: `full = [("w", w)]`)
+    list those attributes in `input_refs`: each is a list of tuples whose second item is the
+    index of one of the node's inputs, written as that input's name. `fragment_refs` are
+    attributes naming a fragment op (`body = "fragment.my_step"`), whose definition the
+    emitter writes too.
     """
 
     params: tuple[str, ...]
     attrs: frozenset[str] = frozenset()
     fragment: Optional[str] = None  # NNEF `fragment` definition written into the document
+    input_refs: frozenset[str] = frozenset()
+    fragment_refs: frozenset[str] = frozenset()
 
     @property
     def variadic(self) -> bool:
@@ -48,8 +56,28 @@ class OpDef:
 
 
 @dataclass
+class ModuleHook:
+    """How instances of a module class are traced: `trace(module, *args, **kwargs)` runs in
+    place of their `forward` while t2ir traces (never in eager runs)."""
+
+    module_type: type
+    trace: Callable
+    origin: str = "builtin"
+
+
+@dataclass
 class Registry:
     ops: dict[str, OpDef] = field(default_factory=dict)
+    modules: dict[type, ModuleHook] = field(default_factory=dict)
+
+    def module_hook(self, module) -> Optional[ModuleHook]:
+        """The hook of the nearest registered class of `module`, unless a subclass in between
+        has its own `forward` (then the hook would skip the subclass's code)."""
+        for cls in type(module).__mro__:
+            hook = self.modules.get(cls)
+            if hook is not None:
+                return hook if type(module).forward is cls.forward else None
+        return None
 
     def lookup(self, op: str) -> Optional[OpDef]:
         """Exact name first (`aten.add.Tensor`), then the overload packet (`aten.add`)."""
@@ -115,8 +143,35 @@ def builtin(*names: str):
     return wrap
 
 
+def register_module(module_type: type, *, override: bool = False, origin: str = "user"):
+    """Decorator: trace every instance of `module_type` (and of subclasses that keep its
+    `forward`) through `fn(module, *args, **kwargs)` instead of its `forward`.
+
+    For modules torch.export cannot trace as you want (a loop over a dynamic length, say):
+    `fn` calls one custom operator (`torch.library.custom_op`, with a fake implementation)
+    that carries the module's weights and settings, and a translator registered for that op
+    (`register_op`) writes it in NNEF. Eager runs (and `check_io`'s reference) still use the
+    module's own `forward`.
+
+        @t2ir.register_module(MyCell)
+        def trace_my_cell(module, x):
+            return torch.ops.mylib.my_cell(x, module.weight, module.alpha)
+    """
+
+    def wrap(fn: Callable) -> Callable:
+        existing = REGISTRY.modules.get(module_type)
+        if existing is not None and not override:
+            raise ValueError(f"{module_type.__qualname__} already has a module hook ({existing.origin}); "
+                             "pass override=True to replace it")
+        REGISTRY.modules[module_type] = ModuleHook(module_type, fn, origin)
+        return fn
+
+    return wrap
+
+
 def register_nnef_op(name: str, params: Sequence[str], attrs: Sequence[str] = (),
-                     fragment: Optional[str] = None, *, override: bool = False, origin: str = "user") -> None:
+                     fragment: Optional[str] = None, *, override: bool = False, origin: str = "user",
+                     input_refs: Sequence[str] = (), fragment_refs: Sequence[str] = ()) -> None:
     """Declare an NNEF-level op (a tract operator, or a fragment defined in NNEF text).
 
     `fragment` is the NNEF text of a `fragment` definition; the emitter writes it once into
@@ -131,7 +186,9 @@ def register_nnef_op(name: str, params: Sequence[str], attrs: Sequence[str] = ()
         raise ValueError(f"NNEF-level op names start with one of {NNEF_NAMESPACES}: got {name!r}")
     if key in REGISTRY.ops and not override:
         raise ValueError(f"NNEF op {key!r} is already declared")
-    REGISTRY.ops[key] = OpDef(key, signature=NnefSignature(tuple(params), frozenset(attrs), fragment), origin=origin)
+    sig = NnefSignature(tuple(params), frozenset(attrs) | frozenset(input_refs) | frozenset(fragment_refs), fragment,
+                        frozenset(input_refs), frozenset(fragment_refs))
+    REGISTRY.ops[key] = OpDef(key, signature=sig, origin=origin)
 
 
 # tract operators whose NNEF name is not `<registry>_<op>`
@@ -165,6 +222,12 @@ def check_node(node: Node) -> list[str]:
     unknown = set(node.attrs) - sig.attrs - set(bare) - {TENSOR_KEYWORDS}
     if unknown:
         problems.append(f"unknown attributes {sorted(unknown)}")
+    if sig.input_refs:
+        refs = sorted(ref[1] for a in sig.input_refs for ref in node.attrs.get(a, ()))
+        if refs != list(range(len(node.inputs))):
+            problems.append(f"its {', '.join(sorted(sig.input_refs))} refer to inputs {refs}, "
+                            f"not to each of its {len(node.inputs)} inputs once")
+        return problems
     tensor_params = [p for p in sig.params if p.lstrip("*?") not in node.attrs]
     required = [p for p in tensor_params if not p.startswith("?")]
     positional = len(node.inputs) - len(node.attrs.get(TENSOR_KEYWORDS, ()))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Optional
 
 from t2ir.ir import Graph, Value
-from t2ir.ops.aliases import ADD, CASTS, DIV, IDENTITY, MUL, NNEF_CAST, NNEF_RESHAPES, RESHAPES, SUB
+from t2ir.ops.aliases import ADD, CASTS, DIV, DROPOUT, IDENTITY, MUL, NNEF_CAST, NNEF_RESHAPES, RESHAPES, SUB
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.pattern import Pattern, any_, lit, op, var
@@ -35,6 +35,9 @@ NEUTRAL = (with_neutral(MUL, "nnef.mul", 1.0, True) | with_neutral(DIV, "nnef.di
 RULES = RuleSet([
     Rule("drop-identity", op(IDENTITY | {"nnef.copy"}, var("x")), forward_input,
          "%y = clone(%x) -> uses of %y read %x"),
+    Rule("drop-inference-dropout", op(DROPOUT, var("x"), p=any_(), train=any_(),
+                                      where=lambda a: not a.get("train") or a.get("p") == 0), forward_input,
+         "%y = dropout(%x, train=False) -> %x"),
     Rule("drop-noop-reshape", op(RESHAPES | NNEF_RESHAPES | {"aten.expand"}, var("x")), forward_input,
          "%y = reshape(%x) with type(%y) == type(%x) -> %x"),
     Rule("drop-noop-cast", op(CASTS | {NNEF_CAST}, var("x"), dtype=any_()), forward_input,

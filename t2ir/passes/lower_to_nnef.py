@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from t2ir.errors import ExportError, Problem, TranslationError, UnsupportedOpsError
+from t2ir.errors import Problem, TranslationError, TranslationRefusedError, UnsupportedOpsError
 from t2ir.ir import Graph, Node, Value
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import REGISTRY, is_nnef_level
@@ -68,6 +68,7 @@ class LowerToNnef(Pass):
     def run(self, graph: Graph, options: ExportOptions) -> PassResult:
         unsupported: list[Problem] = []
         failed: list[Problem] = []
+        refused: set[str] = set()
         count = 0
         for node in graph.nodes:
             if is_nnef_level(node.op):
@@ -81,6 +82,7 @@ class LowerToNnef(Pass):
                 count += 1
             except TranslationError as e:
                 failed.append(Problem(e.what, node.op, node.loc, e.hint))
+                refused.add(node.op)
             except Exception as e:  # a bug in a translator: still say which op and where
                 failed.append(Problem(
                     f"its translator {_qualname(entry.translate)} raised {type(e).__name__}: {e}", node.op,
@@ -89,5 +91,5 @@ class LowerToNnef(Pass):
         if unsupported:
             raise UnsupportedOpsError(unsupported + failed)
         if failed:
-            raise ExportError("some operators could not be translated to NNEF:", failed)
+            raise TranslationRefusedError("some operators could not be translated to NNEF:", failed, refused)
         return PassResult(count > 0, {"lowered": count})

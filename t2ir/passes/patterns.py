@@ -9,7 +9,7 @@ from typing import Any, Optional
 import sympy
 
 from t2ir.ir import Node, Value
-from t2ir.ops.aliases import CASTS, IDENTITY, RESHAPES, TRANSPOSES
+from t2ir.ops.aliases import CASTS, DROPOUT, IDENTITY, RESHAPES, TRANSPOSES
 from t2ir.ops.aliases import MUL
 from t2ir.passes.pattern import Pattern, Skip, Var, arguments, is_number, lit, op, skip, var
 from t2ir.types import Dim, DType, dims_equal, simplify_dim
@@ -74,7 +74,10 @@ def is_noop(node: Node, casts: bool = False) -> bool:
     x, out = node.inputs[0], node.outputs[0]
     same = out.type == x.type
     if node.op in IDENTITY:
-        return not arguments(node).get("train", False)
+        return True
+    if node.op in DROPOUT:
+        args = arguments(node)
+        return not args.get("train") or args.get("p") == 0
     if node.op == "aten.slice.Tensor":
         return is_full_slice(arguments(node))
     if node.op in CASTS:

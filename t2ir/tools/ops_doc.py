@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from pathlib import Path
 from collections import defaultdict
 from typing import Callable
 
@@ -65,6 +66,55 @@ def nnef_section(ops: list) -> list[str]:
     return lines + [""]
 
 
+OPINFO_RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results" / "opinfo.json"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def opinfo_section(path: Path = OPINFO_RESULTS) -> list[str]:
+    """The OpInfo conformance table (bench/results/opinfo.json, written by t2ir.tools.opinfo)."""
+    if not path.exists():
+        return []
+    import json
+
+    data = json.loads(path.read_text())
+    summary, ops = data["summary"], data["ops"]
+    samples = summary["samples"]
+    lines = [
+        "## Conformance with torch's OpInfo database", "",
+        "`python -m t2ir.tools.opinfo` exports every float32 sample input of every op in torch's OpInfo",
+        f"database (the first {data['samples_per_op']} samples of each; torch {data['torch']}, tract {data['tract']}),",
+        "alone, runs it in tract and compares it with PyTorch eager (tract's `approximate` level; integers",
+        "and bools exactly). A sample *passes*, *fails* (wrong numbers or shapes, or tract could not run",
+        "the export), is *refused* with one of t2ir's errors (the reason below: no translation, a",
+        "data-dependent shape, an unsupported dtype, randomness, an empty tensor), or is *skipped* when",
+        "there is nothing to compare (eager PyTorch fails, or the op is random).", "",
+        f"Of {summary['opinfo_ops']} OpInfo entries, **{summary['supported']} are supported** (some samples pass "
+        f"and none fails; {summary['all_samples_pass']} pass every sample), {summary['with_failures']} pass some samples "
+        f"and fail others, {summary['refused_only']} are refused, {summary['failed_only']} only fail. Samples: "
+        f"{samples['passed']} passed, {samples['failed']} failed, {samples['refused']} refused, "
+        f"{samples['skipped']} skipped.", "",
+        "| OpInfo op | aten ops exported | passed | failed | refused | skipped | reason (first failure or refusal) |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for name, r in sorted(ops.items()):
+        reason = r["reasons"].get("failed") or r["reasons"].get("refused") or ""
+        aten = ", ".join(f"`{a}`" for a in r["aten"][:6]) + (", ..." if len(r["aten"]) > 6 else "")
+        lines.append(f"| `{name}` | {aten} | {r['passed']} | {r['failed']} | {r['refused']} | {r['skipped']} | "
+                     f"{_cell(_portable(reason))} |")
+    return lines + [""]
+
+
+def _portable(reason: str) -> str:
+    """Reasons without the machine's paths (temporary folders, the source checkout)."""
+    import re
+
+    reason = re.sub(r" at \S*t2ir/tools/opinfo\.py:\d+", "", reason)
+    return re.sub(r"/tmp/[\w./-]+", "<tmp>", reason)
+
+
 def render() -> str:
     """The whole document, from the built-in entries of the registry only."""
     from t2ir.ops.builtins import ensure_registered
@@ -76,7 +126,7 @@ def render() -> str:
     source = [op for op in builtin if op.translate is not None]
     nnef = [op for op in builtin if op.signature is not None]
     no_f64 = ", ".join(f"`{op}`" for op in sorted(NO_F64_OPS))
-    lines = [HEADER.format(no_f64=no_f64)] + source_section(source) + nnef_section(nnef)
+    lines = [HEADER.format(no_f64=no_f64)] + source_section(source) + nnef_section(nnef) + opinfo_section()
     return "\n".join(lines).rstrip() + "\n"
 
 

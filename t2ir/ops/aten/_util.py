@@ -50,8 +50,29 @@ def unsqueeze_to_rank(ctx: LowerContext, v: Value, rank: int) -> Value:
 
 
 def symbol_scalar(ctx: LowerContext, dim: Any, dtype: DType) -> Value:
-    """A symbolic size (S, batch + 1) as a rank-0 tensor, for arithmetic with tensors."""
-    return ctx.emit("tract_core.cast", [], TensorType(dtype, ()), input=dim, to=dtype.value)
+    """A symbolic size (S, batch + 1, W / (W + 3)) as a rank-0 tensor, for arithmetic with
+    tensors. Integer expressions are one cast of a dimension expression; others (a ratio of
+    sizes, a float scale) are computed in the graph from their integer parts."""
+    expr = sympy.sympify(dim)
+    t = TensorType(dtype, ())
+    if expr.is_integer or not dtype.is_float:
+        return ctx.emit("tract_core.cast", [], t, input=dim, to=dtype.value)
+    if expr.is_number:
+        return ctx.emit("tract_core.cast", [], t, input=float(expr), to=dtype.value)
+    if isinstance(expr, sympy.Pow) and expr.exp.is_Integer and expr.exp < 0:
+        base = symbol_scalar(ctx, expr.base ** -expr.exp, dtype)
+        return ctx.emit("nnef.div", [base], t, x=1.0)
+    if isinstance(expr, (sympy.Add, sympy.Mul)):
+        op = "nnef.add" if isinstance(expr, sympy.Add) else "nnef.mul"
+        parts = [symbol_scalar(ctx, a, dtype) for a in expr.args]
+        out = parts[0]
+        for p in parts[1:]:
+            out = ctx.emit(op, [out, p], t)
+        return out
+    if isinstance(expr, (sympy.floor, sympy.ceiling)):
+        op = "nnef.floor" if isinstance(expr, sympy.floor) else "nnef.ceil"
+        return ctx.emit(op, [symbol_scalar(ctx, expr.args[0], dtype)], t)
+    raise TranslationError(f"the size expression {expr} cannot be computed in the graph")
 
 
 def scalar_or_value(ctx: LowerContext, v: Any, dtype: DType) -> Any:

@@ -169,6 +169,9 @@ def _add_grouped_mask(ctx: LowerContext, scores: Value, mask: Value, group: int,
 def aten_sdpa(node: Node, ctx: LowerContext) -> Value:
     a = ctx.args
     q, k, v, mask = a["query"], a["key"], a["value"], a.get("attn_mask")
+    if a.get("dropout_p"):
+        raise TranslationError("attention with dropout_p > 0 is random, which an exported graph cannot be",
+                               "pass dropout_p=0.0 (e.g. `dropout_p=self.dropout if self.training else 0.0`)")
     causal = bool(a.get("is_causal"))
     if causal and not dims_equal(q.shape[-2], k.shape[-2]):
         # PyTorch aligns is_causal top-left; make that explicit when Sq may differ from Skv.

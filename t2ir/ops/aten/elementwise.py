@@ -6,7 +6,7 @@ import math
 
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import promote, scalar_or_value, unsqueeze_to_rank
-from t2ir.ops.aliases import CASTS, IDENTITY
+from t2ir.ops.aliases import CASTS, DROPOUT, IDENTITY
 from t2ir.ops.aten.factories import fill
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
@@ -183,6 +183,104 @@ def unary(node: Node, ctx: LowerContext) -> Value:
     return ctx.emit(_UNARY[node.op.split(".")[1]], [x], ctx.out)
 
 
+@builtin("aten.expm1", "aten.log1p")
+def expm1_log1p(node: Node, ctx: LowerContext) -> Value:
+    """exp(x) - 1 and log(1 + x) without losing small x to rounding (Kahan's trick): with
+    u = exp(x) (or 1 + x), expm1 = (u - 1) * x / log(u) and log1p = log(u) * x / (u - 1), x
+    itself where u rounds to 1; the plain formula where |x| >= 0.5 (nothing cancels there)."""
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    t, b = x.type, x.type.with_dtype(DType.bool)
+    is_expm1 = node.op == "aten.expm1"
+    u = ctx.emit("nnef.exp", [x], t) if is_expm1 else ctx.emit("nnef.add", [x], t, y=1.0)
+    u_minus_1 = ctx.emit("nnef.sub", [u], t, y=1.0)
+    log_u = ctx.emit("nnef.log", [u], t)
+    num, den = (u_minus_1, log_u) if is_expm1 else (log_u, u_minus_1)
+    kahan = ctx.emit("nnef.div", [ctx.emit("nnef.mul", [num, x], t), den], t)
+    kahan = ctx.emit("nnef.select", [ctx.emit("nnef.eq", [u], b, y=1.0), x, kahan], t)
+    small = ctx.emit("nnef.lt", [ctx.emit("nnef.abs", [x], t)], b, y=0.5)
+    return ctx.emit("nnef.select", [small, kahan, u_minus_1 if is_expm1 else log_u], t)
+
+
+@builtin("aten.round.decimals")
+def round_decimals(node: Node, ctx: LowerContext) -> Value:
+    """round(x * 10^d) / 10^d, halves to even like torch."""
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    scale = 10.0 ** int(ctx.arg("decimals", 0))
+    scaled = ctx.emit("nnef.mul", [x], x.type, y=scale)
+    return ctx.emit("nnef.div", [ctx.emit("tract_core.round_even", [scaled], x.type)], x.type, y=scale)
+
+
+_LN2, _LN10 = math.log(2.0), math.log(10.0)
+
+
+@builtin("aten.log2", "aten.log10", "aten.exp2", "aten.trunc", "aten.fix", "aten.erfc", "aten.signbit", "aten.frac")
+def unary_composite(node: Node, ctx: LowerContext) -> Value:
+    """Unary functions tract has no operator for, from those it has."""
+    kind = node.op.split(".")[1]
+    x = node.inputs[0]
+    t = ctx.out if kind != "signbit" else x.type
+    if kind == "signbit":  # x < 0, and -0.0 too (1 / -0.0 = -inf)
+        neg = ctx.emit("nnef.lt", [x], ctx.out, y=0.0)
+        if not x.dtype.is_float:
+            return neg
+        neg_zero = ctx.emit("nnef.lt", [ctx.emit("nnef.div", [x], x.type, x=1.0)], ctx.out, y=0.0)
+        zero = ctx.emit("nnef.eq", [x], ctx.out, y=0.0)
+        return ctx.emit("nnef.or", [neg, ctx.emit("nnef.and", [zero, neg_zero], ctx.out)], ctx.out)
+    x = ctx.cast(x, t.dtype)
+    if kind in ("log2", "log10"):
+        return ctx.emit("nnef.div", [ctx.emit("nnef.log", [x], t)], t, y=_LN2 if kind == "log2" else _LN10)
+    if kind == "exp2":
+        return ctx.emit("nnef.exp", [ctx.emit("nnef.mul", [x], t, y=_LN2)], t)
+    if kind == "erfc":
+        return ctx.emit("nnef.sub", [ctx.emit("tract_core.erf", [x], t)], t, x=1.0)
+    if not t.dtype.is_float:
+        return x if kind in ("trunc", "fix") else fill(ctx, 0, t)
+    truncated = _trunc(ctx, x)
+    return truncated if kind in ("trunc", "fix") else ctx.emit("nnef.sub", [x, truncated], t)
+
+
+@builtin("aten.hypot", "aten.atan2", "aten.copysign.Tensor", "aten.copysign.Scalar")
+def binary_composite(node: Node, ctx: LowerContext) -> Value:
+    """hypot, atan2 (quadrant-aware) and copysign from tract's operators."""
+    kind = node.op.split(".")[1]
+    out = ctx.out
+    a, b = ctx.args["self"], ctx.args["other"]
+    a = unsqueeze_to_rank(ctx, ctx.cast(a, out.dtype), out.rank)
+    b = unsqueeze_to_rank(ctx, ctx.cast(b, out.dtype), out.rank) if isinstance(b, Value) else b
+    if kind == "hypot":
+        sq = [ctx.emit("nnef.square", [v], v.type) for v in (a, b)]
+        return ctx.emit("nnef.sqrt", [ctx.emit("nnef.add", sq, out)], out)
+    if kind == "copysign":  # |a| with b's sign bit (so -0.0 counts as negative)
+        mag = ctx.emit("nnef.abs", [a], a.type)
+        if not isinstance(b, Value):
+            return mag if math.copysign(1.0, b) > 0 else ctx.emit("nnef.neg", [mag], a.type)
+        b_neg = ctx.emit("nnef.lt", [ctx.emit("nnef.div", [b], b.type, x=1.0)], b.type.with_dtype(DType.bool), y=0.0)
+        mag = broadcast_like(ctx, mag, out)
+        return ctx.emit("nnef.select", [b_neg, ctx.emit("nnef.neg", [mag], out), mag], out)
+    # atan2(y=a, x=b): atan(y / x), moved to the right half-plane's quadrant; the axis cases by sign
+    return _atan2(ctx, a, b, out)
+
+
+def broadcast_like(ctx: LowerContext, v: Value, out: TensorType) -> Value:
+    from t2ir.ops.aten.shape import broadcast_to
+
+    return v if tuple(v.shape) == tuple(out.shape) else broadcast_to(ctx, v, out)
+
+
+def _atan2(ctx: LowerContext, y: Value, x: Value, out: TensorType) -> Value:
+    b = out.with_dtype(DType.bool)
+    y, x = broadcast_like(ctx, y, out), broadcast_like(ctx, x, out)
+    base = ctx.emit("nnef.atan", [ctx.emit("nnef.div", [y, x], out)], out)
+    pi = ctx.emit("nnef.mul", [ctx.emit("nnef.select", [ctx.emit("nnef.lt", [y], b, y=0.0)], out, true_value=-1.0,
+                                        false_value=1.0)], out, y=math.pi)
+    shifted = ctx.emit("nnef.add", [base, pi], out)  # x < 0: atan(y / x) +- pi, by the sign of y
+    x_neg = ctx.emit("nnef.lt", [x], b, y=0.0)
+    result = ctx.emit("nnef.select", [x_neg, shifted, base], out)
+    # x == 0: +-pi/2 by the sign of y (and 0 when y is 0 too)
+    half = ctx.emit("nnef.mul", [ctx.emit("nnef.sign", [y], out)], out, y=math.pi / 2)
+    return ctx.emit("nnef.select", [ctx.emit("nnef.eq", [x], b, y=0.0), half, result], out)
+
+
 @builtin("aten.silu")
 def silu(node: Node, ctx: LowerContext) -> Value:
     x = node.inputs[0]
@@ -269,6 +367,22 @@ def to_dtype(node: Node, ctx: LowerContext) -> Value:
 @builtin(*IDENTITY)
 def identity(node: Node, ctx: LowerContext) -> Value:
     return node.inputs[0]
+
+
+@builtin(*DROPOUT, "aten.native_dropout")
+def dropout(node: Node, ctx: LowerContext):
+    """Nothing in inference (train=False or p=0); all zeros for p=1; random otherwise."""
+    x, p, train = ctx.args["input"], float(ctx.arg("p", 0.5)), ctx.args.get("train")
+    if not train or p == 0:
+        out = x
+    elif p == 1 and node.op in ("aten.dropout", "aten.feature_dropout", "aten.native_dropout"):
+        out = fill(ctx, 0, ctx.out)
+    else:
+        raise TranslationError("dropout in training mode is random, which an exported graph cannot be",
+                               "call model.eval() (or pass training=False) before exporting")
+    if node.op == "aten.native_dropout":  # (output, mask)
+        return [out, fill(ctx, True, node.outputs[1].type)]
+    return out
 
 
 @builtin("aten.fill.Scalar", "aten.fill_.Scalar", "aten.fill.Tensor", "aten.fill_.Tensor")

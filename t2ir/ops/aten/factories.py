@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
+import sympy
+
 from t2ir.ir import Node, Value
-from t2ir.ops.aten._util import literal
+from t2ir.ops.aten._util import literal, symbol_scalar
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
 from t2ir.types import DType, TensorType
-
-
-def _bound(v, dtype):
-    """A range bound: symbolic sizes stay symbolic, numbers follow the output's kind."""
-    return v if not isinstance(v, (int, float)) or isinstance(v, bool) else literal(v, dtype)
 
 
 @builtin("aten.arange", "aten.arange.start", "aten.arange.start_step", "aten.arange.start_out")
@@ -20,12 +17,20 @@ def arange(node: Node, ctx: LowerContext) -> Value:
     start = ctx.args.get("start", 0) if node.op != "aten.arange" else 0
     end = ctx.args["end"]
     step = ctx.arg("step", 1)
-    kind = out.dtype if out.dtype.is_float else None
-    attrs = dict(start=_bound(start, kind) if kind else start, end=_bound(end, kind) if kind else end,
-                 step=_bound(step, kind) if kind else step)
-    produced = out.with_dtype(DType.f32 if out.dtype.is_float else DType.i64)  # what tract's range makes
-    r = ctx.emit("tract_core.range", [], produced, **attrs)
-    return ctx.cast(r, out.dtype)
+    bounds = dict(start=start, end=end, step=step)
+    symbolic = any(isinstance(v, sympy.Expr) and not v.is_number for v in bounds.values())
+    integral = all(not isinstance(v, float) or v == int(v) for v in bounds.values())
+    if not out.dtype.is_float or (symbolic and integral):  # an integer range (sizes are TDim in tract)
+        bounds = {k: int(v) if isinstance(v, float) else v for k, v in bounds.items()}
+        return ctx.cast(ctx.emit("tract_core.range", [], out.with_dtype(DType.i64), **bounds), out.dtype)
+    # a float range: literals are f32, a symbolic bound is computed as an f32 scalar tensor
+    inputs, attrs = [], {}
+    for k, v in bounds.items():
+        if isinstance(v, sympy.Expr) and not v.is_number:
+            inputs.append(symbol_scalar(ctx, v, DType.f32))
+        else:
+            attrs[k] = float(v)
+    return ctx.cast(ctx.emit("tract_core.range", inputs, out.with_dtype(DType.f32), **attrs), out.dtype)
 
 
 def fill(ctx: LowerContext, value, out: TensorType) -> Value:

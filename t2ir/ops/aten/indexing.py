@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from t2ir.ir import Node, Value
-from t2ir.ops.aten._util import norm_axis
+from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
 from t2ir.errors import TranslationError
@@ -24,33 +24,75 @@ def slice_axis(ctx: LowerContext, x: Value, axis: int, begin: Any, end: Any) -> 
 @builtin("aten.gather", "aten.take_along_dim")
 def gather(node: Node, ctx: LowerContext) -> Value:
     """torch.gather: out[i][j] = x[index[i][j]][j] on axis `dim` (tract's gather_elements)."""
-    x, index = ctx.args["self"], ctx.args.get("index", ctx.args.get("indices"))
-    dim = ctx.args.get("dim")
-    if dim is None:
-        raise TranslationError("take_along_dim without dim is not supported", "pass dim explicitly")
-    axis = norm_axis(dim, x.rank)
-    index = ctx.cast(index, DType.i64)
-    if not all(dims_equal(a, b) for i, (a, b) in enumerate(zip(index.shape, x.shape)) if i != axis):
-        from t2ir.ops.aten.shape import broadcast_to
+    from t2ir.ops.aten.shape import broadcast_to
 
-        index = broadcast_to(ctx, index, index.type.with_shape(
-            tuple(index.shape[i] if i == axis else d for i, d in enumerate(ctx.out.shape))))
-    return ctx.emit("tract_core.gather_elements", [x, index], ctx.out, axis=axis)
+    x, index = ctx.args["self"], ctx.args.get("index", ctx.args.get("indices"))
+    index = ctx.cast(index, DType.i64)
+    dim = ctx.args.get("dim")
+    if dim is None:  # take_along_dim without dim: along the flattened tensors
+        x, index = (_flat(ctx, v) for v in (x, index))
+        dim = 0
+    axis = norm_axis(dim, x.rank)
+    out_shape = tuple(ctx.out.shape)
+    # torch.take_along_dim broadcasts both operands on every other axis; gather needs them equal
+    x_t = x.type.with_shape(tuple(x.shape[i] if i == axis else d for i, d in enumerate(out_shape)))
+    if not all(dims_equal(a, b) for a, b in zip(x.shape, x_t.shape)):
+        x = broadcast_to(ctx, x, x_t)
+    index_t = index.type.with_shape(tuple(index.shape[i] if i == axis else d for i, d in enumerate(out_shape)))
+    if not all(dims_equal(a, b) for a, b in zip(index.shape, index_t.shape)):
+        index = broadcast_to(ctx, index, index_t)
+    return ctx.emit("tract_core.gather_elements", [x, index], ctx.out.with_shape(tuple(index.shape)), axis=axis)
+
+
+def _flat(ctx: LowerContext, v: Value) -> Value:
+    n = 1
+    for d in v.shape:
+        n = n * d
+    return ctx.emit("nnef.reshape", [v], v.type.with_shape((n,)), shape=[n])
 
 
 def _index_tensors(node: Node, ctx: LowerContext) -> list[Value | None]:
     """`indices` of aten.index.Tensor with None for the axes that are not indexed."""
-    given = ctx.args["indices"]
-    tensors = iter(node.inputs[1:])
-    return [next(tensors) if i == "*" else i if isinstance(i, Value) else None for i in given]
+    return [i if isinstance(i, Value) else None for i in ctx.args["indices"]]
 
 
 @builtin("aten.index.Tensor", "aten._unsafe_index.Tensor")
 def index(node: Node, ctx: LowerContext) -> Value:
-    """x[..., idx, ...] with integer index tensors: one indexed axis is a gather; several
-    indexed leading axes are a gather_nd on the broadcast, stacked indices."""
-    x = ctx.args["self"]
-    indices = _index_tensors(node, ctx)
+    """x[..., idx, ...] with integer index tensors: one indexed axis is a gather; several are a
+    gather_nd over the indexed axes moved to the front, with the broadcast, stacked indices.
+    As in numpy, the indexed axes' result goes where they were when they are adjacent, and in
+    front when other axes separate them."""
+    return index_of(ctx, ctx.args["self"], _index_tensors(node, ctx), ctx.out)
+
+
+@builtin("aten._unsafe_masked_index")
+def masked_index(node: Node, ctx: LowerContext) -> Value:
+    """where(mask, x[indices], fill), the indices clamped first (torch does not read the
+    places the mask hides, which may lie outside x)."""
+    x, mask, out = ctx.args["self"], ctx.args["mask"], ctx.out
+    indices = [i if isinstance(i, Value) else None for i in ctx.args["indices"]]
+    clamped = [None if i is None else _clamp_index(ctx, ctx.cast(i, DType.i64), x.shape[axis])
+               for axis, i in enumerate(indices)]
+    picked = index_of(ctx, x, clamped, out)
+    from t2ir.ops.aten.elementwise import select_operand
+    from t2ir.ops.aten._util import unsqueeze_to_rank as to_rank
+
+    fill = select_operand(ctx, ctx.args["fill"], out.dtype)
+    mask = to_rank(ctx, ctx.cast(mask, DType.bool), out.rank)
+    if isinstance(fill, Value):
+        return ctx.emit("nnef.select", [mask, picked, to_rank(ctx, fill, out.rank)], out)
+    return ctx.emit("nnef.select", [mask, picked], out, false_value=fill)
+
+
+def _clamp_index(ctx: LowerContext, i: Value, size: Any) -> Value:
+    from t2ir.ops.aten._util import scalar_or_value
+
+    top = unsqueeze_to_rank(ctx, scalar_or_value(ctx, size - 1, DType.i64), i.rank)
+    low = unsqueeze_to_rank(ctx, scalar_or_value(ctx, 0, DType.i64), i.rank)
+    return ctx.emit("nnef.max", [ctx.emit("nnef.min", [i, top], i.type), low], i.type)
+
+
+def index_of(ctx: LowerContext, x: Value, indices: list, out: TensorType) -> Value:
     used = [(axis, i) for axis, i in enumerate(indices) if i is not None]
     for _, i in used:
         if i.dtype == DType.bool:
@@ -59,12 +101,16 @@ def index(node: Node, ctx: LowerContext) -> Value:
                 "use torch.where(mask, x, other) or masked_fill to keep a static shape")
     if len(used) == 1:
         axis, i = used[0]
-        return ctx.emit("tract_core.gather", [x, ctx.cast(i, DType.i64)], ctx.out, axis=axis)
+        return ctx.emit("tract_core.gather", [x, ctx.cast(i, DType.i64)], out, axis=axis)
     axes = [a for a, _ in used]
+    adjacent = axes == list(range(axes[0], axes[-1] + 1))
+    rest = [a for a in range(x.rank) if a not in axes]
+    lead_rank = out.rank - len(rest)
+    front = 0 if not adjacent else axes[0]  # where the broadcast index dims sit in the output
+    lead = out.shape[front:front + lead_rank]
     if axes != list(range(len(axes))):
-        raise TranslationError("tensor indices on several axes are only supported on leading consecutive axes",
-                               "index one axis at a time, or move the indexed axes to the front")
-    lead = ctx.out.shape[: ctx.out.rank - (x.rank - len(axes))]
+        perm = axes + rest
+        x = ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
     parts = []
     for _, i in used:
         i = ctx.cast(i, DType.i64)
@@ -74,7 +120,14 @@ def index(node: Node, ctx: LowerContext) -> Value:
             i = broadcast_to(ctx, i, i.type.with_shape(lead))
         parts.append(ctx.emit("nnef.unsqueeze", [i], i.type.with_shape(tuple(lead) + (1,)), axes=[len(lead)]))
     stacked = ctx.emit("nnef.concat", parts, TensorType(DType.i64, tuple(lead) + (len(parts),)), axis=len(lead))
-    return ctx.emit("tract_core.gather_nd", [x, stacked], ctx.out, batch_dims=0)
+    gathered_shape = tuple(lead) + tuple(x.shape[len(axes):])
+    if front == 0:
+        return ctx.emit("tract_core.gather_nd", [x, stacked], out, batch_dims=0)
+    y = ctx.emit("tract_core.gather_nd", [x, stacked], out.with_shape(gathered_shape), batch_dims=0)
+    # [lead..., before..., after...] -> [before..., lead..., after...]
+    perm = list(range(lead_rank, lead_rank + front)) + list(range(lead_rank)) + \
+        list(range(lead_rank + front, len(gathered_shape)))
+    return ctx.emit("nnef.transpose", [y], out, axes=perm)
 
 
 def reversed_range(ctx: LowerContext, n: Any) -> Value:
@@ -150,15 +203,34 @@ def pad(node: Node, ctx: LowerContext) -> Value:
     pairs = [[0, 0] for _ in range(x.rank)]
     for k in range(len(amounts) // 2):
         pairs[x.rank - 1 - k] = [amounts[2 * k], amounts[2 * k + 1]]
-    x = _crop(ctx, x, pairs)
-    pairs = [[max(b, 0), max(a, 0)] for b, a in pairs]
-    if all(b == 0 and a == 0 for b, a in pairs):
-        return x
-    attrs: dict[str, Any] = dict(padding=pairs, border=_PAD_BORDER[mode])
-    if mode == "constant":
-        value = ctx.arg("value", 0.0)
-        attrs["value"] = float(value) if out.dtype.is_float else int(value)
-    return ctx.emit("nnef.pad", [x], out, **attrs)
+    if mode == "constant" and any(not isinstance(v, int) for pair in pairs for v in pair):
+        return _concat_pad(ctx, _crop(ctx, x, pairs), pairs, ctx.arg("value", 0.0), out)
+    # pad first, crop after: torch's replicate/reflect read the original edges even when the
+    # other side is cropped (pad (-4, 5) of a width-4 row repeats its last value 5 times)
+    grow = [[max(b, 0), max(a, 0)] for b, a in pairs]
+    if any(b or a for b, a in grow):
+        attrs: dict[str, Any] = dict(padding=grow, border=_PAD_BORDER[mode])
+        if mode == "constant":
+            value = ctx.arg("value", 0.0)
+            attrs["value"] = float(value) if out.dtype.is_float else int(value)
+        grown = x.type.with_shape(tuple(d + b + a for d, (b, a) in zip(x.shape, grow)))
+        x = ctx.emit("nnef.pad", [x], grown, **attrs)
+    return _crop(ctx, x, pairs)
+
+
+def _concat_pad(ctx: LowerContext, x: Value, pairs: list[list[Any]], value, out: TensorType) -> Value:
+    """Constant padding by symbolic amounts (`(8 - T % 8) % 8`), which tract's pad cannot take:
+    blocks of the fill value concatenated before and after."""
+    from t2ir.ops.aten.factories import fill
+
+    for axis, (before, after) in enumerate(pairs):
+        blocks = [fill(ctx, value, _with_dim(x, axis, n)) if not (isinstance(n, int) and n <= 0) else None
+                  for n in (before, after)]
+        if blocks == [None, None]:
+            continue
+        parts = [b for b in (blocks[0], x, blocks[1]) if b is not None]
+        x = ctx.emit("nnef.concat", parts, _with_dim(x, axis, out.shape[axis]), axis=axis)
+    return x
 
 
 def _crop(ctx: LowerContext, x: Value, pairs: list[list[Any]]) -> Value:
@@ -201,3 +273,58 @@ def repeat_interleave(node: Node, ctx: LowerContext) -> Value:
     tiled = x.type.with_shape(tuple(shape[: axis + 1] + [r] + shape[axis + 1:]))
     x = ctx.emit("nnef.tile", [x], tiled, repeats=[r if i == axis + 1 else 1 for i in range(len(shape) + 1)])
     return ctx.emit("nnef.reshape", [x], out, shape=list(out.shape))
+
+
+def _index_range(ctx: LowerContext, n: Any) -> Value:
+    return ctx.emit("tract_core.range", [], TensorType(DType.i64, (n,)), start=0, end=n, step=1)
+
+
+def _times_plus(ctx: LowerContext, v: Value, scale: Any, offset: Any) -> Value:
+    """v * scale + offset on an i64 index tensor (scale and offset may be symbolic sizes)."""
+    from t2ir.ops.aten._util import scalar_or_value
+
+    if not (isinstance(scale, int) and scale == 1):
+        v = ctx.emit("nnef.mul", [v, unsqueeze_to_rank(ctx, scalar_or_value(ctx, scale, DType.i64), v.rank)], v.type)
+    if not (isinstance(offset, int) and offset == 0):
+        v = ctx.emit("nnef.add", [v, unsqueeze_to_rank(ctx, scalar_or_value(ctx, offset, DType.i64), v.rank)], v.type)
+    return v
+
+
+@builtin("aten.diagonal", "aten.linalg_diagonal")
+def diagonal(node: Node, ctx: LowerContext) -> Value:
+    """The (offset) diagonal of axes dim1 and dim2, as a new last axis: those two axes moved to
+    the end and flattened, then a gather of the positions (i + row0) * n2 + (i + col0)."""
+    x, out = ctx.args.get("self", ctx.args.get("A")), ctx.out
+    offset = int(ctx.arg("offset", 0))
+    d1 = norm_axis(ctx.arg("dim1", -2 if node.op == "aten.linalg_diagonal" else 0), x.rank)
+    d2 = norm_axis(ctx.arg("dim2", -1 if node.op == "aten.linalg_diagonal" else 1), x.rank)
+    rest = [a for a in range(x.rank) if a not in (d1, d2)]
+    n1, n2 = x.shape[d1], x.shape[d2]
+    moved = x.type.with_shape(tuple(x.shape[a] for a in rest) + (n1, n2))
+    x = ctx.emit("nnef.transpose", [x], moved, axes=rest + [d1, d2])
+    flat = ctx.emit("nnef.reshape", [x], moved.with_shape(tuple(moved.shape[:-2]) + (n1 * n2,)),
+                    shape=list(moved.shape[:-2]) + [n1 * n2])
+    length = out.shape[-1]
+    i = _index_range(ctx, length)
+    positions = _times_plus(ctx, i, n2 + 1, max(-offset, 0) * n2 + max(offset, 0))
+    return ctx.emit("tract_core.gather", [flat, positions], out, axis=len(rest))
+
+
+@builtin("aten.unfold")
+def unfold(node: Node, ctx: LowerContext) -> Value:
+    """Sliding windows of `size` every `step` along `dimension`, as a new last axis: a gather of
+    positions w * step + k ([windows, size]), then that size axis moved to the end."""
+    x, out = ctx.args["self"], ctx.out
+    if x.rank == 0:
+        return ctx.emit("nnef.unsqueeze", [x], out, axes=[0])
+    axis = norm_axis(ctx.args["dimension"], x.rank)
+    size, step = int(ctx.args["size"]), int(ctx.args["step"])
+    windows = out.shape[axis]
+    starts = _times_plus(ctx, ctx.emit("nnef.unsqueeze", [_index_range(ctx, windows)],
+                                       TensorType(DType.i64, (windows, 1)), axes=[1]), step, 0)
+    offsets = ctx.emit("nnef.unsqueeze", [_index_range(ctx, size)], TensorType(DType.i64, (1, size)), axes=[0])
+    positions = ctx.emit("nnef.add", [starts, offsets], TensorType(DType.i64, (windows, size)))
+    gathered_shape = tuple(x.shape[:axis]) + (windows, size) + tuple(x.shape[axis + 1:])
+    g = ctx.emit("tract_core.gather", [x, positions], x.type.with_shape(gathered_shape), axis=axis)
+    perm = list(range(axis + 1)) + list(range(axis + 2, len(gathered_shape))) + [axis + 1]
+    return ctx.emit("nnef.transpose", [g], out, axes=perm)

@@ -109,6 +109,15 @@ def einsum(node: Node, ctx: LowerContext) -> Value:
     out = ctx.out
     inputs = [ctx.cast(v, out.dtype) for v in node.inputs]
     expr = explicit_einsum(ctx.args["equation"], [v.rank for v in inputs])
+    if out.rank == 0:  # a full contraction: tract's einsum wants an output axis, so keep a unit one
+        lhs = expr.split("->")[0]
+        unit = next(c for c in string.ascii_letters if c not in expr)
+        inputs = [ctx.emit("nnef.unsqueeze", [inputs[0]], inputs[0].type.with_shape((1,) + tuple(inputs[0].shape)),
+                           axes=[0])] + inputs[1:]
+        terms = lhs.split(",")
+        expr = ",".join([unit + terms[0]] + terms[1:]) + "->" + unit
+        y = ctx.emit("tract_core.einsum", inputs, out.with_shape((1,)), expr=expr, acc=out.dtype.value, output="")
+        return ctx.emit("nnef.squeeze", [y], out, axes=[0])
     return ctx.emit("tract_core.einsum", inputs, out, expr=expr, acc=out.dtype.value, output="")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from t2ir.ir import Node, Value
 from t2ir.ops.aliases import SOFTMAX
 from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
@@ -29,11 +31,30 @@ def _bias(ctx: LowerContext, b: Value | None):
          "aten.conv3d.padding", "aten.convolution", "aten._convolution")
 def conv(node: Node, ctx: LowerContext) -> Value:
     x, w = ctx.args["input"], ctx.args["weight"]
+    return with_batch(ctx, x, w.rank - 2, [ctx.out], lambda x1, types: [_conv(node, ctx, x1, w, types[0])])[0]
+
+
+def with_batch(ctx: LowerContext, x: Value, spatial: int, types: list, body) -> list[Value]:
+    """Run `body(x, output types)` on an input with batch and channel axes: an unbatched input
+    (C, *spatial), which torch accepts too, runs as a batch of one."""
+    if x.rank == spatial + 2:
+        return body(x, types)
+    x1 = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,) + tuple(x.shape)), axes=[0])
+    outs = body(x1, [t.with_shape((1,) + tuple(t.shape)) for t in types])
+    return [ctx.emit("nnef.squeeze", [o], t, axes=[0]) for o, t in zip(outs, types)]
+
+
+def _spatial_rank(op: str) -> int:
+    """2 for max_pool2d, adaptive_avg_pool2d, ..."""
+    return int(re.search(r"(\d)d", op).group(1))
+
+
+def _conv(node: Node, ctx: LowerContext, x: Value, w: Value, out) -> Value:
     n = x.rank - 2
     stride, dilation = _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n)
     padding = ctx.arg("padding", 0)
     if ctx.arg("transposed", False):
-        return _deconv(node, ctx, n, stride, dilation)
+        return _deconv(node, ctx, x, out, n, stride, dilation)
     attrs, bias = _bias(ctx, ctx.args.get("bias"))
     if padding == "same":
         pads = []
@@ -44,24 +65,29 @@ def conv(node: Node, ctx: LowerContext) -> Value:
         pads = [[0, 0]] * n
     else:
         pads = [[p, p] for p in _spatial(padding, n)]
-    return ctx.emit("nnef.conv", [x, w, *bias], ctx.out, **attrs, border="constant", padding=pads,
+    return ctx.emit("nnef.conv", [x, w, *bias], out, **attrs, border="constant", padding=pads,
                     stride=stride, dilation=dilation, groups=int(ctx.arg("groups", 1)))
 
 
 @builtin("aten.conv_transpose1d", "aten.conv_transpose2d.input", "aten.conv_transpose3d.input")
 def conv_transpose(node: Node, ctx: LowerContext) -> Value:
-    n = ctx.args["input"].rank - 2
-    return _deconv(node, ctx, n, _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n))
-
-
-def _deconv(node: Node, ctx: LowerContext, n: int, stride, dilation) -> Value:
     x, w = ctx.args["input"], ctx.args["weight"]
+    return with_batch(ctx, x, w.rank - 2, [ctx.out], lambda x1, types: [conv_transpose_of(node, ctx, x1, types[0])])[0]
+
+
+def conv_transpose_of(node: Node, ctx: LowerContext, x: Value, out) -> Value:
+    n = x.rank - 2
+    return _deconv(node, ctx, x, out, n, _spatial(ctx.arg("stride", 1), n), _spatial(ctx.arg("dilation", 1), n))
+
+
+def _deconv(node: Node, ctx: LowerContext, x: Value, out, n: int, stride, dilation) -> Value:
+    w = ctx.args["weight"]
     groups = int(ctx.arg("groups", 1))
     attrs, bias = _bias(ctx, ctx.args.get("bias"))
     pad = _spatial(ctx.arg("padding", 0), n)
     outpad = _spatial(ctx.arg("output_padding", 0), n)
     pads = [[p, p - op] for p, op in zip(pad, outpad)]  # output_padding: less padding at the end
-    return ctx.emit("nnef.deconv", [x, deconv_filter(ctx, w, groups), *bias], ctx.out, **attrs, border="constant",
+    return ctx.emit("nnef.deconv", [x, deconv_filter(ctx, w, groups), *bias], out, **attrs, border="constant",
                     padding=pads, stride=stride, dilation=dilation, groups=groups)
 
 
@@ -77,10 +103,14 @@ def deconv_filter(ctx: LowerContext, w: Value, groups: int) -> Value:
     when the weights are written (so the export still never loads all weights at once)."""
     from t2ir.ir import Derived
 
-    if w.const is None:
-        raise TranslationError("conv_transpose needs a constant weight (a parameter or buffer)",
-                               "make the weight a module parameter")
     cin, cout_g, *k = w.shape
+    if w.const is None:  # a computed weight: the same regrouping, in the graph
+        grouped = w.type.with_shape((groups, cin // groups, cout_g, *k))
+        g = ctx.emit("nnef.reshape", [w], grouped, shape=list(grouped.shape))
+        swapped = w.type.with_shape((groups, cout_g, cin // groups, *k))
+        g = ctx.emit("nnef.transpose", [g], swapped, axes=[0, 2, 1] + list(range(3, 3 + len(k))))
+        return ctx.emit("nnef.reshape", [g], w.type.with_shape((groups * cout_g, cin // groups, *k)),
+                        shape=[groups * cout_g, cin // groups, *k])
     t = w.type.with_shape((groups * cout_g, cin // groups, *k))
     source = Derived(lambda tensor: _to_deconv_layout(tensor, groups), (w.const.source,), what="deconv filter")
     return ctx.graph.add_const(w.name + "_deconv", t, source, label=w.const.label + ".deconv")
@@ -117,21 +147,30 @@ def _pool_attrs(kernel, stride, dilation, pads) -> dict:
          "aten.max_pool2d_with_indices", "aten.max_pool3d_with_indices")
 def max_pool(node: Node, ctx: LowerContext):
     x = ctx.args["self"]
+    outs = with_batch(ctx, x, _spatial_rank(node.op), [o.type for o in node.outputs],
+                      lambda x, types: _max_pool(ctx, x, types))
+    return outs if len(outs) > 1 else outs[0]
+
+
+def _max_pool(ctx: LowerContext, x: Value, types: list) -> list[Value]:
     kernel, stride, dilation, pad, extras = _pool_geometry(ctx, x, x.rank - 2)
     attrs = _pool_attrs(kernel, stride, dilation, [[p, p + e] for p, e in zip(pad, extras)])
-    if len(node.outputs) == 2:  # torch's indices are flat over the spatial axes, as tract's
-        return ctx.emit_multi("nnef.max_pool_with_index", [x], [o.type for o in node.outputs], border="ignore",
-                              **attrs)
-    return ctx.emit("nnef.max_pool", [x], ctx.out, border="ignore", **attrs)
+    if len(types) == 2:  # torch's indices are flat over the spatial axes, as tract's
+        return ctx.emit_multi("nnef.max_pool_with_index", [x], types, border="ignore", **attrs)
+    return [ctx.emit("nnef.max_pool", [x], types[0], border="ignore", **attrs)]
 
 
 @builtin("aten.avg_pool1d", "aten.avg_pool2d", "aten.avg_pool3d")
 def avg_pool(node: Node, ctx: LowerContext) -> Value:
     """count_include_pad counts torch's zero padding but never ceil_mode's overflow, so the
     zero padding is made explicit and the pool itself ignores what lies outside."""
-    x = ctx.args["self"]
     if ctx.args.get("divisor_override") is not None:
         raise TranslationError("avg_pool with divisor_override is not supported")
+    return with_batch(ctx, ctx.args["self"], _spatial_rank(node.op), [ctx.out],
+                      lambda x, types: [_avg_pool(ctx, x, types[0])])[0]
+
+
+def _avg_pool(ctx: LowerContext, x: Value, out) -> Value:
     kernel, stride, dilation, pad, extras = _pool_geometry(ctx, x, x.rank - 2)
     if ctx.arg("count_include_pad", True) and any(pad):
         padded_t = x.type.with_shape(tuple(x.shape[:2]) + tuple(d + 2 * p for d, p in zip(x.shape[2:], pad)))
@@ -139,38 +178,73 @@ def avg_pool(node: Node, ctx: LowerContext) -> Value:
                      border="constant", value=0.0)
         pad = [0] * len(pad)
     attrs = _pool_attrs(kernel, stride, dilation, [[p, p + e] for p, e in zip(pad, extras)])
-    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore", **attrs)
+    return ctx.emit("nnef.avg_pool", [x], out, border="ignore", **attrs)
 
 
-def _adaptive_kernel(x: Value, out_size: list[int]) -> list[int]:
-    kernel = []
-    for size, o in zip(x.shape[2:], out_size):
-        if not isinstance(size, int) or size % o:
-            raise TranslationError(
-                f"adaptive pooling from {size} to {o} is only supported when the size divides evenly",
-                "use output size 1 or an input size that is a multiple of the output size")
-        kernel.append(size // o)
-    return kernel
+def _even_kernel(x: Value, out_size: list[int]) -> list[int] | None:
+    """The pooling kernel when every spatial size is static and a multiple of its output size."""
+    if not all(isinstance(size, int) and size % o == 0 for size, o in zip(x.shape[2:], out_size)):
+        return None
+    return [size // o for size, o in zip(x.shape[2:], out_size)]
+
+
+def _adaptive_by_windows(ctx: LowerContext, x: Value, out_size: list[int], reduce_op: str) -> Value:
+    """Adaptive pooling of any (even symbolic) size: window i of an axis of length L spans
+    [floor(i * L / o), ceil((i + 1) * L / o)); each window is reduced and the results are
+    concatenated, one axis after the other (a mean or max over a rectangle is the mean or max
+    over its rows of the one over its columns)."""
+    import sympy
+
+    for axis, o in zip(range(2, x.rank), out_size):
+        n = x.shape[axis]
+        if n == o:
+            continue
+        pieces = []
+        for i in range(o):
+            begin = sympy.floor(sympy.Integer(i) * n / o)
+            end = sympy.ceiling(sympy.Integer(i + 1) * n / o)
+            begin, end = (int(v) if v.is_Integer else v for v in (begin, end))
+            window = ctx.emit("nnef.slice", [x], x.type.with_shape(
+                tuple(end - begin if a == axis else d for a, d in enumerate(x.shape))), axes=[axis], begin=[begin],
+                end=[end])
+            pieces.append(ctx.emit(reduce_op, [window], x.type.with_shape(
+                tuple(1 if a == axis else d for a, d in enumerate(x.shape))), axes=[axis]))
+        x = ctx.emit("nnef.concat", pieces, x.type.with_shape(
+            tuple(o if a == axis else d for a, d in enumerate(x.shape))), axis=axis) if o > 1 else pieces[0]
+    return x
 
 
 @builtin("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d",
          "aten._adaptive_avg_pool2d", "aten._adaptive_avg_pool3d")
 def adaptive_avg_pool(node: Node, ctx: LowerContext) -> Value:
-    x = ctx.args["self"]
-    out_size = _spatial(ctx.args["output_size"], x.rank - 2)
+    """A global mean, an avg_pool when the sizes divide evenly, else a mean per window."""
+    n = _spatial_rank(node.op)
+    out_size = _spatial(ctx.args["output_size"], n)
+    return with_batch(ctx, ctx.args["self"], n, [ctx.out], lambda x, types: [_adaptive_avg(ctx, x, out_size, types[0])])[0]
+
+
+def _adaptive_avg(ctx: LowerContext, x: Value, out_size: list, out) -> Value:
     if all(o == 1 for o in out_size):
-        return ctx.emit("nnef.mean_reduce", [x], ctx.out, axes=list(range(2, x.rank)))
-    kernel = _adaptive_kernel(x, out_size)
-    return ctx.emit("nnef.avg_pool", [x], ctx.out, border="ignore",
+        return ctx.emit("nnef.mean_reduce", [x], out, axes=list(range(2, x.rank)))
+    kernel = _even_kernel(x, out_size)
+    if kernel is None:
+        return _adaptive_by_windows(ctx, x, out_size, "nnef.mean_reduce")
+    return ctx.emit("nnef.avg_pool", [x], out, border="ignore",
                     **_pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel)))
 
 
 @builtin("aten.adaptive_max_pool1d", "aten.adaptive_max_pool2d", "aten.adaptive_max_pool3d")
 def adaptive_max_pool(node: Node, ctx: LowerContext):
     """(values, flat spatial indices) of non-overlapping windows."""
-    x = ctx.args["self"]
-    out_size = _spatial(ctx.args["output_size"], x.rank - 2)
-    values_t, indices_t = (o.type for o in node.outputs)
+    n = _spatial_rank(node.op)
+    out_size = _spatial(ctx.args["output_size"], n)
+    indices_used = node.outputs[1].is_used
+    return with_batch(ctx, ctx.args["self"], n, [o.type for o in node.outputs],
+                      lambda x, types: _adaptive_max(ctx, x, out_size, types, indices_used))
+
+
+def _adaptive_max(ctx: LowerContext, x: Value, out_size: list, types: list, indices_used: bool) -> list[Value]:
+    values_t, indices_t = types
     if all(o == 1 for o in out_size):  # global: reductions, fine with symbolic sizes
         spatial = list(range(2, x.rank))
         values = ctx.emit("nnef.max_reduce", [x], values_t, axes=spatial)
@@ -180,9 +254,23 @@ def adaptive_max_pool(node: Node, ctx: LowerContext):
         flat = ctx.emit("nnef.reshape", [x], x.type.with_shape(tuple(x.shape[:2]) + (n,)), shape=[0, 0, n])
         index = ctx.emit("nnef.argmax_reduce", [flat], indices_t.with_shape(tuple(x.shape[:2]) + (1,)), axes=[2])
         return [values, ctx.emit("nnef.reshape", [index], indices_t, shape=list(indices_t.shape))]
-    kernel = _adaptive_kernel(x, out_size)
+    kernel = _even_kernel(x, out_size)
+    if kernel is None or (x.rank != 4 and not indices_used):  # (tract's pool with indices is 2-D only)
+        if indices_used:
+            raise TranslationError("adaptive max pooling with indices needs sizes that divide evenly",
+                                   "do not use return_indices, or pool from a multiple of the output size")
+        return [_adaptive_by_windows(ctx, x, out_size, "nnef.max_reduce"), _unused(ctx, indices_t)]
+    if x.rank != 4:
+        raise TranslationError("adaptive max pooling with indices is only supported in 2-D", "do not use return_indices")
     attrs = _pool_attrs(kernel, kernel, [1] * len(kernel), [[0, 0]] * len(kernel))
     return ctx.emit_multi("nnef.max_pool_with_index", [x], [values_t, indices_t], border="ignore", **attrs)
+
+
+def _unused(ctx: LowerContext, t) -> Value:
+    """A placeholder for an output nothing reads (dead code, removed by cleanup)."""
+    from t2ir.ops.aten.factories import fill
+
+    return fill(ctx, 0, t)
 
 
 def _channel_param(ctx: LowerContext, v: Value, rank: int) -> Value:
@@ -192,27 +280,35 @@ def _channel_param(ctx: LowerContext, v: Value, rank: int) -> Value:
 
 
 @builtin("aten.batch_norm", "aten._native_batch_norm_legit_no_training", "aten.native_batch_norm",
-         "aten._native_batch_norm_legit_functional")
+         "aten._native_batch_norm_legit_functional", "aten._native_batch_norm_legit",
+         "aten._native_batch_norm_legit.no_stats", "aten._batch_norm_with_update",
+         "aten._batch_norm_with_update_functional", "aten._batch_norm_no_update")
 def batch_norm(node: Node, ctx: LowerContext):
+    """With running statistics (inference), or with the input's own statistics over batch and
+    spatial axes (training mode, instance_norm): the running-statistics updates training makes
+    are side effects no exported graph keeps."""
     a = ctx.args
     x, w, b = a["input"], a.get("weight"), a.get("bias")
     mean, var = a.get("running_mean"), a.get("running_var")
-    if a.get("training") or mean is None:
-        raise TranslationError("batch norm in training mode cannot be exported",
-                               "call model.eval() before exporting")
+    training = a.get("training") if "training" in a else "with_update" in node.op
     t = x.type
     eps = float(a.get("eps") or 1e-5)
-    centered = ctx.emit("nnef.sub", [x, _channel_param(ctx, ctx.cast(mean, t.dtype), x.rank)], t)
-    denom = ctx.emit("nnef.rsqrt", [ctx.emit("nnef.add", [_channel_param(ctx, ctx.cast(var, t.dtype), x.rank)],
-                                             _channel_param_type(var, x, t.dtype), y=eps)],
-                     _channel_param_type(var, x, t.dtype))
-    y = ctx.emit("nnef.mul", [centered, denom], t)
+    if training or mean is None:
+        y = normalize(ctx, x, [0] + list(range(2, x.rank)), eps)
+    else:
+        centered = ctx.emit("nnef.sub", [x, _channel_param(ctx, ctx.cast(mean, t.dtype), x.rank)], t)
+        denom = ctx.emit("nnef.rsqrt", [ctx.emit("nnef.add", [_channel_param(ctx, ctx.cast(var, t.dtype), x.rank)],
+                                                 _channel_param_type(var, x, t.dtype), y=eps)],
+                         _channel_param_type(var, x, t.dtype))
+        y = ctx.emit("nnef.mul", [centered, denom], t)
     if w is not None:
         y = ctx.emit("nnef.mul", [y, _channel_param(ctx, ctx.cast(w, t.dtype), x.rank)], t)
     if b is not None:
         y = ctx.emit("nnef.add", [y, _channel_param(ctx, ctx.cast(b, t.dtype), x.rank)], t)
-    if len(node.outputs) > 1:  # native_batch_norm also returns (empty) saved statistics
-        raise TranslationError("batch norm returning saved statistics is not supported")
+    if len(node.outputs) > 1:  # the native forms also return saved statistics, which inference never reads
+        if any(o.is_used for o in node.outputs[1:]):
+            raise TranslationError("batch norm returning saved statistics is not supported")
+        return [y] + [_unused(ctx, o.type) for o in node.outputs[1:]]
     return y
 
 
@@ -288,6 +384,18 @@ def group_norm(node: Node, ctx: LowerContext) -> Value:
 def softmax(node: Node, ctx: LowerContext) -> Value:
     x = ctx.cast(node.inputs[0], ctx.out.dtype)
     return ctx.emit("nnef.softmax", [x], ctx.out, axes=[norm_axis(ctx.args["dim"], x.rank)])
+
+
+@builtin("aten._safe_softmax")
+def safe_softmax(node: Node, ctx: LowerContext) -> Value:
+    """softmax, with 0 (not NaN) on rows where every value is -inf (fully masked attention)."""
+    x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    axis = norm_axis(ctx.args["dim"], x.rank)
+    y = ctx.emit("nnef.softmax", [x], ctx.out, axes=[axis])
+    red_t = x.type.with_shape(tuple(1 if i == axis else d for i, d in enumerate(x.shape)))
+    masked = ctx.emit("nnef.le", [ctx.emit("nnef.max_reduce", [x], red_t, axes=[axis])],
+                      red_t.with_dtype(DType.bool), y=float("-inf"))
+    return ctx.emit("nnef.select", [masked, y], ctx.out, true_value=0.0)
 
 
 @builtin("aten.log_softmax.int", "aten._log_softmax")

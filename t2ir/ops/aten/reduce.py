@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from t2ir.ir import Node, Value
-from t2ir.ops.aten._util import norm_axes, norm_axis, scalar_or_value, unsqueeze_to_rank
+from t2ir.errors import TranslationError
+from t2ir.ops.aten._util import norm_axes, norm_axis, promote, scalar_or_value, unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
-from t2ir.errors import TranslationError
+from t2ir.ops.aten.factories import fill
 from t2ir.types import DType, TensorType
 
 
@@ -21,12 +22,17 @@ def kept_type(x: Value, axes: list[int], dtype: DType | None = None) -> TensorTy
 
 
 def finish(ctx: LowerContext, y: Value, axes: list[int], keepdim: bool, out: TensorType) -> Value:
-    """Drop the reduced axes unless keepdim (the output type says which shape torch wants)."""
-    if keepdim or y.shape == out.shape:
-        return y
-    if y.rank == 0 or not axes:
+    """Drop the reduced axes unless keepdim (the output type says which shape torch wants; a
+    scalar reduced as a one-element vector loses its axis even with keepdim)."""
+    if y.rank == out.rank or not axes:
         return y
     return ctx.emit("nnef.squeeze", [y], out.with_dtype(y.dtype), axes=axes)
+
+
+def as_vector(ctx: LowerContext, x: Value) -> Value:
+    """A scalar reduced "over axis 0" (torch allows dim=0 and -1 on 0-d tensors) is a
+    one-element vector reduced over axis 0; tract cannot reduce a rank-0 tensor."""
+    return ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,)), axes=[0]) if x.rank == 0 else x
 
 
 def reduce_op(ctx: LowerContext, op: str, x: Value, axes: list[int], keepdim: bool, out: TensorType) -> Value:
@@ -77,16 +83,14 @@ def _arg_reduce(ctx: LowerContext, op: str, x: Value, dim: Any, keepdim: bool, o
 def argmax(node: Node, ctx: LowerContext) -> Value:
     """First index of the extreme value on ties, like torch."""
     op = "nnef.argmax_reduce" if node.op == "aten.argmax" else "nnef.argmin_reduce"
-    x = ctx.args["self"]
-    if x.rank == 0:
-        raise TranslationError("argmax/argmin of a scalar is not supported", "reduce a tensor of rank >= 1")
+    x = as_vector(ctx, ctx.args["self"])
     return _arg_reduce(ctx, op, x, ctx.args.get("dim"), bool(ctx.arg("keepdim", False)), ctx.out)
 
 
 @builtin("aten.max.dim", "aten.min.dim")
 def max_dim(node: Node, ctx: LowerContext) -> list[Value]:
     """(values, indices) over one axis: a max/min reduce and an argmax/argmin reduce."""
-    x = ctx.args["self"]
+    x = as_vector(ctx, ctx.args["self"])
     is_max = node.op == "aten.max.dim"
     axis = norm_axis(ctx.args["dim"], x.rank)
     keepdim = bool(ctx.arg("keepdim", False))
@@ -130,7 +134,7 @@ def _correction(ctx: LowerContext) -> float:
 def var_std(node: Node, ctx: LowerContext):
     """Variance from the mean of squared deviations (two passes, like torch, no cancellation)."""
     kind = node.op.split(".")[1]
-    x = ctx.cast(ctx.args["self"], ctx.out.dtype)
+    x = as_vector(ctx, ctx.cast(ctx.args["self"], ctx.out.dtype))
     axes = _axes(ctx, x)
     keepdim = bool(ctx.arg("keepdim", False))
     mean, var = variance(ctx, x, axes, _correction(ctx))
@@ -186,7 +190,7 @@ def diff(node: Node, ctx: LowerContext) -> Value:
 @builtin("aten.logsumexp")
 def logsumexp(node: Node, ctx: LowerContext) -> Value:
     """log(sum(exp(x - max))) + max: no overflow for large inputs."""
-    x = ctx.cast(ctx.args["self"], ctx.out.dtype)
+    x = as_vector(ctx, ctx.cast(ctx.args["self"], ctx.out.dtype))
     axes = _axes(ctx, x)
     t = kept_type(x, axes)
     m = ctx.emit("nnef.max_reduce", [x], t, axes=axes)
@@ -197,7 +201,7 @@ def logsumexp(node: Node, ctx: LowerContext) -> Value:
 
 @builtin("aten.linalg_vector_norm", "aten.norm.ScalarOpt_dim", "aten.norm.Scalar")
 def vector_norm(node: Node, ctx: LowerContext) -> Value:
-    x = ctx.cast(ctx.args["self"], ctx.out.dtype)
+    x = as_vector(ctx, ctx.cast(ctx.args["self"], ctx.out.dtype))
     ord_ = ctx.args.get("ord", ctx.args.get("p"))
     ord_ = 2.0 if ord_ is None else float(ord_)
     axes = _axes(ctx, x)
@@ -226,5 +230,59 @@ def topk(node: Node, ctx: LowerContext) -> list[Value]:
     """(values, indices) of the k largest (or smallest), sorted (also a valid order for sorted=False)."""
     x = ctx.args["self"]
     axis = norm_axis(ctx.arg("dim", -1), x.rank)
-    return ctx.emit_multi("tract_core.topk", [x], [o.type for o in node.outputs], k=ctx.args["k"], axis=axis,
-                          largest=bool(ctx.arg("largest", True)))
+    return _topk(ctx, x, ctx.args["k"], axis, bool(ctx.arg("largest", True)), [o.type for o in node.outputs])
+
+
+def _topk(ctx: LowerContext, x: Value, k: Any, axis: int, largest: bool, types) -> list[Value]:
+    if x.rank == 0:
+        return [x, fill(ctx, 0, types[1])]
+    if not isinstance(k, int):  # tract reads a symbolic k from a tensor: the axis' size, from shape_of
+        shape = ctx.emit("fragment.t2ir_shape_of_i64", [x], TensorType(DType.i64, (x.rank,)))
+        k_value = ctx.emit("nnef.slice", [shape], TensorType(DType.i64, (1,)), axes=[0], begin=[axis], end=[axis + 1])
+        return ctx.emit_multi("tract_core.topk", [x, k_value], types, axis=axis, largest=largest)
+    return ctx.emit_multi("tract_core.topk", [x], types, k=k, axis=axis, largest=largest)
+
+
+@builtin("aten.sort", "aten.sort.stable", "aten.argsort", "aten.argsort.stable", "aten.msort")
+def sort(node: Node, ctx: LowerContext):
+    """A full sort is a top-k of the whole axis (tract has no sort). Equal values may come out
+    in another order than torch's, which only shows in the indices of ties."""
+    x = ctx.args["self"]
+    axis = norm_axis(ctx.arg("dim", -1 if node.op != "aten.msort" else 0), max(x.rank, 1))
+    descending = bool(ctx.arg("descending", False))
+    n = x.shape[axis] if x.rank else 1
+    types = [x.type, x.type.with_dtype(DType.i64)]
+    values, indices = _topk(ctx, x, n, axis, descending, types)
+    if node.op.startswith("aten.argsort"):
+        return indices
+    return values if node.op == "aten.msort" else [values, indices]
+
+
+@builtin("aten.bucketize.Tensor", "aten.searchsorted.Tensor")
+def bucketize(node: Node, ctx: LowerContext) -> Value:
+    """The insertion index of each value in sorted boundaries: how many boundaries are below it
+    (right=False) or not above it (right=True), a comparison against every boundary and a sum."""
+    if node.op == "aten.bucketize.Tensor":
+        values, boundaries = ctx.args["self"], ctx.args["boundaries"]
+    else:
+        boundaries, values = ctx.args["sorted_sequence"], ctx.args["self"]
+        if ctx.args.get("sorter") is not None:
+            raise TranslationError("searchsorted with a sorter is not supported", "sort the sequence first")
+    right = bool(ctx.arg("right", False)) or ctx.args.get("side") == "right"
+    dtype = promote(values.dtype, boundaries.dtype)
+    values, boundaries = ctx.cast(values, dtype), ctx.cast(boundaries, dtype)
+    if boundaries.rank == 1:  # one sequence for every value: [..., 1] against [1, ..., N]
+        lead = values.rank
+        v = ctx.emit("nnef.unsqueeze", [values], values.type.with_shape(tuple(values.shape) + (1,)), axes=[lead])
+        b = unsqueeze_to_rank(ctx, boundaries, lead + 1)
+    else:  # one sequence per row: values [..., M] against sorted [..., N]
+        lead = values.rank - 1
+        v = ctx.emit("nnef.unsqueeze", [values], values.type.with_shape(tuple(values.shape) + (1,)), axes=[lead + 1])
+        b = ctx.emit("nnef.unsqueeze", [boundaries], boundaries.type.with_shape(
+            tuple(boundaries.shape[:-1]) + (1, boundaries.shape[-1])), axes=[lead])
+    shape = tuple(values.shape) + (boundaries.shape[-1],)
+    below = ctx.emit("nnef.le" if right else "nnef.lt", [b, v], TensorType(DType.bool, shape))
+    counts = ctx.emit("nnef.sum_reduce", [ctx.cast(below, DType.i64)], TensorType(DType.i64, tuple(values.shape) + (1,)),
+                      axes=[len(shape) - 1])
+    return ctx.cast(ctx.emit("nnef.squeeze", [counts], TensorType(DType.i64, tuple(values.shape)), axes=[len(shape) - 1]),
+                    ctx.out.dtype)

@@ -23,6 +23,8 @@ def reshape(node: Node, ctx: LowerContext) -> Value:
 def squeeze(node: Node, ctx: LowerContext) -> Value:
     x = node.inputs[0]
     dims = ctx.args.get("dim", ctx.args.get("dims"))
+    if isinstance(dims, (list, tuple)) and not dims:  # squeeze(dims=()) squeezes nothing
+        return x
     axes = norm_axes(dims, x.rank) if dims is not None else list(range(x.rank))
     axes = [a for a in axes if x.shape[a] == 1]
     if not axes:
@@ -88,6 +90,8 @@ def _clamp_bound(b, size, default):
         return min(b, size)
     if isinstance(b, int) and b >= 2**62:  # torch's "to the end"
         return size
+    if isinstance(b, int) and b > 0:  # past the end of a symbolic axis, torch stops at its end
+        return sympy.Min(b, size)
     return b
 
 
@@ -99,6 +103,9 @@ def slice_(node: Node, ctx: LowerContext) -> Value:
     start = _clamp_bound(ctx.args.get("start"), size, 0)
     end = _clamp_bound(ctx.args.get("end"), size, size)
     step = ctx.arg("step", 1)
+    length = ctx.out.shape[axis]
+    if isinstance(length, int) and isinstance(start, int):
+        end = start + (length - 1) * step + 1 if length else start  # torch knows the length: no min(...)
     if start == 0 and _same(end, size) and step == 1:
         return x
     attrs = dict(axes=[axis], begin=[start], end=[end])
@@ -159,7 +166,24 @@ def embedding(node: Node, ctx: LowerContext) -> Value:
 @builtin("aten.index_select")
 def index_select(node: Node, ctx: LowerContext) -> Value:
     x, idx = ctx.args["self"], ctx.args["index"]
+    if x.rank == 0:  # a scalar is a one-element vector here
+        x = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,)), axes=[0])
+        if idx.rank == 0:
+            idx = ctx.emit("nnef.unsqueeze", [idx], idx.type.with_shape((1,)), axes=[0])
+        y = ctx.emit("tract_core.gather", [x, ctx.cast(idx, DType.i64)], x.type.with_shape(tuple(idx.shape)), axis=0)
+        return ctx.emit("nnef.reshape", [y], ctx.out, shape=list(ctx.out.shape))
     return ctx.emit("tract_core.gather", [x, ctx.cast(idx, DType.i64)], ctx.out, axis=norm_axis(ctx.args["dim"], x.rank))
+
+
+@builtin("aten.take")
+def take(node: Node, ctx: LowerContext) -> Value:
+    """x.flatten()[index], shaped like index."""
+    x, idx = ctx.args["self"], ctx.args["index"]
+    n = 1
+    for d in x.shape:
+        n = n * d
+    flat = ctx.emit("nnef.reshape", [x], x.type.with_shape((n,)), shape=[n])
+    return ctx.emit("tract_core.gather", [flat, ctx.cast(idx, DType.i64)], ctx.out, axis=0)
 
 
 @builtin("aten.split.Tensor", "aten.split_with_sizes", "aten.chunk", "aten.unbind.int")

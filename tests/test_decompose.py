@@ -1,0 +1,69 @@
+"""The decomposition fallback: ops without a translation, or whose translator refuses a call,
+are exported through torch's own decompositions; what cannot be is named as the model called it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import t2ir
+from t2ir.errors import TranslationError
+from t2ir.ops.registry import REGISTRY
+from tests.helpers import export_and_compare
+
+
+class Fn(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_untranslated_op_is_decomposed(tmp_path):
+    """aten.pixel_shuffle has no translation: torch's decomposition (a view, a permute, a
+    view) is exported instead, and holds at another batch and size."""
+    assert REGISTRY.lookup("aten.pixel_shuffle") is None
+    result = export_and_compare(Fn(lambda x: F.pixel_shuffle(x, 2)), (torch.randn(2, 8, 3, 5),), tmp_path,
+                                input_names=["x"], dynamic_axes={"x": {0: "n", 3: "w"}},
+                                more_args=[(torch.randn(1, 8, 3, 7),)])
+    assert "aten.pixel_shuffle" not in result.source_ops and "aten.permute" in result.source_ops
+
+
+def test_refused_call_is_decomposed(tmp_path):
+    """A translator that refuses (TranslationError) hands the op to torch's decomposition."""
+    builtin = REGISTRY.ops["aten.hardsigmoid"]
+
+    @t2ir.register_op("aten.hardsigmoid", override=True)
+    def refuse(node, ctx):
+        raise TranslationError("not today")
+
+    try:
+        result = export_and_compare(Fn(lambda x: F.hardsigmoid(x * 4)), (torch.randn(3, 6),), tmp_path)
+    finally:
+        REGISTRY.ops["aten.hardsigmoid"] = builtin
+    assert "aten.hardsigmoid" not in result.source_ops
+
+
+def test_a_decomposition_into_untranslatable_pieces_is_reported_as_the_op_called(tmp_path):
+    """torch decomposes lgamma into prims.lgamma, which has no translation either: the error
+    names aten.lgamma, the op the model called."""
+    with pytest.raises(t2ir.UnsupportedOpsError) as info:
+        t2ir.export(Fn(torch.lgamma), (torch.rand(3) + 1,), tmp_path / "m")
+    assert {p.op for p in info.value.problems} == {"aten.lgamma"}
+    assert "prims" not in str(info.value)
+
+
+def test_in_place_ops_are_functionalized(tmp_path):
+    class InPlace(torch.nn.Module):
+        def forward(self, x):
+            y = x * 2
+            y.relu_()
+            y[:, 0] = 1.0
+            return y.add_(x)
+
+    result = export_and_compare(InPlace(), (torch.randn(3, 4),), tmp_path, input_names=["x"],
+                                dynamic_axes={"x": {0: "n"}}, more_args=[(torch.randn(5, 4),)])
+    assert not any(op.endswith("_") for op in result.source_ops)
