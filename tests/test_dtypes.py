@@ -36,3 +36,25 @@ def test_bf16_to_f32_on_request(tmp_path):
     assert result.graph.inputs[0].dtype == t2ir.DType.f32
     got = run_tract(load_runnable(result.path), [x.float().numpy()])[0]
     np.testing.assert_allclose(got, model.float()(x).detach().numpy(), atol=1e-4, rtol=0)
+
+
+class LearnedSlope(nn.Module):
+    """An activation whose parameters go through ops with literal operands before meeting the
+    input (transformers' xIELU: softplus(alpha)): tract folds those ops on the constants."""
+
+    def __init__(self):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.tensor([0.8]))
+
+    def forward(self, x):
+        return x * nn.functional.softplus(self.alpha) + (self.alpha * 2.0 - 1.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_literal_ops_on_constants_keep_the_constants_type(tmp_path, dtype):
+    model = LearnedSlope().to(dtype)
+    x = torch.randn(3, 5).to(dtype)
+    result = t2ir.export(model, (x,), tmp_path / "m.nnef.tgz", check_io=True)
+    got = run_tract(load_runnable(result.path), [x.numpy()])[0]
+    assert got.dtype == x.numpy().dtype
+    np.testing.assert_allclose(got, model(x).detach().numpy(), atol=2e-3 if dtype == torch.float16 else 1e-9)

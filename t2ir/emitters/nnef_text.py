@@ -207,7 +207,18 @@ def _input_statement(v: Value, name: str) -> Statement:
     return Statement(name, "tract_core_external", [shape, f'datum_type = "{v.dtype.value}"'])
 
 
-def _call_args(node: Node, names: _Names) -> list[str]:
+def _literal_operand(v: Any, node: Node, folded: bool) -> str:
+    """A literal operand. tract types a float literal as f32, and when the other operand is a
+    constant it folds the op in f32 too (an f16 weight + 1.0 becomes f32), so beside constants
+    of another float type the literal is cast to that type first."""
+    out = node.outputs[0].dtype if node.outputs else None
+    if folded and isinstance(v, float) and out is not None and out.is_float and out != DType.f32:
+        return f'tract_core_cast({format_literal(v)}, to = "{out.value}")'
+    return format_literal(v)
+
+
+def _call_args(node: Node, names: _Names, folded: bool = False) -> list[str]:
+    """The call's arguments; `folded`: every tensor operand is computed from constants only."""
     sig = REGISTRY.lookup(node.op).signature
     keywords = list(node.attrs.get(TENSOR_KEYWORDS, ()))
     positional = node.inputs[:len(node.inputs) - len(keywords)]
@@ -216,7 +227,7 @@ def _call_args(node: Node, names: _Names) -> list[str]:
     for p in sig.params:
         bare = p.lstrip("*?")
         if bare in node.attrs:
-            args.append(format_literal(node.attrs[bare]))
+            args.append(_literal_operand(node.attrs[bare], node, folded))
         elif p.startswith("*"):
             args.append("[" + ", ".join(names[v] for v in inputs) + "]")
         elif p.startswith("?"):
@@ -278,7 +289,11 @@ def build_document(g: Graph) -> NnefDocument:
         stmts.append(Statement(names[v], f"variable<{_type_kind(v.dtype)}>",
                                [f'label = "{labels[v.name]}"', f"shape = {shape}"]))
     uses_transformers, fragments = False, {}
+    constant = {id(v) for v in g.consts}  # values computed from constants only
     for node in g.nodes:
+        folded = bool(node.inputs) and all(id(v) in constant for v in node.inputs)
+        if folded:
+            constant.update(id(o) for o in node.outputs)
         for o in node.outputs:
             if id(o) not in names.ids:
                 names.assign(o)
@@ -291,7 +306,7 @@ def build_document(g: Graph) -> NnefDocument:
         uses_transformers |= node.op.startswith("tract_transformers.")
         lhs = ", ".join(names[o] for o in node.outputs)
         lhs = f"( {lhs} )" if len(node.outputs) > 1 else lhs
-        stmts.append(Statement(lhs, nnef_call_name(node.op), _call_args(node, names)))
+        stmts.append(Statement(lhs, nnef_call_name(node.op), _call_args(node, names, folded)))
     exts = ["tract_registry tract_core"]
     if uses_transformers:
         exts.append("tract_registry tract_transformers")
