@@ -96,7 +96,16 @@ def use_tract_sdpa(choice: str, q: Value, k: Value) -> bool:
     precision) pairs, up to 1.4x for decode steps with a long past, and never more than 8 % slower."""
     if choice not in ("auto", "sdpa", "matmul"):
         raise TranslationError(f"attention={choice!r} is not one of auto, sdpa, matmul")
-    return choice == "sdpa"
+    return choice == "sdpa" or choice == "auto" and _split_heads(k)
+
+
+def _split_heads(k: Value) -> bool:
+    """Keys concatenated along the head dimension (decoupled rotary parts, as in multi-head latent
+    attention). tract 0.23.9's optimizer splits a matmul over such a concat into one per part
+    and then fails on the parts ("concat-einsum": an EinSum whose input ranks do not match), so
+    "auto" gives these tract's sdpa operator, which it leaves whole."""
+    node = k.producer
+    return node is not None and node.op == "nnef.concat" and node.attrs.get("axis") in (-1, k.rank - 1)
 
 
 def _add_causal(ctx: LowerContext, mask: Value, q: Value, k: Value, dtype: DType) -> Value:
