@@ -96,3 +96,14 @@ def test_user_reference_for_a_fragment():
     finally:
         REFERENCE.pop("fragment.axpy")
     assert torch.equal(z, torch.tensor([3.0, 4.0]))
+
+
+def test_symbols_are_solved_from_expressions_and_node_outputs():
+    """An input declared `2*T` binds T; a symbol a node introduces (U) is bound from its output."""
+    g = t2ir.parse_ir("graph g\nsymbol B\nsymbol T\nsymbol U\ninput %x : f32[B, 2*T]\n"
+                      "%y = nnef.reshape(%x, shape=[0, -1, 4]) : f32[B, U, 4]\n"
+                      "%z = nnef.reshape(%y, shape=[B, 4*U]) : f32[B, 2*T]\noutput %z\n")
+    x = torch.randn(3, 8)
+    assert torch.equal(Interpreter(g).outputs([x])[0], x)
+    with pytest.raises(InterpretError, match="declared"):
+        Interpreter(g).outputs([torch.randn(3, 7)])

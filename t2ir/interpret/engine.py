@@ -4,9 +4,10 @@ wrong: `t2ir bisect` compares it with tract node by node, `check_passes` runs it
 
 Source-level ops that PyTorch has (`aten.*`, a user's `mylib.*`) run as themselves through
 `torch.ops`, called with the node's schema arguments; t2ir's own ops and the NNEF-level ops run
-their implementations in `t2ir.tools.reference_ops`. Symbols (S, P, batch) are bound from the
-input shapes, constants are read through their lazy handles one at a time, and values are freed
-after their last reader unless asked to be kept.
+their implementations in `t2ir.interpret.ops`. Symbols (S, P, batch) are bound from the input
+shapes (`2*L` solved for L) and from the outputs of the nodes that introduce new ones, constants
+are read through their lazy handles one at a time, and values are freed after their last reader
+unless asked to be kept.
 
     values = Interpreter(graph).run([x], keep=True)   # every value, by name
 """
@@ -69,7 +70,7 @@ def _dequantized(encoding: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[sympy.Symbol, int]:
-    """Symbol -> size, read from the inputs whose declared dimension is a plain symbol."""
+    """Symbol -> size, read from the input shapes (a declared `2*L` is solved for L)."""
     if len(inputs) != len(graph.inputs):
         raise InterpretError(f"the graph takes {len(graph.inputs)} inputs ({', '.join(v.name for v in graph.inputs)}), "
                              f"got {len(inputs)}")
@@ -77,11 +78,40 @@ def bind_symbols(graph: Graph, inputs: Sequence[torch.Tensor]) -> dict[sympy.Sym
     for v, x in zip(graph.inputs, inputs):
         if x.dim() != v.rank:
             raise InterpretError(f"input %{v.name} is declared {v.type}, got shape {list(x.shape)}")
-        for d, n in zip(v.shape, x.shape):
-            if isinstance(d, sympy.Symbol):
-                if sizes.setdefault(d, int(n)) != int(n):
-                    raise InterpretError(f"symbol {d} is {sizes[d]} in one input and {int(n)} in %{v.name}")
+    for v, x in zip(graph.inputs, inputs):
+        bind_dims(v.shape, x.shape, sizes)
+    for v, x in zip(graph.inputs, inputs):
+        unbound = [d for d in v.shape if isinstance(d, sympy.Expr) and d.free_symbols - sizes.keys()]
+        if unbound or [concrete(d, sizes) for d in v.shape] != list(x.shape):
+            raise InterpretError(f"input %{v.name} is declared {v.type}, got shape {list(x.shape)} "
+                                 f"(with {', '.join(f'{k}={n}' for k, n in sizes.items()) or 'no symbol bound'})")
     return sizes
+
+
+def bind_dims(dims: Sequence[Any], actual: Sequence[int], sizes: dict[sympy.Symbol, int]) -> None:
+    """Adds to `sizes` the symbols that `dims` introduce, from the actual sizes: a plain symbol
+    as it is, an expression (`2*L`) solved for its one unknown symbol when that has one
+    non-negative integer solution. Symbols a graph introduces (a reshape's `T`) get bound
+    where they first show up: the inputs, or the output of the node that makes them."""
+    pending = [(d, int(n)) for d, n in zip(dims, actual) if isinstance(d, sympy.Expr) and d.free_symbols]
+    progress = True
+    while progress:
+        progress = False
+        for d, n in pending:
+            unknown = d.free_symbols - sizes.keys()
+            if len(unknown) != 1:
+                continue
+            (s,) = unknown
+            if d == s:
+                roots = [n]
+            else:
+                try:
+                    roots = [r for r in sympy.solve(sympy.Eq(d.xreplace(sizes), n), s) if r.is_integer and r >= 0]
+                except (NotImplementedError, TypeError):
+                    roots = []
+            if len(roots) == 1:
+                sizes[s] = int(roots[0])
+                progress = True
 
 
 def concrete(value: Any, sizes: dict[sympy.Symbol, int]) -> Any:
@@ -178,6 +208,8 @@ def evaluate_node(node: Node, args: list[torch.Tensor], sizes: dict[sympy.Symbol
     outs = list(result) if isinstance(result, (tuple, list)) else [result]
     if len(outs) != len(node.outputs):
         raise InterpretError(f"{node.op} gave {len(outs)} results for {len(node.outputs)} outputs")
+    for v, t in zip(node.outputs, outs):
+        bind_dims(v.shape, t.shape, sizes)
     checked = []
     for v, t in zip(node.outputs, outs):
         shape = [concrete(d, sizes) for d in v.shape]
@@ -200,7 +232,7 @@ def _call(node: Node, args: list[torch.Tensor], attrs: dict[str, Any]) -> Call:
     """Arguments in signature order for NNEF-level ops (literal tensor parameters made tensors)."""
     out = [v.type for v in node.outputs]
     entry = REGISTRY.lookup(node.op)
-    if entry is None or entry.signature is None:
+    if entry is None or entry.signature is None or entry.signature.input_refs:  # scan: inputs by index
         return Call(node.op, list(args), attrs, out)
     params = entry.signature.params
     literal_dtype = _literal_dtype(args, node)

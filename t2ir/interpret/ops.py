@@ -2,7 +2,8 @@
 (`t2ir.rms_norm`, `t2ir.rope`, `t2ir.silu`, `t2ir.sdpa`) and the NNEF-level ops tract runs
 (`nnef.*`, `tract_core.*`, `tract_transformers.*`), with tract's semantics: NNEF reductions keep
 their axes, binary ops align a lower-rank operand to the left, `round` rounds half away from
-zero, integer division truncates, sdpa's causal mask is aligned bottom-right.
+zero, integer division truncates, sdpa's causal mask is aligned bottom-right. Recurrent layers:
+`t2ir.lstm` & co. run aten's kernels; `tract_core.scan` runs its body fragment's reference per step.
 
 `t2ir.interpret.engine` runs them; `@reference_op(name)` adds one (a user fragment, say).
 """
@@ -10,6 +11,7 @@ zero, integer division truncates, sdpa's causal mask is aligned bottom-right.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -393,6 +395,27 @@ def scatter_elements(c: Call) -> torch.Tensor:
     return x.scatter_reduce(axis, idx.long(), updates, {"add": "sum", "mul": "prod"}.get(reduction, reduction))
 
 
+@reference_op("tract_core.scatter_nd")
+def scatter_nd(c: Call) -> torch.Tensor:
+    """ONNX ScatterND: the last axis of `indices` addresses x's leading axes, `updates` has
+    indices.shape[:-1] + x.shape[k:]; `add` (and mul/min/max) combine repeated places."""
+    x, idx, updates = c.args
+    k = idx.shape[-1]
+    lead = x.shape[:k]
+    flat_idx = idx.reshape(-1, k).long()
+    place = sum(flat_idx[:, i] * math.prod(lead[i + 1:]) for i in range(k))
+    out = x.reshape(math.prod(lead), *x.shape[k:]).clone()
+    rows = updates.reshape(-1, *x.shape[k:]).to(x.dtype)
+    reduction = c.attr("reduction", "none")
+    if reduction == "none":
+        out.index_copy_(0, place, rows)
+    elif reduction == "add":
+        out.index_add_(0, place, rows)
+    else:
+        out.index_reduce_(0, place, rows, {"mul": "prod", "min": "amin", "max": "amax"}[reduction])
+    return out.reshape(x.shape)
+
+
 # ---- reductions ----------------------------------------------------------------------------
 
 def _reduce(fn: Callable[[torch.Tensor, list[int]], torch.Tensor]) -> ReferenceFn:
@@ -496,8 +519,13 @@ def cumsum(c: Call) -> torch.Tensor:
 
 @reference_op("tract_core.topk")
 def topk(c: Call):
-    values, indices = torch.topk(c.args[0], int(c.attr("k")), c.attr("axis"), largest=c.attr("largest", True))
+    """k is a literal or, for a symbolic k, a one-element tensor read at run time."""
+    x, k = c.args
+    values, indices = torch.topk(x, int(k.reshape(-1)[0]), c.attr("axis"), largest=c.attr("largest", True))
     return values, indices.to(c.dtype(1))
+
+
+reference_op("fragment.t2ir_shape_of_i64")(lambda c: torch.tensor(c.args[0].shape, dtype=torch.int64))
 
 
 # ---- transformer ops -----------------------------------------------------------------------
@@ -573,3 +601,159 @@ def tract_sdpa(c: Call) -> torch.Tensor:
     q, k, v, *mask = c.args
     return attention(q, k, v, mask[0] if mask else None, scale=c.attr("scale"),
                      causal=c.attr("is_causal", False)).to(c.dtype())
+
+
+# ---- resize --------------------------------------------------------------------------------
+
+_COORDS: dict[str, Callable] = {  # output index -> input coordinate, in f32 as tract computes it
+    "asymmetric": lambda x, s, n_in: x / s,
+    "half_pixel": lambda x, s, n_in: (x + 0.5) / s - 0.5,
+    "align_corners": lambda x, s, n_in: (x * (n_in - 1) / (s * n_in - 1) if s * n_in != 1 else x * 0),
+}
+
+
+def _cubic(t: torch.Tensor, a: float = -0.75) -> torch.Tensor:
+    t = t.abs()
+    near = (a + 2) * t ** 3 - (a + 3) * t ** 2 + 1
+    far = a * t ** 3 - 5 * a * t ** 2 + 8 * a * t - 4 * a
+    return torch.where(t <= 1, near, torch.where(t <= 2, far, torch.zeros_like(t)))
+
+
+def _resize_plan(c: Call, scale: float, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """tract's plan for one axis: each output reads `window` clamped input taps around its
+    source coordinate (2 for nearest / linear, 4 for cubic), with these weights."""
+    s = torch.tensor(scale, dtype=torch.float32)
+    x = _COORDS[c.attr("coord_transformer", "half_pixel")](torch.arange(n_out, dtype=torch.float32), s, n_in)
+    cell = torch.ceil(x) - 1
+    r = (x - cell)[:, None]  # in (0, 1]
+    kind = c.attr("interpolator", "linear")
+    window = 4 if kind == "cubic" else 2
+    k = torch.arange(window, dtype=torch.float32)
+    taps = (cell[:, None] + 1 - window // 2 + k).long().clamp(0, n_in - 1)
+    offset = 1 - window // 2 + k - r
+    if kind == "cubic":
+        weights = _cubic(offset)
+    elif kind == "linear":
+        weights = (1 - offset.abs()).clamp(0, 1)
+    else:
+        right = (r == 1) | ((r >= 0.5) if c.attr("nearest_mode", "floor") == "round_prefer_ceil" else False)
+        weights = torch.cat([~right, right], 1).float()
+    return taps, weights
+
+
+@reference_op("tract_core.resize")
+def resize(c: Call) -> torch.Tensor:
+    """tract's resize: one axis at a time in f32, each output a weighted sum of input taps. An
+    integer scale multiplies the size, another truncates in_size * scale."""
+    x = c.args[0]
+    y = x.float()
+    scales, sizes = c.attr("scales"), c.attr("sizes")
+    for axis, n_in in enumerate(x.shape):
+        if scales:
+            scale = float(torch.tensor(scales[axis], dtype=torch.float32))
+            n_out = n_in * int(scale) if scale == round(scale) else int(torch.tensor(float(n_in)) * scale)
+        else:
+            n_out, scale = sizes[axis], sizes[axis] / n_in
+        if n_out == n_in and scale == 1.0:
+            continue
+        taps, weights = _resize_plan(c, scale, n_in, n_out)
+        trailing = (1,) * (x.dim() - axis - 1)
+        y = sum(y.index_select(axis, taps[:, k]) * weights[:, k].reshape(-1, *trailing)
+                for k in range(taps.shape[1]))
+    return y.to(x.dtype)
+
+
+# ---- recurrent layers ----------------------------------------------------------------------
+
+@reference_op("t2ir.lstm", "t2ir.gru", "t2ir.rnn_tanh", "t2ir.rnn_relu")
+def rnn(c: Call):
+    """t2ir's recurrent operators (nn.LSTM / GRU / RNN traced whole) run aten's kernels, as the
+    modules do: inputs are the sequence, the initial state(s) (two for LSTM), then the weights."""
+    cell = c.op.split(".")[1]
+    x, *rest = c.args
+    n_states = 2 if cell == "lstm" else 1
+    hx = rest[:n_states] if cell == "lstm" else rest[0]
+    flags = (c.attr(k) for k in ("has_biases", "num_layers", "dropout", "train", "bidirectional", "batch_first"))
+    return getattr(torch.ops.aten, cell).input(x, hx, rest[n_states:], *flags)
+
+
+def _fragment_io(name: str) -> tuple[list[str], list[str]]:
+    """The parameter and result names of a registered NNEF fragment, from its definition."""
+    from t2ir.ops.registry import REGISTRY
+
+    entry = REGISTRY.lookup(name)
+    text = entry.signature.fragment if entry and entry.signature else None
+    m = re.search(r"\((.*?)\)\s*->\s*\((.*?)\)", text or "", re.S)
+    if m is None:
+        raise NotImplementedError(f"{name} is not a fragment with a definition")
+    return [re.findall(r"(\w+)\s*:", part) for part in m.groups()]
+
+
+@reference_op("tract_core.scan")
+def scan(c: Call):
+    """tract's loop: the body fragment (through its reference implementation) runs once per
+    chunk of the `scan` inputs (chunk < 0: from the end), with the `full` inputs whole and the
+    `state` inputs carried from one iteration's results to the next. A `full` output stacks the
+    iterations' results in sequence order, a `last` output is the final iteration's."""
+    if c.attr("skip", 0):
+        raise NotImplementedError("tract_core.scan with skip > 0")
+    body = c.attr("body")
+    if body not in REFERENCE:
+        raise NotImplementedError(f"the scan body {body} has no reference implementation")
+    params, results = _fragment_io(body)
+    scanned = c.attr("scan")
+    steps = c.args[scanned[0][1]].shape[scanned[0][2]] // abs(scanned[0][3])
+    if steps == 0:
+        raise NotImplementedError("tract_core.scan over an empty sequence")
+    bound = {name: c.args[i] for name, i in c.attr("full", [])}
+    state = {name: (c.args[i], result) for name, i, result in c.attr("state", [])}
+    outputs = c.attr("output")
+    collected: list[list[torch.Tensor]] = [[] for _ in outputs]
+    for step in range(steps):
+        for name, i, axis, chunk in scanned:
+            at = step if chunk > 0 else steps - 1 - step
+            bound[name] = c.args[i].narrow(axis, at * abs(chunk), abs(chunk))
+        bound.update({name: value for name, (value, _) in state.items()})
+        got = REFERENCE[body](Call(body, [bound[p] for p in params], {}, []))
+        got = dict(zip(results, got if isinstance(got, (tuple, list)) else [got]))
+        state = {name: (got[result], result) for name, (_, result) in state.items()}
+        for out, (result, _, _, _) in zip(collected, outputs):
+            out.append(got[result])
+    return [out[-1] if kind == "last" else torch.cat(out[::-1] if chunk < 0 else out, axis)
+            for out, (_, kind, axis, chunk) in zip(collected, outputs)]
+
+
+# The cells `t2ir.ops.aten.rnn` scans: gx is one step's input projection [1, B, G*H] (gates in
+# torch's order), h and c the states [B, H], w_hh [G*H, H]; results (y = h_next as [1, B, H], states).
+
+@reference_op("fragment.t2ir_lstm_step", "fragment.t2ir_lstm_proj_step")
+def lstm_step(c: Call):
+    """Gates i, f, g, o; with proj_size, w_hr [P, H] projects the new h."""
+    gx, h, cell, w_hh, *w_hr = c.args
+    i, f, g, o = (gx[0] + h @ w_hh.T).chunk(4, -1)
+    c_next = f.sigmoid() * cell + i.sigmoid() * g.tanh()
+    h_next = o.sigmoid() * c_next.tanh()
+    if w_hr:
+        h_next = h_next @ w_hr[0].T
+    return h_next.unsqueeze(0), h_next, c_next
+
+
+@reference_op("fragment.t2ir_gru_step")
+def gru_step(c: Call):
+    """Gates r, z, n; b_hh [1, 3H] stays inside the new gate: n = tanh(x_n + r * (W_hn h + b_hn))."""
+    gx, h, w_hh, b_hh = c.args
+    x_r, x_z, x_n = gx[0].chunk(3, -1)
+    h_r, h_z, h_n = (h @ w_hh.T + b_hh).chunk(3, -1)
+    r, z = (x_r + h_r).sigmoid(), (x_z + h_z).sigmoid()
+    h_next = (1 - z) * torch.tanh(x_n + r * h_n) + z * h
+    return h_next.unsqueeze(0), h_next
+
+
+reference_op("fragment.t2ir_rnn_tanh_step")(lambda c: _elman_step(c, torch.tanh))
+reference_op("fragment.t2ir_rnn_relu_step")(lambda c: _elman_step(c, torch.relu))
+
+
+def _elman_step(c: Call, act: Callable[[torch.Tensor], torch.Tensor]):
+    gx, h, w_hh = c.args
+    h_next = act(gx[0] + h @ w_hh.T)
+    return h_next.unsqueeze(0), h_next
