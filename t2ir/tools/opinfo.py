@@ -184,7 +184,8 @@ def run_sample(op, sample, workdir: Path) -> Outcome:
     if len(got) != len(want):
         return Outcome("failed", f"{len(got)} outputs instead of {len(want)}", aten)
     for i, (g, w) in enumerate(zip(got, want)):
-        w = w.detach().numpy()
+        # bf16 is exported as f16 (tract has no bf16): the reference in f16 too
+        w = w.detach().float().numpy().astype(np.float16) if w.dtype == torch.bfloat16 else w.detach().numpy()
         if g.shape != w.shape or g.dtype != w.dtype:
             return Outcome("failed", f"output {i}: tract gave {g.dtype}{list(g.shape)}, torch {w.dtype}{list(w.shape)}",
                            aten)
