@@ -294,7 +294,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     else:
         from t2ir.tools.models_doc import render
 
-        sys.stdout.write(render([json.loads(l) for l in a.results.read_text().splitlines() if l.strip()]))
+        planned = {}
+        for suite in ("torchvision", "timm"):
+            try:
+                planned[suite] = len(specs(suite))
+            except ImportError:  # not installed: the coverage of that suite is not known
+                pass
+        sys.stdout.write(render([json.loads(l) for l in a.results.read_text().splitlines() if l.strip()], planned))
 
 
 if __name__ == "__main__":

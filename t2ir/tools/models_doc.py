@@ -32,12 +32,22 @@ anyway (only detection post-processing needs those operators, and the sweep expo
 """
 
 
+def _coverage(rows: list[dict], planned: dict[str, int]) -> list[str]:
+    """One line per suite: how many of its models the results cover (a partial sweep says so)."""
+    lines = []
+    for suite, total in sorted(planned.items()):
+        run = sum(1 for r in rows if r["suite"] == suite)
+        lines.append(f"- {suite}: {run} of its {total} models swept" + (f"; {total - run} not run yet" if run < total else ""))
+    return lines + [""] if lines else []
+
+
 def _reason(r: dict) -> str:
     return r["reason"].replace("|", "\\|").replace("\n", " ")[:220]
 
 
-def render(results: list[dict]) -> str:
-    """The document: a summary per suite and kind, then one row per model."""
+def render(results: list[dict], planned: dict[str, int] | None = None) -> str:
+    """The document: a summary per suite and kind, then one row per model. `planned` (suite ->
+    number of models the sweep would run) says how much of each suite the results cover."""
     from t2ir.tools.model_sweep import TOLERANCE
 
     latest: dict[tuple, dict] = {}
@@ -50,6 +60,7 @@ def render(results: list[dict]) -> str:
     passed = sum(r["status"] == "passed" for r in rows)
     lines = [HEADER.format(tolerance=TOLERANCE), "## Summary", "",
              f"**{passed} of {len(rows)} models pass ({100 * passed / max(len(rows), 1):.0f} %).**", "",
+             *_coverage(rows, planned or {}),
              "| suite | kind | passed | of | dynamic image size |", "|---|---|---:|---:|---:|"]
     for (suite, kind), rs in sorted(groups.items()):
         ok = [r for r in rs if r["status"] == "passed"]
