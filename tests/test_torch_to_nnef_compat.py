@@ -40,7 +40,7 @@ def t2n_export(model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("t2n") / "out"
     run_cli("export-llm", "--local-dir", str(model_dir), "--export-dirpath", str(out), "-dt", "f16", "-f32-attn",
             "-f32-norm", "-f32-lin-acc", "-tt", "very", "--dump-with-tokenizer-and-conf", "-c", "min_max_q4_0",
-            "--num-logits-to-keep", "1", "-sgts", "6", "--quiet")
+            "--num-logits-to-keep", "1", "-sgts", "6", "--reify-sdpa-operator", "--quiet")
     return out
 
 
@@ -59,6 +59,7 @@ def test_t2n_flags_give_the_same_export(t2n_export):
     assert any(t["status"] == "packed" for t in report["tensors"])
     text = graph_text(t2n_export)
     assert 'acc = "f32"' in text  # f32 accumulation of the f16 linear layers (tract_core_einsum)
+    assert opts["attention"] == "sdpa" and "tract_transformers_sdpa(" in text  # --reify-sdpa-operator
 
 
 def test_layout_modes_logits_and_assertions(t2n_export, model_dir):
@@ -84,6 +85,8 @@ def test_all_logits_with_zero_and_a_flat_layout(model_dir, tmp_path):
     assert (out / "model.nnef.tgz").exists() and (out / "tokenizer.json").exists()
     assert np.load(out / "tests" / "prompt_outputs.npz")["outputs"].shape[1] == 5
     assert json.loads((out / "manifest.json").read_text())["check"]["passed"] is True  # checked by default
+    with tarfile.open(out / "model.nnef.tgz") as tar:  # attention as matmuls unless --reify-sdpa-operator
+        assert "tract_transformers_sdpa(" not in tar.extractfile("graph.nnef").read().decode()
 
 
 def test_npz_cases_run_with_numpy_and_tract_only(t2n_export):

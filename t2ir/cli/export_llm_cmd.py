@@ -144,8 +144,8 @@ def export_llm_cmd(
             check_io=None if no_verify else check_io.value, num_logits_to_keep=num_logits_to_keep,
             sample_tokens=sample_tokens, layout=layout.value, dump_ir=dump_ir, check_passes=check_passes,
             dry_run=dry_run, overwrite=force,
-            merge_peft=merge_peft, attn_implementation=attn_implementation, attention="sdpa" if reify_sdpa_operator else attention.value,
-            trace_every_layer=trace_every_layer)
+            merge_peft=merge_peft, attn_implementation=attn_implementation,
+            attention="sdpa" if reify_sdpa_operator else attention.value, trace_every_layer=trace_every_layer)
         summary = export_llm(opts, reporter)
     except T2IRError as e:
         fail(str(e))
