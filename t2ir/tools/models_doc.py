@@ -19,7 +19,8 @@ PYTHONPATH=.vision python -m t2ir.tools.model_sweep run --suite torchvision --ti
 Every model is built without pretrained weights (torchvision `weights=None`, timm
 `pretrained=False`), exported with `t2ir.export` from a batch-1 example with a dynamic batch axis,
 and with dynamic image (and video length) axes too where the model allows it; when the model pins
-the image size, the export keeps only the batch dynamic (`dynamic` column). The export then runs
+the image size, or the export with a dynamic image size fails (an op such as `ceil_mode` pooling
+needs static sizes), it keeps only the batch dynamic (`dynamic` column). The export then runs
 in tract at two sizes (the traced one, and batch 2 with other image sizes when they are dynamic)
 and is compared with PyTorch eager: it passes when the largest difference of every output is
 within {tolerance:g} of that output's largest value (random weights give outputs of any scale).
