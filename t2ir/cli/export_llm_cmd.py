@@ -95,7 +95,8 @@ def export_llm_cmd(
     merge_peft: bool = typer.Option(False, "--merge-peft", "-mp", help="merge a LoRA adapter folder into its base"),
     attention: Attention = typer.Option(Attention.auto, "--attention",
                                         help="how fused attention runs in tract: matmul (matmuls + softmax), sdpa "
-                                             "(tract's sdpa operator), auto (the faster one measured: matmul)"),
+                                             "(tract's sdpa operator), auto (matmul, measured faster; sdpa for keys "
+                                             "concatenated along the head dimension, which tract fails to split)"),
     attn_implementation: str = typer.Option("auto", "--attn-implementation", "--transformers-attn-implementation",
                                        help="transformers attention to trace: auto (sdpa where supported), sdpa "
                                             "or eager"),
