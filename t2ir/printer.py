@@ -23,6 +23,12 @@ from t2ir.ir import Graph, Loc, Node, Value
 from t2ir.types import DType, format_dim
 
 
+def attrs_key(attrs: dict) -> tuple:
+    """A node's attributes as a hashable key that ignores their order: two nodes with equal
+    keys compute the same thing from the same inputs (cse, layer stamping)."""
+    return tuple(sorted((k, format_attr(v)) for k, v in attrs.items()))
+
+
 def format_attr(v) -> str:
     """Attribute values as IR text; `t2ir.parser.parse_attr` reads them back."""
     if v is None:

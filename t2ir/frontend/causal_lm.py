@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import re
 import warnings
@@ -320,10 +321,9 @@ def _lift_stamped(model, plan: LayerPlan, layout: list[KvLayer], num_logits_to_k
     from t2ir.ir import InMemory
     from t2ir.types import DType
 
-    by_index = {layer.index: layer for layer in layout}
+    cache = {layer.index: dataclasses.replace(layer, index=0) for layer in layout}  # its shape, wherever it is
     for copy, source in plan.copies.items():
-        if (copy in by_index) != (source in by_index) or copy in by_index and \
-                by_index[copy].__dict__ | {"index": 0} != by_index[source].__dict__ | {"index": 0}:
+        if cache.get(copy) != cache.get(source):
             raise StampingError(f"layers {copy} and {source} keep different caches")
     with only_traced_layers(model, plan):
         try:

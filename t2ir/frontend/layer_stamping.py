@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from t2ir.ir import Graph, Loc, Node, Value
-from t2ir.printer import format_attr
+from t2ir.printer import attrs_key
 
 PLAIN = (int, float, str, bool, type(None))
 
@@ -199,9 +199,8 @@ class _Stamper:
         rows = []
         for n in layer.nodes:
             refs = tuple(self._ref(v, layer, local) for v in n.inputs)
-            attrs = tuple(sorted((k, format_attr(a)) for k, a in n.attrs.items()))
             outs = tuple((str(o.type), o.is_output, o is layer.chain_out) for o in n.outputs)
-            rows.append((n.op, refs, attrs, outs))
+            rows.append((n.op, refs, attrs_key(n.attrs), outs))
         return rows
 
     def _ref(self, v: Value, layer: _Layer, local: dict) -> tuple:
@@ -299,8 +298,7 @@ def _fingerprints(graph: Graph) -> dict[int, int]:
     fp: dict[int, int] = {id(v): hash(("input", v.name)) for v in graph.inputs}
     fp.update({id(v): hash(("const", v.const.label)) for v in graph.consts})
     for n in graph.nodes:
-        attrs = tuple(sorted((k, format_attr(a)) for k, a in n.attrs.items()))
-        base = (n.op, attrs, tuple(fp[id(v)] for v in n.inputs))
+        base = (n.op, attrs_key(n.attrs), tuple(fp[id(v)] for v in n.inputs))
         for i, o in enumerate(n.outputs):
             fp[id(o)] = hash((base, i, str(o.type)))
     return fp

@@ -111,7 +111,7 @@ def declare_llm_facts(graph: Graph, config) -> None:
 
 
 @dataclass
-class Traced:
+class TracedLLM:
     """What tracing produced: the meta model, its config, the cache layout, the weights and the graph."""
 
     model: torch.nn.Module
@@ -121,7 +121,7 @@ class Traced:
     graph: Graph
 
 
-def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) -> Traced:
+def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) -> TracedLLM:
     """Meta-device model -> IR graph whose weights are lazy (converted) safetensors handles."""
     from t2ir.frontend.causal_lm import StampingWarning, build_meta_model, cache_layout_of, lift_causal_lm
 
@@ -155,7 +155,7 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) ->
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     declare_llm_facts(graph, config)
-    return Traced(model, config, layout, weights, graph)
+    return TracedLLM(model, config, layout, weights, graph)
 
 
 def _predicted_bytes(g: Graph) -> int:
@@ -239,7 +239,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
     return summary
 
 
-def _pass_checker(ckpt: Checkpoint, traced: Traced, opts: LLMExportOptions) -> PassChecker:
+def _pass_checker(ckpt: Checkpoint, traced: TracedLLM, opts: LLMExportOptions) -> PassChecker:
     """--check-passes on the traced sizes (3 new tokens after 5 cached ones, random cache); the
     reference is the lifted graph's own evaluation, i.e. the model's aten ops run by PyTorch."""
     from t2ir.frontend.cache_layout import empty_caches
@@ -270,7 +270,7 @@ def _write_modes(path: Path) -> None:
     path.write_text(json.dumps({"pytorch_supported_modes": list(MODES)}))
 
 
-def _write_cases(traced: Traced, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
+def _write_cases(traced: TracedLLM, ckpt: Checkpoint, opts: LLMExportOptions, staged: Path, report) -> list[Path]:
     """PyTorch outputs for the npz cases. With packed weights the reference computes with the
     dequantized weights, so the cases check the export itself, not the quantization error."""
     from t2ir.frontend.causal_lm import CausalLMWithExplicitCache

@@ -13,12 +13,11 @@ from t2ir.ops.context import draws_random_numbers
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.rewrite import dead_code_elimination
-from t2ir.printer import format_attr
+from t2ir.printer import attrs_key
 
 
 def _key(node: Node) -> tuple:
-    attrs = tuple(sorted((k, format_attr(v)) for k, v in node.attrs.items()))
-    return node.op, tuple(id(v) for v in node.inputs), attrs, tuple(str(o.type) for o in node.outputs)
+    return node.op, tuple(id(v) for v in node.inputs), attrs_key(node.attrs), tuple(str(o.type) for o in node.outputs)
 
 
 def _is_random(op: str) -> bool:
