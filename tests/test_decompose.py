@@ -67,3 +67,33 @@ def test_in_place_ops_are_functionalized(tmp_path):
     result = export_and_compare(InPlace(), (torch.randn(3, 4),), tmp_path, input_names=["x"],
                                 dynamic_axes={"x": {0: "n"}}, more_args=[(torch.randn(5, 4),)])
     assert not any(op.endswith("_") for op in result.source_ops)
+
+
+def test_decomposing_keeps_meta_weights_beside_cpu_buffers():
+    """An LLM is traced with its weights on meta and its computed buffers on the CPU: torch's
+    retrace refuses the mix, so it runs on CPU stand-ins, and the decomposed program gets the
+    meta weights back (nothing materialised)."""
+    from t2ir.frontend.decompose import decompose_untranslated, untranslated_nodes
+    from t2ir.frontend.fx import op_name
+    from t2ir.ops.builtins import ensure_registered
+
+    ensure_registered()
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+            self.register_buffer("scale", torch.arange(4.0), persistent=False)
+
+        def forward(self, x):
+            return torch.multiply(self.proj(x), self.scale)
+
+    ep = torch.export.export(Scaled(), (torch.randn(3, 4),))
+    for name in ep.state_dict:
+        ep.state_dict[name] = torch.nn.Parameter(ep.state_dict[name].to("meta"))
+    assert {op_name(n.target) for n in untranslated_nodes(ep)} == {"aten.multiply.Tensor"}
+    out = decompose_untranslated(ep)
+    assert untranslated_nodes(out) == []
+    assert all(t.device.type == "meta" for t in out.state_dict.values())
+    assert all(t.device.type == "meta" for t in ep.state_dict.values())
+

@@ -87,7 +87,7 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
         if not table:  # in-place ops (relu_, add_) still need functionalizing, keeping every op
             return ep.run_decompositions({}) if mutable else ep
         try:
-            out = ep.run_decompositions(table)
+            out = _run_decompositions(ep, table)
         except Exception:  # torch could not retrace with these decompositions
             if not one_at_a_time:
                 one_at_a_time = True
@@ -110,6 +110,31 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
             ep, mutable = out, False
             continue
         return out
+
+
+def _run_decompositions(ep: torch.export.ExportedProgram, table: dict) -> torch.export.ExportedProgram:
+    """`ep.run_decompositions(table)` with CPU stand-ins for the weights left on the meta device.
+
+    An LLM is traced with its weights on meta and its computed buffers (rotary frequencies) on the
+    CPU; torch's first trace accepts ops that mix the two, its retrace does not. Uninitialised CPU
+    tensors cost address space only (the retrace reads shapes, never values), and both programs
+    get the original meta weights back, so nothing is materialised."""
+    stores = (ep._state_dict, ep._constants)
+    originals = [dict(store) for store in stores]
+    for store in stores:
+        for name, tensor in list(store.items()):
+            if isinstance(tensor, torch.Tensor) and tensor.device.type == "meta":
+                standin = torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype)
+                store[name] = (torch.nn.Parameter(standin, tensor.requires_grad)
+                               if isinstance(tensor, torch.nn.Parameter) else standin)
+    try:
+        out = ep.run_decompositions(table)
+    finally:
+        for store, original in zip(stores, originals):
+            store.update(original)
+    for store, original in zip((out._state_dict, out._constants), originals):
+        store.update({name: original[name] for name in store if name in original})
+    return out
 
 
 @functools.lru_cache(maxsize=None)
