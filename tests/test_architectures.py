@@ -38,8 +38,10 @@ DOZEN = {
     "cohere2": "sliding and full layers, parallel attention/MLP block",
     "olmoe": "MoE with q/k norms, top-k without renormalisation",
     "ernie4_5_moe": "MoE whose routing tract has no gate for: the model's choice handed to tract_moe_ffn",
+    "openai-gpt": "no KV cache at all: a graph of the whole sequence; its position bound tightened past a guard",
+    "llama4_text": "complex-number rotary carried as real pairs; a size guard torch cannot prove, checked on sizes",
 }
-SLOW = {"gpt_oss", "olmoe"}
+SLOW = {"gpt_oss", "olmoe", "llama4_text"}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,28 @@ def test_multi_query_cache_has_one_head(checkpoints, tmp_path):
     assert [f.name for f in inputs][:3] == ["input_ids", "in_cache_key_0", "in_cache_value_0"]
     assert all(f.dims[1] == 1 for f in inputs[1:])
     assert [f.name for f in outputs][:2] == ["outputs", "out_cache_key_0"]
+
+
+def test_generate_without_a_cache_reads_the_whole_sequence(checkpoints, tmp_path):
+    """A model with no cache (GPT-1) has input_ids as its only input; `generate` feeds the whole
+    sequence at each step and picks the tokens transformers' greedy search picks."""
+    import torch
+
+    from t2ir.llm.generate import TractGenerator
+    from t2ir.tract_run import io_facts, load_model
+
+    folder = checkpoints("openai-gpt")
+    summary = export(folder, tmp_path / "out")
+    inputs, _ = io_facts(load_model(summary.out_dir / "model" / "model.nnef.tgz"))
+    assert [f.name for f in inputs] == ["input_ids"]
+    prompt = [5, 17, 42, 9]
+    got = list(TractGenerator(summary.out_dir).tokens(prompt, 5))
+    reference = reference_model(folder, "auto", "f32")
+    ids = torch.tensor([prompt])
+    for _ in range(5):
+        with torch.no_grad():
+            ids = torch.cat([ids, reference(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
+    assert got == ids[0, len(prompt):].tolist()
 
 
 def test_state_space_model_gets_one_error_line(tmp_path):

@@ -87,12 +87,14 @@ def _forward_cache(model: torch.nn.Module, tokens: int, device: str):
     if others:
         raise RecurrentStateError(f"{type(model).__name__} returns its state as {', '.join(others)}, not a "
                                   "transformers Cache: a recurrent state t2ir's LLM export does not carry yet")
-    raise StateCacheError(f"{type(model).__name__} returns no cache: it cannot be exported with a KV cache")
+    return None  # a model without a cache (GPT-1, XLM): each step reads the whole sequence
 
 
 def layout_of(cache, longer, model_name: str) -> list[KvLayer]:
     """The KvLayers of a filled transformers Cache (`longer`: the same after one more token); any
     other state is an error naming it, recurrent when its size does not follow the sequence."""
+    if cache is None:
+        return []  # no cache at all: the graph takes the whole sequence, input_ids only
     if getattr(cache, "self_attention_cache", None) is not None:  # an encoder-decoder cache, used decoder-only:
         cache, longer = cache.self_attention_cache, longer.self_attention_cache  # its cross part stays empty
     layers = getattr(cache, "layers", None)

@@ -16,6 +16,7 @@ from transformers.cache_utils import DummyLayer, DynamicLayer
 
 from t2ir.errors import T2IRError
 from t2ir.frontend import moe
+from t2ir.frontend.deferred_asserts import UnprovenGuardError, check_deferred_asserts
 from t2ir.frontend.cache_layout import (KvLayer, MetaProbeError, cache_input_names, cache_output_names, empty_caches,
                                         probe_cache_layout)
 from t2ir.frontend.layer_stamping import LayerPlan, StampingError, only_traced_layers, plan_layers, stamp_layers
@@ -93,28 +94,32 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         self.lm.train(mode)
         return super().train(mode)
 
-    def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The computation; `forward` only gives it a named per-layer signature."""
-        if len(past) != 2 * len(self.layout):
-            raise ValueError(f"expected {2 * len(self.layout)} cache tensors, got {len(past)}")
-        # transformers' own per-layer cache list (layers without a cache of their own stay DummyLayer),
-        # the layers that cache keys and values filled from the graph inputs
+    def _explicit_cache(self, past: tuple[torch.Tensor, ...]) -> DynamicCache:
+        """transformers' own per-layer cache list (layers without a cache of their own stay
+        DummyLayer), the layers that cache keys and values filled from the graph inputs."""
         cache = DynamicCache(config=self.lm.config)
         layers: list[Any] = list(cache.layers)
         layers += [DummyLayer() for _ in range(len(layers), max(layer.index for layer in self.layout) + 1)]
         for n, layer in enumerate(self.layout):
             layers[layer.index] = _ExplicitLayer(past[2 * n], past[2 * n + 1])
         cache.layers = layers
-        # No position_ids: the model derives them from the cache length (P) as in its own generation
-        # loop; some offset them (RoBERTa-style models start after the padding index).
-        kwargs: dict[str, Any] = {self._cache_kwarg: cache}
+        return cache
+
+    def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The computation; `forward` only gives it a named per-layer signature."""
+        if len(past) != 2 * len(self.layout):
+            raise ValueError(f"expected {2 * len(self.layout)} cache tensors, got {len(past)}")
+        kwargs: dict[str, Any] = {"use_cache": bool(self.layout)}  # none: each step reads the whole sequence
+        if self.layout:
+            # No position_ids: the model derives them from the cache length (P) as in its own generation
+            # loop; some offset them (RoBERTa-style models start after the padding index).
+            kwargs[self._cache_kwarg] = cache = self._explicit_cache(past)
         if self.num_logits_to_keep and self._takes_logits_to_keep:
             # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
             kwargs["logits_to_keep"] = self.num_logits_to_keep
-        out = self.lm(input_ids=input_ids, use_cache=True, **kwargs)
-        logits = out.logits
+        logits = self.lm(input_ids=input_ids, **kwargs).logits
         if self.num_logits_to_keep and not self._takes_logits_to_keep:
-            logits = logits[:, -self.num_logits_to_keep :, :]  # correct, but projects every position first
+            logits = logits[:, -self.num_logits_to_keep:, :]  # correct, but projects every position first
         updated: list[torch.Tensor] = []
         for layer in self.layout:
             updated += [cache.layers[layer.index].keys, cache.layers[layer.index].values]
@@ -142,14 +147,7 @@ def export_causal_lm(
     ids = torch.zeros(1, example_seq, dtype=torch.long)
     past = empty_caches(wrapper.layout, _float_dtype(model), example_past)
     with _meta_standins(wrapper) as originals, moe.experts_traced_by_t2ir(model), torch.no_grad():
-        try:
-            ep = _export(wrapper, ids, past, {})
-        except torch._dynamo.exc.UserError as e:
-            # Learned position tables bound S and P (S + P <= max positions); torch says by how much.
-            bounds = _suggested_maxima(str(e))
-            if not bounds:
-                raise
-            ep = _export(wrapper, ids, past, bounds)
+        ep = _export_bounded(wrapper, ids, past)
         if _mutates(ep):  # torch.export keeps in-place ops (x /= s); torch's functionalization removes them
             ep = ep.run_decompositions({})
     for name, tensor in ep.state_dict.items():
@@ -158,13 +156,52 @@ def export_causal_lm(
     return ep
 
 
+def _export_bounded(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor,
+                    past: list[torch.Tensor]) -> torch.export.ExportedProgram:
+    """Export with S and P unbounded, then within the bounds torch suggests (learned position
+    tables: S + P <= max positions). A guard torch cannot prove and suggests nothing for is
+    deferred and checked on many sizes; one that fails only at the top of a bounded axis
+    (GPT-1's S != 128 beside S <= 128) lowers that bound."""
+    bounds: dict[str, int] = {}
+    for _ in range(6):
+        try:
+            return _export(wrapper, ids, past, bounds)
+        except torch._dynamo.exc.UserError as e:
+            suggested = _suggested_maxima(str(e))
+            if suggested and {**bounds, **suggested} != bounds:
+                bounds = {**bounds, **suggested}
+                continue
+        ep = _export(wrapper, ids, past, bounds, defer_guards=True)
+        try:
+            check_deferred_asserts(ep, _axis_names(ep))
+            return ep
+        except UnprovenGuardError as e:
+            edge = [axis for axis, size in e.sizes.items() if bounds.get(axis) == size]
+            if len(e.sizes) != 1 or not edge:
+                raise
+            bounds[edge[0]] -= 1
+    raise T2IRError(f"torch.export found no range of S and P it can trace {type(wrapper.lm).__name__} for")
+
+
 def _export(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor, past: list[torch.Tensor],
-            maxima: dict[str, int]) -> torch.export.ExportedProgram:
+            maxima: dict[str, int], defer_guards: bool = False) -> torch.export.ExportedProgram:
     # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, heads, 0, dim] caches).
     seq = torch.export.Dim("S", min=1, **({"max": maxima["S"]} if "S" in maxima else {}))
     past_len = torch.export.Dim("P", min=0, **({"max": maxima["P"]} if "P" in maxima else {}))
     dynamic_shapes = {"input_ids": {1: seq}, **{name: {2: past_len} for name in cache_input_names(wrapper.layout)}}
-    return torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False)
+    return torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False,
+                               prefer_deferred_runtime_asserts_over_guards=defer_guards)
+
+
+def _axis_names(ep: torch.export.ExportedProgram) -> dict[str, str]:
+    """torch's symbols for S (input_ids' axis 1) and P (the caches' axis 2)."""
+    names = {}
+    for i, node in enumerate(n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs):
+        shape = node.meta["val"].shape
+        dim = shape[1] if i == 0 else shape[2]
+        if isinstance(dim, torch.SymInt):
+            names[str(dim.node.expr)] = "S" if i == 0 else "P"
+    return names
 
 
 def _suggested_maxima(message: str) -> dict[str, int]:

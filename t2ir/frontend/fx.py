@@ -20,6 +20,7 @@ import torch
 import torch.fx
 
 from t2ir.errors import ExportError, Problem
+from t2ir.frontend.complex_to_real import lower_complex
 from t2ir.ir import Graph, InMemory, Loc, TensorSource, Value
 from t2ir.ops.aliases import RESHAPES
 from t2ir.ops.registry import canonical_op_name
@@ -275,6 +276,7 @@ class FxLifter:
                  dim_names: Optional[dict[tuple[int, int], str]] = None,
                  weight_source: Optional[WeightSource] = None, name: str = "main"):
         self.ep = ep
+        self.graph = lower_complex(ep.graph)  # the nodes lifted: ep's, complex values as real pairs
         self.input_names = list(input_names or [])
         self.output_names = list(output_names or [])
         self.dim_names = dict(dim_names or {})
@@ -292,7 +294,7 @@ class FxLifter:
 
         specs = {s.arg.name: s for s in self.ep.graph_signature.input_specs}
         user_index = 0
-        for node in self.ep.graph.nodes:
+        for node in self.graph.nodes:
             if node.op != "placeholder":
                 continue
             spec = specs[node.name]
@@ -500,7 +502,7 @@ class FxLifter:
 
     def lift(self) -> Graph:
         self._lift_placeholders()
-        for node in self.ep.graph.nodes:
+        for node in self.graph.nodes:
             if node.op == "call_function":
                 self._lift_call(node)
             elif node.op == "output":

@@ -98,16 +98,20 @@ def resolve_dtype(dtype: str, ckpt: Checkpoint) -> torch.dtype:
 def declare_llm_facts(graph: Graph, config) -> None:
     """What tract may assume about the symbols (torch_to_nnef's tract_assert lines): a past of any
     length, at least one new token, positions inside the model's range, and the two scenarios
-    runners use: token generation (one new token) and prompt processing (no past)."""
-    if not {"S", "P"} <= set(graph.symbols):
+    runners use: token generation (one new token) and prompt processing (no past); only the facts
+    about S for a model without a cache."""
+    if "S" not in graph.symbols:
         return
-    graph.add_assertion("P >= 0")
+    past = "P" in graph.symbols  # no P: a model without a cache reads the whole sequence each step
+    if past:
+        graph.add_assertion("P >= 0")
     graph.add_assertion("S >= 1")
     max_positions = getattr(config.get_text_config(decoder=True), "max_position_embeddings", None)
     if isinstance(max_positions, int) and max_positions > 0:
-        graph.add_assertion(f"S + P <= {max_positions}")
-    graph.add_assertion("tg: S == 1")
-    graph.add_assertion("pp: P == 0")
+        graph.add_assertion(f"S + P <= {max_positions}" if past else f"S <= {max_positions}")
+    if past:
+        graph.add_assertion("tg: S == 1")
+        graph.add_assertion("pp: P == 0")
 
 
 @dataclass

@@ -126,8 +126,10 @@ class TractGenerator:
             yield token
             if token in self.eos:
                 return
-            past = out[1:]
-            ids = np.array([[token]], dtype=np.int64)
+            if self.caches:
+                past, ids = out[1:], np.array([[token]], dtype=np.int64)
+            else:  # a model without a cache reads the whole sequence again
+                ids = np.concatenate([ids, [[token]]], axis=1)
 
 
 def load_tokenizer(out_dir: Path, tokenizer_dir: Optional[Path] = None):

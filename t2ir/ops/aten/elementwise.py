@@ -106,6 +106,8 @@ _COMPARE = {"eq": "nnef.eq", "ne": "nnef.ne", "lt": "nnef.lt", "gt": "nnef.gt", 
 def compare(node: Node, ctx: LowerContext) -> Value:
     a, b = _operands(ctx)
     dtype = compute_dtype(ctx, a, b)
+    if dtype == DType.bool:  # tract compares numbers only (mask == 0 on a bool mask): as u8, false < true
+        dtype = DType.u8
     return binary(ctx, _COMPARE[node.op.split(".")[1]], a, b, dtype, ctx.out)
 
 

@@ -9,7 +9,7 @@ from t2ir.ops.aliases import CONCATS, RESHAPES
 from t2ir.ops.aten._util import norm_axes, norm_axis
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
-from t2ir.types import DType
+from t2ir.types import DType, simplify_dim
 
 
 @builtin(*RESHAPES, "aten.flatten.using_ints", "aten.unflatten.int",
@@ -92,7 +92,17 @@ def _clamp_bound(b, size, default):
         return size
     if isinstance(b, int) and b > 0:  # past the end of a symbolic axis, torch stops at its end
         return sympy.Min(b, size)
+    if _negative(b):  # x[:, -S:] counts from the end, as an int bound does (tract would take -S as is)
+        return simplify_dim(size + b)
     return b
+
+
+def _negative(expr) -> bool:
+    """A dimension expression negative for every size (-S, -2*S): sizes are >= 1."""
+    if not isinstance(expr, sympy.Expr) or not expr.free_symbols:
+        return False
+    positive = {s: sympy.Symbol(s.name, positive=True) for s in expr.free_symbols}
+    return bool(expr.xreplace(positive).is_negative)
 
 
 @builtin("aten.slice.Tensor")
