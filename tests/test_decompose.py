@@ -97,3 +97,19 @@ def test_decomposing_keeps_meta_weights_beside_cpu_buffers():
     assert all(t.device.type == "meta" for t in out.state_dict.values())
     assert all(t.device.type == "meta" for t in ep.state_dict.values())
 
+
+
+def test_autocast_region_is_inlined(tmp_path):
+    """timm's EfficientViT computes its attention in a region with autocast turned off:
+    torch.export keeps it as a higher-order op over a submodule, which one retrace inlines."""
+
+    class Attention(torch.nn.Module):
+        def forward(self, q, k):
+            with torch.autocast(device_type="cpu", enabled=False):
+                scores = q.float() @ k.float().transpose(-1, -2)
+            return scores.softmax(-1)
+
+    q, k = torch.randn(2, 5, 8), torch.randn(2, 6, 8)
+    export_and_compare(Attention(), (q, k), tmp_path, input_names=["q", "k"],
+                       dynamic_axes={"q": {0: "b", 1: "n"}, "k": {0: "b", 1: "m"}},
+                       more_args=[(torch.randn(3, 7, 8), torch.randn(3, 4, 8))])

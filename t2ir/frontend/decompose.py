@@ -74,8 +74,10 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
     dead_ends: set = set()   # their decomposition leaves ops that nothing translates
     one_at_a_time = False    # set when a failure could not be pinned on one op of the table
     extra = set(extra)
-    mutable = any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
-                  and n.target._schema.is_mutable and not local_mutation(n) for n in ep.graph.nodes)
+    # in-place ops, and regions wrapped by higher-order ops (autocast, grad mode) that one retrace inlines
+    mutable = bool(_unliftable(ep)) or any(n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+                                           and n.target._schema.is_mutable and not local_mutation(n)
+                                           for n in ep.graph.nodes)
     while True:
         # (refused ops may only appear once in-place ops are made functional: slice_scatter)
         present = {n.target for n in untranslated_nodes(ep, translated)} | extra
@@ -84,7 +86,7 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
             table = dict([next(iter(table.items()))])
         elif table:
             table = {**_pieces_table(translated, dead_ends), **table}
-        if not table:  # in-place ops (relu_, add_) still need functionalizing, keeping every op
+        if not table:  # in-place ops (relu_, add_) still need functionalizing, keeping every op (HOPs inlining)
             return ep.run_decompositions({}) if mutable else ep
         try:
             out = _run_decompositions(ep, table)
