@@ -126,3 +126,16 @@ def test_star_args_forward_with_dynamic_axes(tmp_path):
     export_and_compare(VarArgs(), args, tmp_path, input_names=["a", "b", "c"],
                        dynamic_axes={"a": {0: "n"}, "b": {0: "n"}, "c": {0: "n"}},
                        more_args=[tuple(torch.randn(4, 3) for _ in range(3))])
+
+
+def test_a_model_failing_at_its_own_example_is_not_blamed_on_size_one(tmp_path):
+    """SSD's backbone at too small an image fails at any batch: the error is the model's own,
+    without the size-1 note (which is for models that only fail once the batch is 2)."""
+
+    class TooSmall(nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.conv2d(x, torch.ones(1, 1, 5, 5))
+
+    with pytest.raises(t2ir.ExportError) as err:
+        t2ir.export(TooSmall(), (torch.randn(1, 1, 3, 3),), tmp_path / "m", dynamic_axes={"x": {0: "batch"}})
+    assert "size 1" not in str(err.value) and "Kernel size" in str(err.value)

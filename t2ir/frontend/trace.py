@@ -157,10 +157,21 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems
 
-        raise ExportError("torch.export could not trace the model:",
-                          size_one_problem(examples, names, dims) + trace_error_problems(e)) from None
+        size_one = size_one_problem(examples, names, dims)
+        if size_one and not (_fails_eagerly(module, t_args, t_kwargs) and not _fails_eagerly(module, args, kwargs)):
+            size_one = []  # the expanded example is not what broke the trace
+        raise ExportError("torch.export could not trace the model:", size_one + trace_error_problems(e)) from None
     check_still_dynamic(ep, names, dims)
     return ep
+
+
+def _fails_eagerly(module, args: tuple, kwargs: dict) -> bool:
+    try:
+        with torch.no_grad():
+            module(*args, **kwargs)
+        return False
+    except Exception:
+        return True
 
 
 def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims) -> None:

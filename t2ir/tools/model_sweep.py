@@ -74,12 +74,23 @@ def torchvision_specs() -> list[ModelSpec]:
             min_h, min_w = meta.meta.get("min_size", (1, 1))
             # the smallest size the model takes, at least SIDE (the check is about numbers, not accuracy)
             h, w = max(min_h, SIDE[kind]), max(min_w, SIDE[kind])
+            if kind == "detection-backbone":  # the size the detector resizes its images to, if fixed (SSD)
+                h, w = max(h, _fixed_size(M, name)[0]), max(w, _fixed_size(M, name)[1])
             if kind == "video":
                 t = meta.meta.get("min_temporal_size", 8)
                 out.append(ModelSpec("torchvision", kind, name, (1, 3, max(t, 8), h, w), (2, 3, 4)))
             else:
                 out.append(ModelSpec("torchvision", kind, name, (1, 3, h, w), (2, 3)))
     return out
+
+
+def _fixed_size(models, name: str) -> tuple[int, int]:
+    """The image size a detector's transform resizes to when it is fixed, else (0, 0)."""
+    import torch
+
+    with torch.device("meta"):
+        detector = models.get_model(name, weights=None, weights_backbone=None)
+    return tuple(getattr(detector.transform, "fixed_size", None) or (0, 0))
 
 
 def timm_specs() -> list[ModelSpec]:
@@ -103,10 +114,22 @@ def timm_specs() -> list[ModelSpec]:
     for module, (_, name) in sorted(best.items()):
         cfg = timm.models.get_pretrained_cfg(name)
         c, h, w = (cfg.input_size if cfg is not None and cfg.input_size else (3, 224, 224))
-        if not (cfg is not None and cfg.fixed_input_size):  # any size works: a small one
-            h, w = min(h, SIDE["classification"]), min(w, SIDE["classification"])
+        if not (cfg is not None and cfg.fixed_input_size):  # any size works: a small one, in whole patches
+            patch = _patch_size(timm, name)
+            h, w = (min(side, -(-SIDE["classification"] // p) * p) for side, p in zip((h, w), patch))
         out.append(ModelSpec("timm", "timm", name, (1, c, h, w), (2, 3)))
     return out
+
+
+def _patch_size(timm, name: str) -> tuple[int, int]:
+    """A patch-embedding model takes images in whole patches (14 x 14 for some ViTs)."""
+    import torch
+
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    patch = next((m.patch_size for m in model.modules() if type(m).__name__ == "PatchEmbed"
+                  and hasattr(m, "patch_size")), None) or 1
+    return tuple(patch) if isinstance(patch, (tuple, list)) else (patch, patch)
 
 
 def _import_timm():
