@@ -16,8 +16,12 @@ the f32 decode times.
 
 torch_to_nnef runs in its own venv (--t2n-venv) with a stand-in tract binary (it insists on one):
     python3 -m venv /tmp/t2n-venv
-    /tmp/t2n-venv/bin/pip install torch==2.13.0 torch-to-nnef torch-to-nnef-llm transformers==4.57.6 tract==0.23.9
-(torch_to_nnef 0.24.12 fails with transformers 5.24, see /work/notes or docs/benchmarks.md.)
+    /tmp/t2n-venv/bin/pip install torch==2.13.0 torch-to-nnef torch-to-nnef-llm transformers==5.23.0 tract==0.23.9
+(torch_to_nnef 0.24.12 fails with transformers 5.24, see docs/benchmarks.md.)
+
+Each call is timed by `t2ir.llm.bench.Bench`, the library behind `t2ir bench` (it loads any
+export in torch_to_nnef's layout, theirs included), and the report names the machine and versions
+as `t2ir bench` does.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from make_models import make_models  # noqa: E402
+from t2ir.llm.bench import Bench, machine  # noqa: E402  (what `t2ir bench` times with)
 
 PREFILLS = (1, 8, 64, 512)
 DECODES = (64, 512, 2048)
@@ -71,34 +75,6 @@ def export(tool: str, model: Path, out: Path, flags: list[str], t2n_venv: Path) 
     return time.perf_counter() - start
 
 
-class Model:
-    """One export loaded in tract, with inputs ready for every scenario."""
-
-    def __init__(self, path: Path):
-        import tract
-
-        model = tract.nnef().with_tract_transformers().load(str(path))
-        self.facts = [str(model.input_fact(i)).split(",") for i in range(model.input_count())]
-        self.runnable = model.into_runnable()
-        self.rng = np.random.default_rng(0)
-
-    def inputs(self, s: int, p: int) -> list[np.ndarray]:
-        feed = []
-        for *dims, dt in self.facts:
-            shape = [s if d == "S" else p if d == "P" else int(d) for d in dims]
-            if dt.startswith("i"):
-                feed.append(self.rng.integers(3, 1000, size=shape).astype(np.int64))
-            else:
-                dtype = {"f32": np.float32, "f16": np.float16}[dt]
-                feed.append((self.rng.standard_normal(shape, dtype=np.float32) * 0.5).astype(dtype))
-        return feed
-
-    def time(self, feed: list[np.ndarray]) -> float:
-        start = time.perf_counter()
-        self.runnable.run(feed)
-        return time.perf_counter() - start
-
-
 def weight_bytes(path: Path) -> int:
     """Bytes of the .dat payloads (what a decode step reads from memory at least once)."""
     with tarfile.open(path) as tar:
@@ -119,18 +95,17 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def compare(models: dict[str, Model], reps: int) -> dict[str, dict[str, float]]:
+def compare(models: dict[str, Bench], reps: int) -> dict[str, dict[str, float]]:
     """Median seconds per scenario per tool, runs alternated."""
     scenarios = [(f"prefill {s}", s, 0) for s in PREFILLS] + [(f"decode P={p}", 1, p) for p in DECODES]
     times: dict[str, dict[str, list[float]]] = {name: {t: [] for t in models} for name, _, _ in scenarios}
     for name, s, p in scenarios:
-        feeds = {tool: m.inputs(s, p) for tool, m in models.items()}
-        for tool, m in models.items():
-            m.time(feeds[tool])  # warm-up
+        for m in models.values():
+            m.step(s, p)  # warm-up
         order = list(models)
         for rep in range(reps):
             for tool in (order if rep % 2 == 0 else order[::-1]):
-                times[name][tool].append(models[tool].time(feeds[tool]))
+                times[name][tool].append(models[tool].step(s, p))
     return {name: {t: statistics.median(v) for t, v in per.items()} for name, per in times.items()}
 
 
@@ -154,8 +129,7 @@ def main(argv: list[str]) -> int:
     folder = make_models(work / "models", **shape)["f32"]
     lines = [f"# tract speed: t2ir vs torch_to_nnef ({datetime.date.today()})", "",
              f"Model: random Llama {json.dumps(shape)}; {reps} timed runs per figure (median), alternated.",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"load average {os.getloadavg()[0]:.1f} at start.", ""]
+             f"Machine and versions: {json.dumps(machine())}; load average {os.getloadavg()[0]:.1f} at start.", ""]
     bandwidth = copy_bandwidth()
     lines.append(f"Memory copy bandwidth measured in this run: {bandwidth / 1e9:.1f} GB/s.")
     for config in configs:
@@ -163,7 +137,7 @@ def main(argv: list[str]) -> int:
         paths = {tool: work / f"{tool}-{config}" for tool in ("t2ir", "t2n")}
         walls = {tool: export(tool, folder, paths[tool], flags, t2n_venv)
                  for tool, flags in (("t2ir", t2ir_flags), ("t2n", t2n_flags))}
-        models = {tool: Model(p / "model" / "model.nnef.tgz") for tool, p in paths.items()}
+        models = {tool: Bench(p) for tool, p in paths.items()}
         medians = compare(models, reps)
         lines += ["", f"## {config} (t2ir {' '.join(t2ir_flags)}; torch_to_nnef {' '.join(t2n_flags)})", "",
                   f"Export wall time: t2ir {walls['t2ir']:.1f} s, torch_to_nnef {walls['t2n']:.1f} s "

@@ -30,3 +30,8 @@ def test_bench_reports_prompt_and_generation_speed(tmp_path: Path):
     for r in data["results"]:
         assert len(r["seconds"]) == 2 and all(s > 0 for s in r["seconds"])
         assert r["tokens_per_second"] == pytest.approx(r["tokens"] / statistics.median(r["seconds"]))
+    # the A/B script times single calls on a past of P random positions the same way
+    from t2ir.llm.bench import Bench
+
+    b = Bench(out)
+    assert all(c.shape[2] == 8 for c in b._past(8)) and b.step(1, 8) > 0

@@ -79,9 +79,23 @@ class Bench:
     def _empty(self) -> list[np.ndarray]:
         return [self.gen.empty_cache(f) for f in self.gen.caches]
 
+    def _past(self, p: int) -> list[np.ndarray]:
+        """Caches holding p positions of random values (what a step reads does not depend on them)."""
+        caches = []
+        for empty in self._empty():
+            shape = list(empty.shape)
+            shape[2] = p
+            caches.append((self.rng.standard_normal(shape, dtype=np.float32) * 0.5).astype(empty.dtype))
+        return caches
+
     def prompt(self, n: int) -> float:
+        return self.step(n, 0)
+
+    def step(self, n: int, past: int) -> float:
+        """Seconds of one call with n new tokens on a past of `past` positions (inputs made first)."""
+        feed = [self._ids(n), *(self._past(past) if past else self._empty())]
         start = time.perf_counter()
-        run_tract(self.gen.runnable, [self._ids(n), *self._empty()])
+        run_tract(self.gen.runnable, feed)
         return time.perf_counter() - start
 
     def generation(self, n: int, past: int = 0) -> float:
