@@ -140,6 +140,10 @@ def test_generate_without_a_cache_reads_the_whole_sequence(checkpoints, tmp_path
         with torch.no_grad():
             ids = torch.cat([ids, reference(input_ids=ids).logits[:, -1:].argmax(-1)], 1)
     assert got == ids[0, len(prompt):].tolist()
+    from t2ir.llm.bench import bench
+
+    (tg,) = bench(summary.out_dir, prompt_sizes=(), gen_sizes=(3,), repetitions=1)
+    assert tg.test == "tg3" and all(s > 0 for s in tg.seconds)
 
 
 def test_state_space_model_gets_one_error_line(tmp_path):

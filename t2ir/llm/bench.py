@@ -100,6 +100,8 @@ class Bench:
 
     def generation(self, n: int, past: int = 0) -> float:
         """Seconds for n one-token decode steps after a `past`-token prompt (not timed)."""
+        if not self.gen.caches:  # a model without a cache reads the whole sequence at each step
+            return sum(self.step(past + k + 1, 0) for k in range(n))
         caches = self._empty()
         if past:
             caches = run_tract(self.gen.runnable, [self._ids(past), *caches])[1:]

@@ -143,6 +143,9 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) ->
     ckpt.check_shapes(model)
     weights = WeightMap(model, ckpt)
     layout = cache_layout_of(model)
+    if not layout:
+        reporter.line(f"note: {type(model).__name__} keeps no key/value cache: exported as a graph of the whole "
+                      "sequence (input_ids -> logits), each step reads every token")
 
     def weight_source(target: str, tensor: torch.Tensor):
         if target in weights.sources or tensor.is_meta:
