@@ -113,3 +113,21 @@ def test_autocast_region_is_inlined(tmp_path):
     export_and_compare(Attention(), (q, k), tmp_path, input_names=["q", "k"],
                        dynamic_axes={"q": {0: "b", 1: "n"}, "k": {0: "b", 1: "m"}},
                        more_args=[(torch.randn(3, 7, 8), torch.randn(3, 4, 8))])
+
+
+def test_ops_left_undecomposed_end_the_search(tmp_path):
+    """svd_lowrank draws random numbers and calls linalg ops that nothing translates: the
+    fallback gives up on them once (it used to retrace forever) and the error names them."""
+    import signal
+
+    def expire(*_):
+        raise TimeoutError("the decomposition fallback did not finish")
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(60)
+    try:
+        with pytest.raises(t2ir.UnsupportedOpsError) as info:
+            t2ir.export(Fn(lambda x: torch.svd_lowrank(x, q=2)[0]), (torch.randn(6, 4),), tmp_path / "m")
+    finally:
+        signal.alarm(0)
+    assert {"aten._linalg_svd", "aten.linalg_qr"} <= {p.op for p in info.value.problems}

@@ -87,7 +87,7 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
         elif table:
             table = {**_pieces_table(translated, dead_ends), **table}
         if not table:  # in-place ops (relu_, add_) still need functionalizing, keeping every op (HOPs inlining)
-            return ep.run_decompositions({}) if mutable else ep
+            return _run_decompositions(ep, {}) if mutable else ep
         try:
             out = _run_decompositions(ep, table)
         except Exception:  # torch could not retrace with these decompositions
@@ -99,12 +99,13 @@ def decompose_untranslated(ep: torch.export.ExportedProgram,
         unliftable = _unliftable(out)
         stuck_names = {str(n.meta.get("original_aten")) for n in untranslated_nodes(out, translated)}
         stuck_names |= {str(n.meta.get("original_aten")) for n in unliftable}
-        stuck = {op for op in present if str(op) in stuck_names}  # (original_aten is an equal but distinct object)
+        # (original_aten is an equal but distinct object; dead ends were left out of the table on purpose)
+        stuck = {op for op in present - dead_ends if str(op) in stuck_names}
         if any(n.meta.get("original_aten") is None for n in unliftable):  # side effects nobody claims
             if not one_at_a_time:
                 one_at_a_time = True
                 continue
-            stuck = set(table) & present
+            stuck = (set(table) & present) - dead_ends
         if stuck:  # retry without the ops whose pieces cannot be exported either
             dead_ends |= stuck
             continue
