@@ -18,13 +18,16 @@ PYTHONPATH=.vision python -m t2ir.tools.model_sweep run --suite torchvision --ti
 
 Every model is built without pretrained weights (torchvision `weights=None`, timm
 `pretrained=False`), exported with `t2ir.export` from a batch-1 example with a dynamic batch axis,
-and with dynamic image (and video length) axes too where the model allows it; when the model pins
-the image size, or the export with a dynamic image size fails (an op such as `ceil_mode` pooling
-needs static sizes), it keeps only the batch dynamic (`dynamic` column). The export then runs
-in tract at two sizes (the traced one, and batch 2 with other image sizes when they are dynamic)
-and is compared with PyTorch eager: it passes when the largest difference of every output is
-within {tolerance:g} of that output's largest value (random weights give outputs of any scale).
-Each model runs in its own process under a time limit.
+and with dynamic image (and video length) axes too where the model allows it. The export runs in
+tract at two sizes (the traced one, and batch 2 with other image sizes when they are dynamic) and
+is compared with PyTorch eager: it passes when the largest difference of every output is within
+{tolerance:g} of that output's largest value (random weights give outputs of any scale). When any
+of that fails with a dynamic image size (the model pins the size, an op such as `ceil_mode`
+pooling needs static sizes, tract cannot prove two sizes equal, or torch.export's shape reasoning
+takes more than {spatial} s), the model is exported again with only the batch dynamic (`dynamic`
+column) and the reason column says why. Detection backbones take the image size their detector
+resizes to when it is fixed (SSD); timm models that embed patches take whole patches. Each model
+runs in its own process under a time limit.
 
 torchvision 0.28 (the release paired with torch 2.13) from PyPI is a CUDA build whose C++
 operators cannot load beside the CPU torch wheel; `t2ir.tools.torchvision_compat` imports it
@@ -49,7 +52,7 @@ def _reason(r: dict) -> str:
 def render(results: list[dict], planned: dict[str, int] | None = None) -> str:
     """The document: a summary per suite and kind, then one row per model. `planned` (suite ->
     number of models the sweep would run) says how much of each suite the results cover."""
-    from t2ir.tools.model_sweep import TOLERANCE
+    from t2ir.tools.model_sweep import SPATIAL_SECONDS, TOLERANCE
 
     latest: dict[tuple, dict] = {}
     for r in results:  # a model run again later replaces its earlier line
@@ -59,7 +62,7 @@ def render(results: list[dict], planned: dict[str, int] | None = None) -> str:
     for r in rows:
         groups[(r["suite"], r["kind"])].append(r)
     passed = sum(r["status"] == "passed" for r in rows)
-    lines = [HEADER.format(tolerance=TOLERANCE), "## Summary", "",
+    lines = [HEADER.format(tolerance=TOLERANCE, spatial=SPATIAL_SECONDS), "## Summary", "",
              f"**{passed} of {len(rows)} models pass ({100 * passed / max(len(rows), 1):.0f} %).**", "",
              *_coverage(rows, planned or {}),
              "| suite | kind | passed | of | dynamic image size |", "|---|---|---:|---:|---:|"]
