@@ -297,11 +297,13 @@ def specs(suite: str) -> list[ModelSpec]:
         (timm_specs() if suite in ("timm", "all") else [])
 
 
-def run(suite: str, out: Path, names: set[str], timeout: int, skip_done: bool) -> None:
+def run(suite: str, out: Path, names: list[str], timeout: int, skip_done: bool) -> None:
+    """Each model of the suite (only `names`, in that order, when given) in its own process."""
     done = set()
     if skip_done and out.exists():
         done = {(r["suite"], r["name"]) for r in map(json.loads, out.read_text().splitlines()) if r}
     todo = [s for s in specs(suite) if (not names or s.name in names) and (s.suite, s.name) not in done]
+    todo.sort(key=lambda s: names.index(s.name) if names else 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, spec in enumerate(todo, 1):
         began = time.time()
@@ -347,7 +349,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         with tempfile.TemporaryDirectory(prefix="t2ir-sweep-") as work:
             print(json.dumps(asdict(run_one(spec, Path(work)))), flush=True)
     elif a.cmd == "run":
-        run(a.suite, a.out, {n for n in a.models.split(",") if n}, a.timeout, a.skip_done)
+        run(a.suite, a.out, [n for n in a.models.split(",") if n], a.timeout, a.skip_done)
     else:
         from t2ir.tools.models_doc import render
 
