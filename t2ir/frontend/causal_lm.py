@@ -16,9 +16,9 @@ from transformers.cache_utils import DummyLayer, DynamicLayer
 
 from t2ir.errors import T2IRError
 from t2ir.frontend import moe
-from t2ir.frontend.deferred_asserts import UnprovenGuardError, check_deferred_asserts
 from t2ir.frontend.cache_layout import (KvLayer, MetaProbeError, cache_input_names, cache_output_names, empty_caches,
                                         probe_cache_layout)
+from t2ir.frontend.deferred_asserts import UnprovenGuardError, check_deferred_asserts
 from t2ir.frontend.layer_stamping import LayerPlan, StampingError, only_traced_layers, plan_layers, stamp_layers
 
 
@@ -196,7 +196,8 @@ def _export(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor, past: list[to
 def _axis_names(ep: torch.export.ExportedProgram) -> dict[str, str]:
     """torch's symbols for S (input_ids' axis 1) and P (the caches' axis 2)."""
     names = {}
-    for i, node in enumerate(n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs):
+    users = [n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs]
+    for i, node in enumerate(users):
         shape = node.meta["val"].shape
         dim = shape[1] if i == 0 else shape[2]
         if isinstance(dim, torch.SymInt):
