@@ -53,9 +53,7 @@ def check_deferred_asserts(ep: torch.export.ExportedProgram, names: dict[str, st
             value = cond.xreplace({s: sympy.Integer(v) for s, v in zip(symbols, point)})
             if value is sympy.false:
                 where = ", ".join(f"{names.get(str(s), str(s))} = {v}" for s, v in zip(symbols, point))
-                shown = str(cond)
-                for s in symbols:
-                    shown = shown.replace(str(s), names.get(str(s), str(s)))
+                shown = cond.xreplace({s: sympy.Symbol(names[str(s)]) for s in symbols if str(s) in names})
                 raise UnprovenGuardError(
                     f"the model only runs for some sizes of its dynamic axes: {shown} fails at {where}; "
                     "export with that axis static, or bound its range",

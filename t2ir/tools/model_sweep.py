@@ -17,10 +17,8 @@ the smallest model (by parameter count, counted on the meta device) of each modu
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from t2ir.tools.time_limit import Expired, time_limit
 
 # tract passes when max |tract - torch| <= TOLERANCE * max |torch| for every output (random
 # weights give outputs of any scale, so the bound follows the output's own)
@@ -77,7 +77,8 @@ def torchvision_specs() -> list[ModelSpec]:
             # the smallest size the model takes, at least SIDE (the check is about numbers, not accuracy)
             h, w = max(min_h, SIDE[kind]), max(min_w, SIDE[kind])
             if kind == "detection-backbone":  # the size the detector resizes its images to, if fixed (SSD)
-                h, w = max(h, _fixed_size(M, name)[0]), max(w, _fixed_size(M, name)[1])
+                fixed_h, fixed_w = _fixed_size(M, name)
+                h, w = max(h, fixed_h), max(w, fixed_w)
             if kind == "video":
                 t = meta.meta.get("min_temporal_size", 8)
                 out.append(ModelSpec("torchvision", kind, name, (1, 3, max(t, 8), h, w), (2, 3, 4)))
@@ -210,11 +211,14 @@ def run_one(spec: ModelSpec, workdir: Path) -> SweepResult:
     for dynamic_spatial in ((True, False) if spec.spatial else (False,)):
         res.dynamic, res.sizes, res.max_diff, res.rel_diff = [], [], None, None
         try:
-            with _time_limit(SPATIAL_SECONDS if dynamic_spatial else 0):
+            with time_limit(SPATIAL_SECONDS if dynamic_spatial else 0):
                 _export_and_check(model, spec, dynamic_spatial, workdir, gen, res)
             res.status = "passed"
             break
-        except (Exception, _Expired) as e:
+        except Expired as e:  # (only the dynamic-image attempt has a limit of its own)
+            res.reason = f"the export with a dynamic image size {e}"
+            res.note = f"image size static: {res.reason}"
+        except Exception as e:
             if dynamic_spatial:
                 res.note = f"image size static: {_first_line(e)}"
             res.reason = _first_line(e)
@@ -227,31 +231,6 @@ def run_one(spec: ModelSpec, workdir: Path) -> SweepResult:
 # torch.export's shape reasoning can take many minutes on some models with a dynamic image size
 # (Swin's shifted windows); past this, the batch-only export is tried within the model's time limit.
 SPATIAL_SECONDS = 150
-
-
-class _Expired(BaseException):
-    """Not an Exception: torch's tracing catches those on its way."""
-
-    def __str__(self) -> str:
-        return f"the export with a dynamic image size took more than {SPATIAL_SECONDS} s"
-
-
-@contextlib.contextmanager
-def _time_limit(seconds: int):
-    if not seconds:
-        yield
-        return
-
-    def expire(*_):
-        raise _Expired
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _export_and_check(model, spec: ModelSpec, dynamic_spatial: bool, workdir: Path, gen, res: SweepResult) -> None:

@@ -252,24 +252,14 @@ def _work(keys: list[str], limit: int, start: tuple[str, int] | None, log: Path)
                 f.flush()
 
 
-class _Expired(BaseException):
-    """Not an Exception: no `except Exception` on the way (torch's tracing has some) swallows it."""
-
-
 def _with_timeout(fn) -> Outcome:
-    import signal
+    from t2ir.tools.time_limit import Expired, time_limit
 
-    def expire(*_):
-        raise _Expired
-
-    signal.signal(signal.SIGALRM, expire)
-    signal.alarm(SAMPLE_SECONDS)
     try:
-        return fn()
-    except _Expired:
-        return Outcome("failed", f"took more than {SAMPLE_SECONDS} s")
-    finally:
-        signal.alarm(0)
+        with time_limit(SAMPLE_SECONDS):
+            return fn()
+    except Expired as e:
+        return Outcome("failed", str(e))
 
 
 def _events(log: Path) -> Iterator[dict]:
