@@ -111,15 +111,7 @@ def index_of(ctx: LowerContext, x: Value, indices: list, out: TensorType) -> Val
     if axes != list(range(len(axes))):
         perm = axes + rest
         x = ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
-    parts = []
-    for _, i in used:
-        i = ctx.cast(i, DType.i64)
-        if tuple(i.shape) != tuple(lead):
-            from t2ir.ops.aten.shape import broadcast_to
-
-            i = broadcast_to(ctx, i, i.type.with_shape(lead))
-        parts.append(ctx.emit("nnef.unsqueeze", [i], i.type.with_shape(tuple(lead) + (1,)), axes=[len(lead)]))
-    stacked = ctx.emit("nnef.concat", parts, TensorType(DType.i64, tuple(lead) + (len(parts),)), axis=len(lead))
+    stacked = stacked_indices(ctx, [i for _, i in used], lead)
     gathered_shape = tuple(lead) + tuple(x.shape[len(axes):])
     if front == 0:
         return ctx.emit("tract_core.gather_nd", [x, stacked], out, batch_dims=0)
@@ -128,6 +120,22 @@ def index_of(ctx: LowerContext, x: Value, indices: list, out: TensorType) -> Val
     perm = list(range(lead_rank, lead_rank + front)) + list(range(lead_rank)) + \
         list(range(lead_rank + front, len(gathered_shape)))
     return ctx.emit("nnef.transpose", [y], out, axes=perm)
+
+
+def stacked_indices(ctx: LowerContext, indices: list[Value], lead) -> Value:
+    """Index tensors broadcast to `lead` and stacked on a last axis: the [..., k] coordinates
+    tract's gather_nd / scatter_nd take."""
+    from t2ir.ops.aten.shape import broadcast_to
+
+    parts = []
+    for i in indices:
+        i = ctx.cast(i, DType.i64)
+        if tuple(i.shape) != tuple(lead):
+            i = broadcast_to(ctx, i, i.type.with_shape(lead))
+        parts.append(ctx.emit("nnef.unsqueeze", [i], i.type.with_shape(tuple(lead) + (1,)), axes=[len(lead)]))
+    if len(parts) == 1:
+        return parts[0]
+    return ctx.emit("nnef.concat", parts, TensorType(DType.i64, tuple(lead) + (len(parts),)), axis=len(lead))
 
 
 def reversed_range(ctx: LowerContext, n: Any) -> Value:

@@ -9,6 +9,7 @@ from t2ir.errors import TranslationError
 from t2ir.ir import Node, Value
 from t2ir.ops.aten._util import norm_axis, scalar_or_value, unsqueeze_to_rank
 from t2ir.ops.aten.factories import fill
+from t2ir.ops.aten.indexing import stacked_indices
 from t2ir.ops.aten.shape import broadcast_to
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
@@ -82,8 +83,8 @@ def _scatter_mean(ctx: LowerContext, x: Value, axis: int, index: Value, updates:
 
 @builtin("aten.index_put", "aten.index_put_", "aten._unsafe_index_put")
 def index_put(node: Node, ctx: LowerContext) -> Value:
-    """x[i0, i1, ...] = values (or += with accumulate): a scatter_nd on the indexed leading
-    axes; a boolean mask over leading axes is a select."""
+    """x[..., i0, i1, ...] = values (or += with accumulate): a scatter_nd with the indexed axes
+    moved to the front; a boolean mask over leading axes is a select."""
     x, values = ctx.args["self"], ctx.args["values"]
     indices = [i if isinstance(i, Value) else None for i in ctx.args["indices"]]
     accumulate = bool(ctx.arg("accumulate", False))
@@ -95,19 +96,27 @@ def index_put(node: Node, ctx: LowerContext) -> Value:
         raise TranslationError("index_put with a boolean mask past the first axis is not supported",
                                "use torch.where(mask, values, x)")
     axes = [a for a, _ in used]
-    if axes != list(range(len(axes))):
-        raise TranslationError("index_put on axes that are not the leading ones is not supported",
-                               "move the indexed axes to the front (permute), or index them one at a time")
+    rest = [a for a in range(x.rank) if a not in axes]
     lead = _broadcast_shape([i.shape for _, i in used])
-    parts = []
-    for _, i in used:
-        i = broadcast_to(ctx, ctx.cast(i, DType.i64), TensorType(DType.i64, lead))
-        parts.append(ctx.emit("nnef.unsqueeze", [i], i.type.with_shape(tuple(lead) + (1,)), axes=[len(lead)]))
-    stacked = parts[0] if len(parts) == 1 else ctx.emit(
-        "nnef.concat", parts, TensorType(DType.i64, tuple(lead) + (len(parts),)), axis=len(lead))
-    updates_t = x.type.with_shape(tuple(lead) + tuple(x.shape[len(axes):]))
-    updates = values if tuple(values.shape) == tuple(updates_t.shape) else broadcast_to(ctx, values, updates_t)
-    return ctx.emit("tract_core.scatter_nd", [x, stacked, updates], x.type, reduction="add" if accumulate else "none")
+    stacked = stacked_indices(ctx, [i for _, i in used], lead)
+    # torch shapes x[indices] as [before..., lead..., after...] when the indexed axes are
+    # adjacent, else [lead..., rest...]; scatter_nd wants the indexed axes first
+    front = axes[0] if axes == list(range(axes[0], axes[-1] + 1)) else 0
+    indexed = tuple(x.shape[a] for a in rest[:front]) + tuple(lead) + tuple(x.shape[a] for a in rest[front:])
+    values = broadcast_to(ctx, values, x.type.with_shape(indexed)) if tuple(values.shape) != indexed else values
+    values = _transposed(ctx, values, list(range(front, front + len(lead))) + list(range(front)) +
+                         list(range(front + len(lead), len(indexed))))
+    perm = axes + rest
+    moved = _transposed(ctx, x, perm)
+    put = ctx.emit("tract_core.scatter_nd", [moved, stacked, values], moved.type,
+                   reduction="add" if accumulate else "none")
+    return _transposed(ctx, put, sorted(range(x.rank), key=perm.__getitem__))
+
+
+def _transposed(ctx: LowerContext, x: Value, perm: list[int]) -> Value:
+    if perm == sorted(perm):
+        return x
+    return ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
 
 
 def _masked_put(ctx: LowerContext, x: Value, mask: Value, values: Value, accumulate: bool) -> Value:
