@@ -7,7 +7,8 @@
 For each configuration, each tool runs as a subprocess under `/usr/bin/time -v` on the same model folder
 (made by bench/make_models.py if missing; its safetensors are read once before each export so both tools
 start from a warm page cache). Measured per export:
-  * wall time of the whole CLI process (Python start-up and imports included);
+  * wall time of the whole CLI process (Python start-up and imports included), both tools with `-nv` (no
+    test run in tract inside the export: torch_to_nnef cannot run one here, see below);
   * peak RSS: ru_maxrss from `time -v` (the largest process), and a 50 ms /proc sampling of the process
     tree giving peak RSS and peak anonymous RSS (RssAnon: memory the exporter owns, as opposed to pages of
     mmapped files, which the kernel can drop);
@@ -292,8 +293,10 @@ def tract_shim(work: Path) -> Path:
 
 def t2ir_cmd(src: Path, out: Path, flags: list[str]) -> list[str]:
     exe = Path(sys.executable).parent / "t2ir"
+    # -nv like torch_to_nnef's run below (it cannot verify without the tract CLI): the exports are
+    # compared in tract afterwards, by this script, for both tools alike
     return [str(exe), "export-llm", "-d", str(src), "-e", str(out), "--num-logits-to-keep", "1", "--quiet",
-            "--force", *flags]
+            "--force", "-nv", *flags]
 
 
 def t2n_cmd(venv: Path, shim: Path, src: Path, out: Path, flags: list[str]) -> list[str]:

@@ -473,6 +473,13 @@ def _windows(x):
     return x.view(b, hp // 3, 3, wp // 3, 3, c).permute(0, 1, 3, 2, 4, 5).reshape(-1, 9, c).mean(1)
 
 
+def _causal_where(a):
+    """A causal mask from two position ranges (how models build theirs), applied with where."""
+    i = torch.arange(a.shape[-2]).view(-1, 1)
+    j = torch.arange(a.shape[-1]).view(1, -1)
+    return torch.where(i >= j, a, torch.zeros_like(a) - 1e4)
+
+
 def _unique_index(keys):
     """Distinct positions per row (scatter without reduction writes each place once)."""
     return torch.argsort(keys, -1)[..., :2]
@@ -515,6 +522,10 @@ SORT_SCATTER = [
       X("B", 4, 5, 3), Idx(4, 2), Idx(5, 2), X(2, 3)),
     c("index_put_split_axes", lambda a, i, j, v: torch.ops.aten.index_put(a, [i, None, j], v, True),
       X(4, "B", 5), Idx(4, 2), Idx(5, 2), X(2, "B")),
+    c("where_causal_positions", _causal_where, X("B", 2, "S", "S")),
+    c("masked_fill_causal_positions", lambda a: a.masked_fill(
+        torch.arange(a.shape[-1])[None, :] > torch.arange(a.shape[-2])[:, None], float("-inf")).softmax(-1),
+      X("B", 2, "S", "S")),
     c("index_put_mask", lambda a, m: a.index_put((m,), torch.tensor(-1.0)), X("B", 4), Mask("B", 4)),
     c("slice_assign", _assign, X("B", 6), X("B", 2)),
     c("expm1_log1p", lambda a: torch.expm1(a * 1e-3) + torch.log1p(a.abs()), X("B", 4)),

@@ -108,7 +108,28 @@ def compare(node: Node, ctx: LowerContext) -> Value:
     dtype = compute_dtype(ctx, a, b)
     if dtype == DType.bool:  # tract compares numbers only (mask == 0 on a bool mask): as u8, false < true
         dtype = DType.u8
-    return binary(ctx, _COMPARE[node.op.split(".")[1]], a, b, dtype, ctx.out)
+    op = _COMPARE[node.op.split(".")[1]]
+    if dtype != DType.u8 and all(isinstance(v, Value) and _from_range(v) for v in (a, b)):
+        # tract 0.23.9 reads a comparison of two positions tensors (a causal mask: i >= j) as a
+        # symbolic condition, and a select over it then fails at run time on symbolic sizes; the
+        # same comparison made against zero is computed as it is (exact: positions are small)
+        diff = binary(ctx, "nnef.sub", a, b, dtype, ctx.out.with_dtype(dtype))
+        return binary(ctx, op, diff, 0, dtype, ctx.out)
+    return binary(ctx, op, a, b, dtype, ctx.out)
+
+
+def _from_range(v: Value, budget: int = 32) -> bool:
+    """Whether `v` is computed from a `tract_core.range` (looking a bounded way up)."""
+    todo, seen = [v], set()
+    while todo and len(seen) < budget:
+        node = todo.pop().producer
+        if node is None or id(node) in seen:
+            continue
+        if node.op == "tract_core.range":
+            return True
+        seen.add(id(node))
+        todo += node.inputs
+    return False
 
 
 _LOGIC = {"and": ("nnef.and", "tract_core.bitand"), "or": ("nnef.or", "tract_core.bitor"),
