@@ -140,8 +140,8 @@ class Worker:
 
     PER_WORKER = 15  # fresh process after this many model types (bounded memory)
 
-    def __init__(self, work: Path):
-        cmd = [sys.executable, __file__, "--serve", "--work", str(work)]
+    def __init__(self, work: Path, script: str = __file__):
+        cmd = [sys.executable, script, "--serve", "--work", str(work)]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                      text=True, env=_env())
         self.served = 0
@@ -178,13 +178,15 @@ def _crashed(model_type: str, why: str) -> dict:
     return {"model_type": model_type, "category": "decoder", "reason": "", "variants": {}, "crash": why}
 
 
-def serve(work: Path) -> None:
+def serve(work: Path, run=None) -> None:
     """Worker loop: one model type per stdin line, one JSON result per stdout line."""
     for line in sys.stdin:
-        print(json.dumps(run_one(line.strip(), work)), flush=True)
+        print(json.dumps((run or run_one)(line.strip(), work)), flush=True)
 
 
-def sweep(types: list[str], work: Path, timeout: int) -> None:
+def sweep(types: list[str], work: Path, timeout: int, script: str = __file__, summarize=None) -> None:
+    """Each model type in a worker process, results appended to WORK/results.jsonl (a type
+    already there is skipped, so an interrupted sweep resumes)."""
     results = work / "results.jsonl"
     done = {json.loads(l)["model_type"] for l in results.read_text().splitlines()} if results.exists() else set()
     worker = None
@@ -194,13 +196,13 @@ def sweep(types: list[str], work: Path, timeout: int) -> None:
         if worker is None or not worker.usable:
             if worker is not None:
                 worker.close()
-            worker = Worker(work)
+            worker = Worker(work, script)
         start = time.time()
         row = worker.run(mt, timeout)
         row["seconds"] = round(time.time() - start, 1)
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"[{i}/{len(types)}] {mt}: {summary_line(row)} ({row['seconds']}s)", flush=True)
+        print(f"[{i}/{len(types)}] {mt}: {(summarize or summary_line)(row)} ({row['seconds']}s)", flush=True)
     if worker is not None:
         worker.close()
 

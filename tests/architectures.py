@@ -40,7 +40,7 @@ SMALL = dict(
     vocab_size_per_layer_input=256,
 )
 # Fields some defaults leave unset although the model cannot run without them.
-REQUIRED = ("num_experts_per_tok", "n_group", "topk_group")
+REQUIRED = ("num_experts_per_tok", "n_group", "topk_group", "vocab_size")
 NUM_LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
 PER_LAYER_LISTS = ("layer_types", "layers_block_type", "hybrid_override_pattern", "block_types",
                    "attn_type_list", "mlp_layer_types", "no_rope_layers")
@@ -75,8 +75,9 @@ def _shrunk_layers(value, n: int):
     return "".join(picked) if isinstance(value, str) else type(value)(picked)
 
 
-def tiny_config(model_type: str, num_layers: int = 2):
-    """The config class's defaults with small sizes (4 layers for hybrids so every layer kind shows)."""
+def tiny_config(model_type: str, num_layers: int = 2, decoder: bool = True):
+    """The config class's defaults with small sizes (4 layers for hybrids so every layer kind shows);
+    `decoder` turns encoder architectures into causal LMs (their decoder mode)."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     default = CONFIG_MAPPING[model_type]()
@@ -106,7 +107,7 @@ def tiny_config(model_type: str, num_layers: int = 2):
         config = type(default)(**{**{k: v for k, v in d.items() if k not in skip}, **kw})
     except Exception:
         config = type(default)(**{k: v for k, v in kw.items() if k not in PER_LAYER_LISTS})
-    if getattr(config, "is_decoder", None) is False:
+    if decoder and getattr(config, "is_decoder", None) is False:
         config.is_decoder = True  # encoder architectures serve as causal LMs in decoder mode
     return config
 
@@ -117,11 +118,11 @@ def build_model(config, attn: str = "auto", seed: int = 0, dtype: torch.dtype = 
     torch.manual_seed(seed)
     kwargs = {} if attn == "auto" else {"attn_implementation": attn}
     model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
-    _randomize_zero_init(model, seed)
+    randomize_zero_init(model, seed)
     return model.eval()
 
 
-def _randomize_zero_init(model: torch.nn.Module, seed: int) -> None:
+def randomize_zero_init(model: torch.nn.Module, seed: int) -> None:
     """Some weights start at zero (router biases, gates of zero-initialised branches) and would hide
     whole code paths from the check: give every all-zero float parameter small random values."""
     g = torch.Generator().manual_seed(seed + 1)

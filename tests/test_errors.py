@@ -208,3 +208,16 @@ def test_translation_errors_are_located_and_collected(tmp_path):
 def test_errors_are_t2ir_errors():
     assert issubclass(t2ir.UnsupportedOpsError, t2ir.ExportError)
     assert issubclass(t2ir.ExportError, t2ir.T2IRError)
+
+
+class AntialiasedResize(torch.nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=0.5, mode="bilinear", antialias=True)  # antialias
+
+
+def test_antialiased_resize_of_a_dynamic_size_is_refused(tmp_path):
+    """Its weights depend on the sizes: exported between static sizes only, and said so."""
+    msg = export_error(AntialiasedResize(), (torch.randn(1, 2, 8, 8),), tmp_path,
+                       input_names=["x"], dynamic_axes={"x": {2: "H", 3: "W"}})
+    assert "antialiased resizing (interpolate with antialias=True) has no tract op" in msg
+    assert f"at {THIS}:{line_of('antialias')}" in msg and "export with a static image size" in msg
