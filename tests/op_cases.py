@@ -242,6 +242,8 @@ CONV = [
     m("conv2d", lambda: nn.Conv2d(3, 4, 3, padding=1), X("B", 3, 6, 7), dtypes=ALL),
     m("conv2d_stride_groups", lambda: nn.Conv2d(4, 8, (3, 2), stride=(2, 1), padding=(1, 0), groups=4),
       X("B", 4, 7, 6)),
+    m("conv1x1_then_strided_conv1x1", lambda: nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 5, 1, stride=2)),
+      X("B", 3, "S", 7)),  # tract 0.23.9 cannot load the stride as its Downsample here (strided-gathers pass)
     m("conv2d_dilation_nobias", lambda: nn.Conv2d(2, 3, 3, dilation=2, bias=False), X(1, 2, 8, "L")),
     m("conv2d_depthwise", lambda: nn.Conv2d(4, 4, 3, groups=4, padding="same"), X("B", 4, 6, 6)),
     m("conv_transpose1d", lambda: nn.ConvTranspose1d(3, 4, 3, stride=2, padding=1, output_padding=1),
@@ -362,6 +364,7 @@ SHAPE = [
     c("slice_dynamic_end", lambda a: a[:-1], X("S", 4)),
     c("slice_dynamic_from_end", lambda a, b: a[-b.shape[0]:] + b, X("S", 4), X("S", 4)),
     c("slice_dynamic_step", lambda a: a[::2], X("S", 4)),
+    c("slice_step_after_reshape", lambda a: a.reshape(a.shape[0], 3, -1)[:, :, 1::2], X("B", 3, "S", 4)),
     c("slice_half_dynamic", lambda a: a[:, : a.shape[1] // 2], X(2, "L")),
     c("split_half_dynamic", lambda a: a.split(a.shape[0] // 2, 0)[1], X("L", 3)),
     c("slice_past_end", lambda a: a[:, 2:100], X("B", 5)),

@@ -22,6 +22,7 @@ from t2ir.passes.fuse_transformer_ops import FuseTransformerOps
 from t2ir.passes.lower_to_nnef import LowerToNnef
 from t2ir.passes.op_report import OpReport, Provenance, op_report
 from t2ir.passes.pack_weights import CompressWeights
+from t2ir.passes.strided_gathers import StridedGathers
 from t2ir.passes.upcast_f32 import UpcastF32
 from t2ir.verify import verify
 
@@ -50,6 +51,7 @@ def builtin_stages() -> list[Stage]:
         Stage(UpcastF32, when=lambda o: o.f32_norm or o.f32_attn),
         Stage(LowerToNnef()),
         Stage(Cse()),  # masks and position ranges each attention translation built: once
+        Stage(StridedGathers),  # on the lowered graph: it reads the reshapes and convolutions tract sees
         Stage(Cleanup()),
         # last: it marks the final weights, so no later rewrite may move or fold them
         Stage(CompressWeights(), when=lambda o: bool(o.compression)),
