@@ -98,10 +98,13 @@ def run_one(model_type: str, work: Path) -> dict:
     wrapped = MaskedLM.wrap(model, takes_mask)
     result = {"passed": False}
     start = time.time()
+    example = _inputs(config, *SIZES[0], pad=False)
     try:
-        example = _inputs(config, *SIZES[0], pad=False)
         with torch.no_grad():
-            wrapped(*example)  # the model runs eagerly at all (some need inputs this sweep does not give)
+            wrapped(*example)
+    except Exception as e:  # some need inputs or config values this sweep does not give
+        return {**row, "category": "not buildable", "reason": f"does not run in eager PyTorch: {_line(e)}"}
+    try:
         out = Path(tempfile.mkdtemp(dir=work)) / "model"
         t2ir.export(wrapped, example, out, input_names=["input_ids", "attention_mask"],
                     dynamic_axes={"input_ids": {0: "B", 1: "S"}, "attention_mask": {0: "B", 1: "S"}})
@@ -161,8 +164,8 @@ def write_table(work: Path, out: Path) -> None:
         "Regenerate with `python bench/sweep_encoders.py --fresh` (about 10 minutes on 2 cores).",
         "",
         f"**{len(passed)} of {len(swept)} buildable encoders pass** "
-        f"({100 * len(passed) / max(len(swept), 1):.0f} %); {len(skipped)} model types do not build from "
-        "their config class's defaults.",
+        f"({100 * len(passed) / max(len(swept), 1):.0f} %); {len(skipped)} model types do not build or run "
+        "from their config class's defaults.",
         "",
         "| architecture | result | max diff | reason |",
         "|---|---|---|---|",

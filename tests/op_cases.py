@@ -445,6 +445,8 @@ ATTENTION = [
     c("sdpa_causal_cross", _sdpa(is_causal=True), X(1, 2, 3, 8), X(1, 2, 5, 8), X(1, 2, 5, 8)),
     c("sdpa_rank3", _sdpa(), X(2, "S", 8), X(2, "S", 8), X(2, "S", 8)),
     c("sdpa_gqa", _sdpa(enable_gqa=True), X(1, 4, "S", 8), X(1, 2, "S", 8), X(1, 2, "S", 8)),
+    c("sdpa_gqa_mask_per_batch_row", _sdpa(enable_gqa=True), X("B", 4, "S", 8), X("B", 2, "S", 8), X("B", 2, "S", 8),
+      X("B", 1, "S", "S")),
 ]
 
 

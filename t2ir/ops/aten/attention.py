@@ -170,6 +170,9 @@ def _add_grouped_mask(ctx: LowerContext, scores: Value, mask: Value, group: int,
         mask = ctx.emit("nnef.reshape", [mask], mask.type.with_shape((*mask.shape[:-3], heads // group, group,
                                                                       *mask.shape[-2:])),
                         shape=[*mask.shape[:-3], heads // group, group, *mask.shape[-2:]])
+    elif mask.rank >= 3:  # [.., 1, S, Skv] (one mask per batch row): the group axis goes before S
+        mask = ctx.emit("nnef.unsqueeze", [mask], mask.type.with_shape((*mask.shape[:-2], 1, *mask.shape[-2:])),
+                        axes=[mask.rank - 2])
     mask = unsqueeze_to_rank(ctx, mask, grouped.rank)
     return ctx.emit("nnef.add", [scores, mask], grouped)
 
