@@ -509,6 +509,15 @@ RESIZE = [
     c("pixel_unshuffle", lambda a: F.pixel_unshuffle(a, 2), X("B", 2, 4, 6)),
 ]
 
+FFT = [  # complex values carried as real pairs; tract's FFT (t2ir/frontend/complex_to_real.py)
+    c("fft_fft2_real", lambda a: torch.fft.fft2(a).real, X("B", "S", 8)),
+    c("fft_rfft_abs", lambda a: torch.fft.rfft(a, dim=1).abs(), X("B", "S", 3)),
+    c("fft_ifft_ortho", lambda a: torch.fft.ifft(torch.fft.fft(a * 2, norm="ortho"), norm="ortho").imag + a,
+      X("B", 6)),
+    c("fft_irfft_n", lambda a: torch.fft.irfft(torch.fft.rfft(a), n=12), X("B", "S", 8)),
+    c("fft_irfft2", lambda a: torch.fft.irfft2(torch.fft.rfft2(a)), X("B", "S", 6)),
+]
+
 SORT_SCATTER = [
     c("sort", lambda a: torch.sort(a, -1), X("B", "L")),
     c("sort_descending_dim0", lambda a: torch.sort(a, 0, descending=True), X("S", 3)),
@@ -565,6 +574,6 @@ RNN = [
 
 
 CASES: list[Case] = [
-    *ELEMENTWISE, *ACTIVATIONS, *LINALG, *CONV, *NORM, *REDUCE, *SHAPE, *CREATION, *CASTS, *ATTENTION, *RESIZE,
+    *ELEMENTWISE, *ACTIVATIONS, *LINALG, *CONV, *NORM, *REDUCE, *SHAPE, *CREATION, *CASTS, *ATTENTION, *RESIZE, *FFT,
     *SORT_SCATTER, *SHAPE_ARITHMETIC, *RNN,
 ]

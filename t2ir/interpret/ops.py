@@ -506,6 +506,13 @@ def log_softmax(c: Call) -> torch.Tensor:
     return shifted - torch.log(torch.exp(shifted).sum(axes, keepdim=True))
 
 
+@reference_op("tract_core.fft")
+def fft(c: Call) -> torch.Tensor:
+    from t2ir.ops.fft import fft as pairs_fft
+
+    return pairs_fft(c.args[0], c.attr("axis"), bool(c.attr("inverse")))
+
+
 @reference_op("tract_core.cumsum")
 def cumsum(c: Call) -> torch.Tensor:
     x = c.args[0]

@@ -9,3 +9,4 @@ def ensure_registered() -> None:
     import t2ir.ops.nnef_ops  # noqa: F401  (NNEF-level signatures)
     import t2ir.ops.transformer  # noqa: F401  (t2ir.rms_norm, t2ir.rope, t2ir.silu)
     import t2ir.ops.experts  # noqa: F401  (t2ir.expert_linear)
+    import t2ir.ops.fft  # noqa: F401  (t2ir.fft)

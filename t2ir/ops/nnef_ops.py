@@ -59,6 +59,7 @@ _TABLE: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("tract_core.rms_norm", ("input",), ("axis", "eps")),
     ("tract_core.scaled_rms_norm", ("input", "scale"), ("axis", "eps")),
     ("tract_core.cumsum", ("input",), ("axis", "exclusive", "reverse")),
+    ("tract_core.fft", ("input",), ("axis", "inverse")),
     ("tract_core.topk", ("input", "k"), ("axis", "largest")),
     ("tract_core.scatter_nd", ("input", "indices", "updates"), ("reduction",)),
     ("tract_core.argmax_reduce_last", ("input",), ("axes",)),
