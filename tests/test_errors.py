@@ -147,6 +147,16 @@ def test_complex_dtype(tmp_path):
     assert "'complex64' is not supported" in msg
     assert "aten.view_as_complex" in msg and f"{THIS}:{line_of('complex')}" in msg
     assert "view_as_real" in msg  # what to do
+    assert "it meets aten.exp.default on complex values" in msg  # why the real-pair form stopped
+
+
+def test_complex_output_is_named(tmp_path):
+    class Spectrum(torch.nn.Module):
+        def forward(self, x):
+            return torch.fft.rfft(x)
+
+    msg = export_error(Spectrum(), (torch.randn(2, 8),), tmp_path)
+    assert "complex64" in msg and "it meets a complex graph output" in msg and "view_as_real" in msg
 
 
 def test_complex_input(tmp_path):

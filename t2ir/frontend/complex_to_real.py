@@ -61,7 +61,7 @@ class _Rewriter:
                 self.env[node] = self._rewrite(node)
             elif node.op in ("placeholder", "output") and (is_complex(node) or any(
                     is_complex(a) for a in node.all_input_nodes)):
-                raise _Unsupported(node.name)
+                raise _Unsupported(f"a complex graph {'input' if node.op == 'placeholder' else 'output'}")
             else:
                 self.env[node] = self.graph.node_copy(node, lambda n: self.env[n])
 
@@ -120,7 +120,7 @@ class _Rewriter:
             return self.call(aten.sqrt.default, self.call(aten.add.Tensor, *squares))
         if op in (aten._fft_r2c.default, aten._fft_c2c.default, aten._fft_c2r.default):
             return self._fft(node, args)
-        raise _Unsupported(str(op))
+        raise _Unsupported(f"{op} on complex values")
 
     # ---- Fourier transforms ----------------------------------------------------------------------
     def _fft(self, node: torch.fx.Node, args: list) -> torch.fx.Node:
@@ -254,12 +254,13 @@ _LAYOUT_OPS: dict = {
 }
 
 
-def lower_complex(graph: torch.fx.Graph) -> torch.fx.Graph:
-    """`graph` with its complex values carried as real pairs, or `graph` itself when it has none
-    or some complex op is not covered (the lifter then names it)."""
+def lower_complex(graph: torch.fx.Graph) -> tuple[torch.fx.Graph, Optional[str]]:
+    """`graph` with its complex values carried as real pairs, or `graph` itself and why not when
+    some complex value meets an op not covered or an input or output (the lifter then names the
+    op and the complex dtype)."""
     if not any(is_complex(n) for n in graph.nodes):
-        return graph
+        return graph, None
     try:
-        return _Rewriter(graph).run()
-    except _Unsupported:
-        return graph
+        return _Rewriter(graph).run(), None
+    except _Unsupported as e:
+        return graph, str(e)

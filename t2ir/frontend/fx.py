@@ -252,14 +252,16 @@ def _plain_sympy(expr: sympy.Basic) -> sympy.Basic:
 
 
 def tensor_type(val, where: str, problems: list[Problem], loc: Loc = Loc(),
-                symbols: Optional[SymbolTable] = None) -> TensorType:
+                symbols: Optional[SymbolTable] = None, complex_gap: Optional[str] = None) -> TensorType:
+    """`complex_gap`: why the graph's complex values could not be carried as real pairs."""
     symbols = symbols or SymbolTable()
     try:
         dtype = DType.from_torch(val.dtype)
     except UnsupportedDType as e:
-        hint = ("tract has no complex numbers: carry real and imaginary parts as real tensors "
-                "(torch.view_as_real)" if e.dtype_name.startswith("complex")
-                else "cast to a supported type in the model (e.g. .float())")
+        hint = ("tract has no complex numbers and t2ir carries them as real pairs only inside a graph"
+                + (f" (here it meets {complex_gap})" if complex_gap else "")
+                + ": return or take real and imaginary parts as real tensors (torch.view_as_real)"
+                if e.dtype_name.startswith("complex") else "cast to a supported type in the model (e.g. .float())")
         problems.append(Problem(str(e), where, loc, hint))
         dtype = DType.f32
     return TensorType(dtype, tuple(symbols.to_dim(d) for d in val.shape))
@@ -276,7 +278,8 @@ class FxLifter:
                  dim_names: Optional[dict[tuple[int, int], str]] = None,
                  weight_source: Optional[WeightSource] = None, name: str = "main"):
         self.ep = ep
-        self.graph = lower_complex(ep.graph)  # the nodes lifted: ep's, complex values as real pairs
+        # the nodes lifted: ep's, complex values as real pairs (or why they cannot be)
+        self.graph, self.complex_gap = lower_complex(ep.graph)
         self.input_names = list(input_names or [])
         self.output_names = list(output_names or [])
         self.dim_names = dict(dim_names or {})
@@ -404,7 +407,7 @@ class FxLifter:
             self.problems.append(Problem(str(e), name, loc, "use a dtype tract supports"))
             return
         vals = list(val) if isinstance(val, (list, tuple)) else [val]
-        types = [tensor_type(v, name, self.problems, loc, self.symbols) for v in vals if _is_tensor(v)]
+        types = [tensor_type(v, name, self.problems, loc, self.symbols, self.complex_gap) for v in vals if _is_tensor(v)]
         if len(types) != len(vals):
             self.problems.append(Problem("returns non-tensor values", name, loc))
             return
