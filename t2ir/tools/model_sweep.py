@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
@@ -41,6 +41,7 @@ class ModelSpec:
     name: str
     shape: tuple     # the traced example's shape (batch 1)
     spatial: tuple   # the axes that may be dynamic besides the batch
+    native: tuple = ()  # the size the model is made for, when the sweep tries a smaller one first
 
 
 @dataclass
@@ -120,7 +121,8 @@ def timm_specs() -> list[ModelSpec]:
         if not (cfg is not None and cfg.fixed_input_size):  # any size works: a small one, in whole patches
             patch = _patch_size(timm, name)
             h, w = (min(side, -(-SIDE["classification"] // p) * p) for side, p in zip((h, w), patch))
-        out.append(ModelSpec("timm", "timm", name, (1, c, h, w), (2, 3)))
+        native = (1, *cfg.input_size) if cfg is not None and cfg.input_size else (1, 3, 224, 224)
+        out.append(ModelSpec("timm", "timm", name, (1, c, h, w), (2, 3), native if native != (1, c, h, w) else ()))
     return out
 
 
@@ -222,6 +224,15 @@ def run_one(spec: ModelSpec, workdir: Path) -> SweepResult:
             if dynamic_spatial:
                 res.note = f"image size static: {_first_line(e)}"
             res.reason = _first_line(e)
+    if res.status != "passed" and spec.native:  # some models only take their own size (halo attention blocks)
+        native = replace(spec, shape=spec.native, native=())
+        res.dynamic, res.sizes = [], []
+        try:
+            _export_and_check(model, native, False, workdir, gen, res)
+            res.status = "passed"
+            res.note = f"at its own size {list(spec.native)[1:]}: at {list(spec.shape)[1:]}: {res.reason}"
+        except Exception as e:
+            res.reason = f"{res.reason}; at its own size {list(spec.native)[1:]}: {_first_line(e)}"
     if res.status == "passed":
         res.reason = res.note
     res.seconds = round(time.time() - began, 1)
@@ -324,7 +335,8 @@ def main(argv: Optional[list[str]] = None) -> None:
 
         torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
         d = json.loads(a.spec)
-        spec = ModelSpec(d["suite"], d["kind"], d["name"], tuple(d["shape"]), tuple(d["spatial"]))
+        spec = ModelSpec(d["suite"], d["kind"], d["name"], tuple(d["shape"]), tuple(d["spatial"]),
+                         tuple(d.get("native", ())))
         with tempfile.TemporaryDirectory(prefix="t2ir-sweep-") as work:
             print(json.dumps(asdict(run_one(spec, Path(work)))), flush=True)
     elif a.cmd == "run":

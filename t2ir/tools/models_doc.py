@@ -25,9 +25,11 @@ is compared with PyTorch eager: it passes when the largest difference of every o
 of that fails with a dynamic image size (the model pins the size, an op such as `ceil_mode`
 pooling needs static sizes, tract cannot prove two sizes equal, or torch.export's shape reasoning
 takes more than {spatial} s), the model is exported again with only the batch dynamic (`dynamic`
-column) and the reason column says why. Detection backbones take the image size their detector
-resizes to when it is fixed (SSD); timm models that embed patches take whole patches. Each model
-runs in its own process under a time limit.
+column) and the reason column says why. timm models are tried at a small size first (128 px, in
+whole patches for models that embed patches); one that fails at it in every way is tried once
+more at its own input size (its pretrained config's), batch dynamic only, and the reason column
+says so. Detection backbones take the image size their detector resizes to when it is fixed
+(SSD). Each model runs in its own process under a time limit.
 
 torchvision 0.28 (the release paired with torch 2.13) from PyPI is a CUDA build whose C++
 operators cannot load beside the CPU torch wheel; `t2ir.tools.torchvision_compat` imports it
