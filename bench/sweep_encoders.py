@@ -6,7 +6,7 @@ checked in tract.
 The everyday use of these models is not generation but a forward pass over a padded batch, so each
 model type is exported as `(input_ids, attention_mask) -> logits` with the batch and the sequence
 length dynamic (tract symbols B and S), from its config class's defaults with small sizes
-(tests/architectures.py, in encoder mode) and random weights. tract runs it at two sizes, (2, 7) and
+(tests/architectures.py, in encoder mode; tests/encoders.py builds and checks) and random weights. tract runs it at two sizes, (2, 7) and
 (3, 5), the second batch with padding at the end of one row, against transformers in eager mode:
 passing is a max absolute difference of the logits at the positions that are not padding of at most
 1e-4. Types run in worker processes, as in bench/sweep_architectures.py (whose machinery this
@@ -25,11 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_architectures import MAX_PARAMETERS, ROOT, _cell, _line, serve, sweep  # noqa: E402
-
-TOLERANCE = 1e-4
-SIZES = ((2, 7), (3, 5))  # (batch, sequence): the first is the traced example
-
+from sweep_architectures import ROOT, _cell, _line, serve, sweep  # noqa: E402
 
 def encoder_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -37,96 +33,39 @@ def encoder_types() -> list[str]:
     return sorted(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
-def _inputs(config, batch: int, seq: int, pad: bool):
-    """Random ids below the vocabulary and special ids; with `pad`, the last row is padded."""
-    import torch
-
-    g = torch.Generator().manual_seed(batch * 100 + seq)
-    ids = torch.randint(3, min(getattr(config, "vocab_size", 100) or 100, 100), (batch, seq), generator=g)
-    mask = torch.ones(batch, seq, dtype=torch.long)
-    if pad:
-        mask[-1, seq - 2:] = 0
-    return ids, mask
-
-
-class MaskedLM:
-    """`(input_ids, attention_mask) -> logits` over a transformers masked LM."""
-
-    @staticmethod
-    def wrap(model, takes_mask: bool):
-        import torch
-
-        class Wrapped(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.model = model
-
-            def forward(self, input_ids, attention_mask):
-                kwargs = {"attention_mask": attention_mask} if takes_mask else {}
-                return self.model(input_ids=input_ids, **kwargs).logits
-
-        return Wrapped().eval()
-
-
 def run_one(model_type: str, work: Path) -> dict:
     """Build, export and check one model type (in this process)."""
-    import inspect
-
-    import numpy as np
     import torch
-    from transformers import AutoModelForMaskedLM
 
-    import t2ir
-    from architectures import quiet, randomize_zero_init, tiny_config
-    from t2ir.tract_run import load_runnable
+    from architectures import quiet
+    from encoders import SIZES, TOLERANCE, MaskedLMLogits, TooLarge, build_masked_lm, export_and_check, inputs
 
     quiet()
     torch.set_num_threads(1)
     row = {"model_type": model_type, "category": "encoder", "reason": "", "variants": {}}
     try:
-        config = tiny_config(model_type, decoder=False)
-        with torch.device("meta"):  # counted before anything is allocated
-            size = sum(p.numel() for p in AutoModelForMaskedLM.from_config(config).parameters())
-        if size > MAX_PARAMETERS:
-            return {**row, "category": "not buildable",
-                    "reason": f"the shrunk config still has {size / 1e6:.0f} M parameters (sizes it does not shrink)"}
-        torch.manual_seed(0)
-        model = AutoModelForMaskedLM.from_config(config, attn_implementation="eager").eval()
-        randomize_zero_init(model, 0)
+        model, config = build_masked_lm(model_type)
+    except TooLarge as e:
+        return {**row, "category": "not buildable", "reason": str(e)}
     except Exception as e:
         return {**row, "category": "not buildable", "reason": f"tiny config does not build: {_line(e)}"}
-    takes_mask = "attention_mask" in inspect.signature(model.forward).parameters
-    wrapped = MaskedLM.wrap(model, takes_mask)
-    result = {"passed": False}
-    start = time.time()
-    example = _inputs(config, *SIZES[0], pad=False)
     try:
         with torch.no_grad():
-            wrapped(*example)
+            MaskedLMLogits(model)(*inputs(config, *SIZES[0], pad=False))
     except Exception as e:  # some need inputs or config values this sweep does not give
         return {**row, "category": "not buildable", "reason": f"does not run in eager PyTorch: {_line(e)}"}
+    result = {"passed": False}
+    start = time.time()
     try:
-        out = Path(tempfile.mkdtemp(dir=work)) / "model"
-        t2ir.export(wrapped, example, out, input_names=["input_ids", "attention_mask"],
-                    dynamic_axes={"input_ids": {0: "B", 1: "S"}, "attention_mask": {0: "B", 1: "S"}})
-        runnable = load_runnable(out)
-        diffs = []
-        for (batch, seq), pad in zip(SIZES, (False, True)):
-            ids, mask = _inputs(config, batch, seq, pad)
-            with torch.no_grad():
-                want = wrapped(ids, mask).numpy()
-            got = runnable.run([ids.numpy(), mask.numpy()])[0].to_numpy()
-            kept = mask.numpy().astype(bool)  # logits at padding positions are not defined alike
-            diffs.append(float(np.abs(got - want)[kept].max()))
-        result.update(max_diff=max(diffs), passed=max(diffs) <= TOLERANCE)
+        diff = export_and_check(model, config, Path(tempfile.mkdtemp(dir=work)) / "model")
+        result.update(max_diff=diff, passed=diff <= TOLERANCE)
         if not result["passed"]:
-            result["error"] = f"max |diff| {max(diffs):.3g} > {TOLERANCE:g}"
+            result["error"] = f"max |diff| {diff:.3g} > {TOLERANCE:g}"
     except Exception as e:
         result["error"] = _line(e)
         result["trace"] = traceback.format_exc()[-3000:]
     result["seconds"] = round(time.time() - start, 1)
     row["variants"]["f32"] = result
-    row["attention_mask"] = takes_mask
     return row
 
 
@@ -159,7 +98,7 @@ def write_table(work: Path, out: Path) -> None:
         "in transformers' masked-LM auto mapping, built from its config class with small sizes and random "
         "weights (eager attention), exported with `t2ir.export` as `(input_ids, attention_mask) -> logits` "
         "with the batch and sequence dynamic, and run in tract at (2, 7) and (3, 5) with padding in one row, "
-        f"against transformers; a pass is a max absolute difference of at most {TOLERANCE:g} at the "
+        "against transformers; a pass is a max absolute difference of at most 1e-4 at the "
         "positions that are not padding.",
         "",
         "Regenerate with `python bench/sweep_encoders.py --fresh` (about 10 minutes on 2 cores).",
