@@ -195,7 +195,7 @@ def _first_line(e: BaseException) -> str:
     return text[:300]
 
 
-def run_one(spec: ModelSpec, workdir: Path) -> SweepResult:
+def run_one(spec: ModelSpec, workdir: Path, spatial_seconds: int = 0) -> SweepResult:
     """Export with a dynamic batch and image size, then compare tract with eager at two sizes;
     when that fails anywhere (the model pins the image size, an op needs static sizes), again
     with the batch dynamic only, and the first failure is kept as the row's note."""
@@ -213,7 +213,7 @@ def run_one(spec: ModelSpec, workdir: Path) -> SweepResult:
     for dynamic_spatial in ((True, False) if spec.spatial else (False,)):
         res.dynamic, res.sizes, res.max_diff, res.rel_diff = [], [], None, None
         try:
-            with time_limit(SPATIAL_SECONDS if dynamic_spatial else 0):
+            with time_limit((spatial_seconds or SPATIAL_SECONDS) if dynamic_spatial else 0):
                 _export_and_check(model, spec, dynamic_spatial, workdir, gen, res)
             res.status = "passed"
             break
@@ -287,7 +287,7 @@ def specs(suite: str) -> list[ModelSpec]:
         (timm_specs() if suite in ("timm", "all") else [])
 
 
-def run(suite: str, out: Path, names: list[str], timeout: int, skip_done: bool) -> None:
+def run(suite: str, out: Path, names: list[str], timeout: int, skip_done: bool, spatial_seconds: int = 0) -> None:
     """Each model of the suite (only `names`, in that order, when given) in its own process."""
     done = set()
     if skip_done and out.exists():
@@ -297,7 +297,8 @@ def run(suite: str, out: Path, names: list[str], timeout: int, skip_done: bool) 
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, spec in enumerate(todo, 1):
         began = time.time()
-        args = [sys.executable, "-m", "t2ir.tools.model_sweep", "one", json.dumps(asdict(spec))]
+        args = [sys.executable, "-m", "t2ir.tools.model_sweep", "one", json.dumps(asdict(spec)),
+                "--spatial-seconds", str(spatial_seconds or SPATIAL_SECONDS)]
         try:
             proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
                                   env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -325,8 +326,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     r.add_argument("--models", default="", help="only these names (comma-separated)")
     r.add_argument("--timeout", type=int, default=900, help="seconds per model")
     r.add_argument("--skip-done", action="store_true", help="skip models already in --out")
+    r.add_argument("--spatial-seconds", type=int, default=SPATIAL_SECONDS,
+                   help="time for the export with a dynamic image size before the batch-only one")
     o = sub.add_parser("one", help=argparse.SUPPRESS)
     o.add_argument("spec")
+    o.add_argument("--spatial-seconds", type=int, default=SPATIAL_SECONDS)
     rep = sub.add_parser("report", help="docs/models.md from results")
     rep.add_argument("results", type=Path)
     a = p.parse_args(argv)
@@ -338,9 +342,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         spec = ModelSpec(d["suite"], d["kind"], d["name"], tuple(d["shape"]), tuple(d["spatial"]),
                          tuple(d.get("native", ())))
         with tempfile.TemporaryDirectory(prefix="t2ir-sweep-") as work:
-            print(json.dumps(asdict(run_one(spec, Path(work)))), flush=True)
+            print(json.dumps(asdict(run_one(spec, Path(work), a.spatial_seconds))), flush=True)
     elif a.cmd == "run":
-        run(a.suite, a.out, [n for n in a.models.split(",") if n], a.timeout, a.skip_done)
+        run(a.suite, a.out, [n for n in a.models.split(",") if n], a.timeout, a.skip_done, a.spatial_seconds)
     else:
         from t2ir.tools.models_doc import render
 

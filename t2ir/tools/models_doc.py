@@ -24,7 +24,8 @@ is compared with PyTorch eager: it passes when the largest difference of every o
 {tolerance:g} of that output's largest value (random weights give outputs of any scale). When any
 of that fails with a dynamic image size (the model pins the size, an op such as `ceil_mode`
 pooling needs static sizes, tract cannot prove two sizes equal, or torch.export's shape reasoning
-takes more than {spatial} s), the model is exported again with only the batch dynamic (`dynamic`
+takes more than its budget: {spatial} s by default, less in runs made with `--spatial-seconds`; the
+note says which), the model is exported again with only the batch dynamic (`dynamic`
 column) and the reason column says why. timm models are tried at a small size first (128 px, in
 whole patches for models that embed patches); one that fails at it in every way is tried once
 more at its own input size (its pretrained config's), batch dynamic only, and the reason column
