@@ -551,6 +551,7 @@ SHAPE_ARITHMETIC = [  # sizes torch computes with floor / ceil / modulo / min, a
     c("chunk_odd", lambda a: a.chunk(2, -1)[1] * 2, X("B", "S")),
     c("pad_to_multiple", lambda a: F.pad(a, (0, (4 - a.shape[-1] % 4) % 4)), X("B", "S")),
     c("adaptive_avg_pool_uneven", lambda a: F.adaptive_avg_pool1d(a, 3), X("B", 2, "L")),
+    c("adaptive_avg_pool2d_dynamic", lambda a: F.adaptive_avg_pool2d(a, (7, 5)), X("B", 2, "S", "L"), dtypes=F16),
     c("adaptive_max_pool2d_dynamic", lambda a: F.adaptive_max_pool2d(a, (2, 3)), X("B", 2, "S", "L")),
     c("arange_float_dynamic", lambda a: a * torch.arange(a.shape[-1]) / a.shape[-1], X("B", "L")),
     c("size_ratio", lambda a: a * ((a.shape[1] - 1) / (2 * a.shape[1] - 1)), X("B", "L")),

@@ -10,7 +10,7 @@ from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
 from t2ir.errors import TranslationError
-from t2ir.types import DType
+from t2ir.types import DType, TensorType
 
 
 def _spatial(v, n: int) -> list:
@@ -189,29 +189,80 @@ def _even_kernel(x: Value, out_size: list[int]) -> list[int] | None:
 
 
 def _adaptive_by_windows(ctx: LowerContext, x: Value, out_size: list[int], reduce_op: str) -> Value:
-    """Adaptive pooling of any (even symbolic) size: window i of an axis of length L spans
-    [floor(i * L / o), ceil((i + 1) * L / o)); each window is reduced and the results are
-    concatenated, one axis after the other (a mean or max over a rectangle is the mean or max
-    over its rows of the one over its columns)."""
+    """Adaptive pooling of any (even symbolic) size, one axis after the other (a mean or max over
+    a rectangle is the mean or max over its rows of the one over its columns). A mean over a
+    symbolic axis among the last two is a product with an averaging matrix built in the graph:
+    the windows of such an axis would be o slices with symbolic bounds, and tract's optimizer
+    takes minutes over their concatenation (VGG's 7 x 7 pool on a dynamic image)."""
+    for axis, o in zip(range(2, x.rank), out_size):
+        if x.shape[axis] == o:
+            continue
+        if reduce_op == "nnef.mean_reduce" and not isinstance(x.shape[axis], int) and axis >= x.rank - 2:
+            x = _mean_by_matrix(ctx, x, axis, o)
+        else:
+            x = _windows(ctx, x, axis, o, reduce_op)
+    return x
+
+
+def _windows(ctx: LowerContext, x: Value, axis: int, o: int, reduce_op: str) -> Value:
+    """Window i of an axis of length L spans [floor(i * L / o), ceil((i + 1) * L / o)); each is
+    reduced and the results concatenated."""
     import sympy
 
-    for axis, o in zip(range(2, x.rank), out_size):
-        n = x.shape[axis]
-        if n == o:
-            continue
-        pieces = []
-        for i in range(o):
-            begin = sympy.floor(sympy.Integer(i) * n / o)
-            end = sympy.ceiling(sympy.Integer(i + 1) * n / o)
-            begin, end = (int(v) if v.is_Integer else v for v in (begin, end))
-            window = ctx.emit("nnef.slice", [x], x.type.with_shape(
-                tuple(end - begin if a == axis else d for a, d in enumerate(x.shape))), axes=[axis], begin=[begin],
-                end=[end])
-            pieces.append(ctx.emit(reduce_op, [window], x.type.with_shape(
-                tuple(1 if a == axis else d for a, d in enumerate(x.shape))), axes=[axis]))
-        x = ctx.emit("nnef.concat", pieces, x.type.with_shape(
-            tuple(o if a == axis else d for a, d in enumerate(x.shape))), axis=axis) if o > 1 else pieces[0]
-    return x
+    n = x.shape[axis]
+    pieces = []
+    for i in range(o):
+        begin = sympy.floor(sympy.Integer(i) * n / o)
+        end = sympy.ceiling(sympy.Integer(i + 1) * n / o)
+        begin, end = (int(v) if v.is_Integer else v for v in (begin, end))
+        window = ctx.emit("nnef.slice", [x], x.type.with_shape(
+            tuple(end - begin if a == axis else d for a, d in enumerate(x.shape))), axes=[axis], begin=[begin],
+            end=[end])
+        pieces.append(ctx.emit(reduce_op, [window], x.type.with_shape(
+            tuple(1 if a == axis else d for a, d in enumerate(x.shape))), axes=[axis]))
+    if o == 1:
+        return pieces[0]
+    return ctx.emit("nnef.concat", pieces, x.type.with_shape(
+        tuple(o if a == axis else d for a, d in enumerate(x.shape))), axis=axis)
+
+
+def _mean_by_matrix(ctx: LowerContext, x: Value, axis: int, o: int) -> Value:
+    """The window means along `axis` (one of the last two) as x times an [o, L] matrix whose row
+    i is 1 / size over window i (the windows as in `_windows`, computed from L in the graph)."""
+    import torch
+
+    from t2ir.ops.aten._util import symbol_scalar
+    from t2ir.ops.aten.elementwise import binary
+
+    n = x.shape[axis]
+    i64 = TensorType(DType.i64, (o,))
+    length = unsqueeze_to_rank(ctx, symbol_scalar(ctx, n, DType.i64), 1)
+    first = ctx.const(f"{ctx.node.outputs[0].name}_windows", torch.arange(o))
+    begin = binary(ctx, "nnef.div", ctx.emit("nnef.mul", [first, length], i64), o, DType.i64, i64)
+    end_sum = binary(ctx, "nnef.add", ctx.emit("nnef.mul", [binary(ctx, "nnef.add", first, 1, DType.i64, i64), length],
+                                               i64), o - 1, DType.i64, i64)
+    end = binary(ctx, "nnef.div", end_sum, o, DType.i64, i64)
+    positions = ctx.emit("tract_core.range", [], TensorType(DType.i64, (n,)), start=0, end=n, step=1)
+    grid = TensorType(DType.i64, (o, n))
+    row = ctx.emit("nnef.unsqueeze", [positions], TensorType(DType.i64, (1, n)), axes=[0])
+    # position - bound compared with 0 (tract reads position-vs-bound comparisons symbolically)
+    after_begin = binary(ctx, "nnef.ge", _column_minus(ctx, row, begin, grid), 0, DType.i64, grid.with_dtype(DType.bool))
+    before_end = binary(ctx, "nnef.lt", _column_minus(ctx, row, end, grid), 0, DType.i64, grid.with_dtype(DType.bool))
+    inside = ctx.emit("nnef.and", [after_begin, before_end], grid.with_dtype(DType.bool))
+    sizes = ctx.cast(ctx.emit("nnef.sub", [end, begin], i64), x.dtype)
+    sizes = ctx.emit("nnef.unsqueeze", [sizes], sizes.type.with_shape((o, 1)), axes=[1])
+    weights = ctx.emit("nnef.div", [ctx.cast(inside, x.dtype), sizes], grid.with_dtype(x.dtype))
+    weights = unsqueeze_to_rank(ctx, weights, x.rank)
+    out = x.type.with_shape(tuple(o if a == axis else d for a, d in enumerate(x.shape)))
+    if axis == x.rank - 1:
+        return ctx.emit("nnef.matmul", [x, weights], out, transposeB=True)
+    return ctx.emit("nnef.matmul", [weights, x], out)
+
+
+def _column_minus(ctx: LowerContext, row: Value, column: Value, grid) -> Value:
+    """row [1, n] - column [o] as [o, n]."""
+    col = ctx.emit("nnef.unsqueeze", [column], column.type.with_shape((column.shape[0], 1)), axes=[1])
+    return ctx.emit("nnef.sub", [row, col], grid)
 
 
 @builtin("aten.adaptive_avg_pool1d", "aten.adaptive_avg_pool2d", "aten.adaptive_avg_pool3d",
