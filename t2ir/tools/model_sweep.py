@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from t2ir.tools.time_limit import Expired, time_limit
 
 # tract passes when max |tract - torch| <= TOLERANCE * max |torch| for every output (random
 # weights give outputs of any scale, so the bound follows the output's own)
@@ -195,10 +194,10 @@ def _first_line(e: BaseException) -> str:
     return text[:300]
 
 
-def run_one(spec: ModelSpec, workdir: Path, spatial_seconds: int = 0) -> SweepResult:
-    """Export with a dynamic batch and image size, then compare tract with eager at two sizes;
-    when that fails anywhere (the model pins the image size, an op needs static sizes), again
-    with the batch dynamic only, and the first failure is kept as the row's note."""
+def run_one(spec: ModelSpec, workdir: Path, dynamic_spatial: bool) -> SweepResult:
+    """One attempt: export (with a dynamic image size or the batch dynamic only), then compare
+    tract with eager at two sizes. A batch-only attempt that fails at the sweep's small size is
+    tried again at the model's own size when it has one."""
     import torch
 
     began = time.time()
@@ -210,31 +209,21 @@ def run_one(spec: ModelSpec, workdir: Path, spatial_seconds: int = 0) -> SweepRe
         return res
     res.params = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(0)
-    for dynamic_spatial in ((True, False) if spec.spatial else (False,)):
-        res.dynamic, res.sizes, res.max_diff, res.rel_diff = [], [], None, None
-        try:
-            with time_limit((spatial_seconds or SPATIAL_SECONDS) if dynamic_spatial else 0):
-                _export_and_check(model, spec, dynamic_spatial, workdir, gen, res)
-            res.status = "passed"
-            break
-        except Expired as e:  # (only the dynamic-image attempt has a limit of its own)
-            res.reason = f"the export with a dynamic image size {e}"
-            res.note = f"image size static: {res.reason}"
-        except Exception as e:
-            if dynamic_spatial:
-                res.note = f"image size static: {_first_line(e)}"
-            res.reason = _first_line(e)
-    if res.status != "passed" and spec.native:  # some models only take their own size (halo attention blocks)
+    try:
+        _export_and_check(model, spec, dynamic_spatial, workdir, gen, res)
+        res.status = "passed"
+    except Exception as e:
+        res.reason = _first_line(e)
+    if res.status != "passed" and not dynamic_spatial and spec.native:  # some take only their own size (halo blocks)
         native = replace(spec, shape=spec.native, native=())
         res.dynamic, res.sizes = [], []
         try:
             _export_and_check(model, native, False, workdir, gen, res)
             res.status = "passed"
             res.note = f"at its own size {list(spec.native)[1:]}: at {list(spec.shape)[1:]}: {res.reason}"
+            res.reason = res.note
         except Exception as e:
             res.reason = f"{res.reason}; at its own size {list(spec.native)[1:]}: {_first_line(e)}"
-    if res.status == "passed":
-        res.reason = res.note
     res.seconds = round(time.time() - began, 1)
     return res
 
@@ -288,7 +277,8 @@ def specs(suite: str) -> list[ModelSpec]:
 
 
 def run(suite: str, out: Path, names: list[str], timeout: int, skip_done: bool, spatial_seconds: int = 0) -> None:
-    """Each model of the suite (only `names`, in that order, when given) in its own process."""
+    """Each model of the suite (only `names`, in that order, when given), each attempt in its own
+    process: a time limit holds even inside tract's optimizer, which a signal cannot interrupt."""
     done = set()
     if skip_done and out.exists():
         done = {(r["suite"], r["name"]) for r in map(json.loads, out.read_text().splitlines()) if r}
@@ -296,25 +286,48 @@ def run(suite: str, out: Path, names: list[str], timeout: int, skip_done: bool, 
     todo.sort(key=lambda s: names.index(s.name) if names else 0)
     out.parent.mkdir(parents=True, exist_ok=True)
     for i, spec in enumerate(todo, 1):
-        began = time.time()
-        args = [sys.executable, "-m", "t2ir.tools.model_sweep", "one", json.dumps(asdict(spec)),
-                "--spatial-seconds", str(spatial_seconds or SPATIAL_SECONDS)]
-        try:
-            proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, "PYTHONWARNINGS": "ignore"})
-            lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-            if lines:
-                result = json.loads(lines[-1])
-            else:
-                tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                result = asdict(SweepResult(spec.suite, spec.kind, spec.name,
-                                            reason=f"the process died (exit {proc.returncode}): {tail[:200]}"))
-        except subprocess.TimeoutExpired:
-            result = asdict(SweepResult(spec.suite, spec.kind, spec.name, reason=f"took more than {timeout} s"))
-        result["seconds"] = round(time.time() - began, 1)
+        result = sweep_model(spec, timeout, spatial_seconds or SPATIAL_SECONDS)
         with open(out, "a") as f:
             f.write(json.dumps(result) + "\n")
         print(f"[{i}/{len(todo)}] {spec.suite} {spec.name}: {result['status']} {result['reason'][:120]}", flush=True)
+
+
+def sweep_model(spec: ModelSpec, timeout: int, spatial_seconds: int) -> dict:
+    """With a dynamic image size first (within `spatial_seconds`), then the batch dynamic only
+    (within what is left of `timeout`); the first failure is kept as the row's note."""
+    began = time.time()
+    if not spec.spatial:
+        result = _attempt(spec, False, timeout)
+    else:
+        result = _attempt(spec, True, min(spatial_seconds, timeout))
+        if result["status"] != "passed":
+            why = result["reason"]
+            if why.startswith("took more than"):
+                why = f"the export with a dynamic image size {why}"
+            note = f"image size static: {why}"
+            result = _attempt(spec, False, max(1, int(timeout - (time.time() - began))))
+            result["note"] = f"{note}; {result['note']}" if result.get("note") else note
+            if result["status"] == "passed":
+                result["reason"] = result["note"]
+    result["seconds"] = round(time.time() - began, 1)
+    return result
+
+
+def _attempt(spec: ModelSpec, dynamic_spatial: bool, timeout: int) -> dict:
+    """One run_one in a fresh process, killed after `timeout` seconds."""
+    args = [sys.executable, "-m", "t2ir.tools.model_sweep", "one", json.dumps(asdict(spec))]
+    args += ["--dynamic-image"] if dynamic_spatial else []
+    try:
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    except subprocess.TimeoutExpired:
+        return asdict(SweepResult(spec.suite, spec.kind, spec.name, reason=f"took more than {timeout} s"))
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if lines:
+        return json.loads(lines[-1])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return asdict(SweepResult(spec.suite, spec.kind, spec.name,
+                              reason=f"the process died (exit {proc.returncode}): {tail[:200]}"))
 
 
 def main(argv: Optional[list[str]] = None) -> None:
@@ -330,7 +343,7 @@ def main(argv: Optional[list[str]] = None) -> None:
                    help="time for the export with a dynamic image size before the batch-only one")
     o = sub.add_parser("one", help=argparse.SUPPRESS)
     o.add_argument("spec")
-    o.add_argument("--spatial-seconds", type=int, default=SPATIAL_SECONDS)
+    o.add_argument("--dynamic-image", action="store_true", help="the image size dynamic too")
     rep = sub.add_parser("report", help="docs/models.md from results")
     rep.add_argument("results", type=Path)
     a = p.parse_args(argv)
@@ -342,7 +355,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         spec = ModelSpec(d["suite"], d["kind"], d["name"], tuple(d["shape"]), tuple(d["spatial"]),
                          tuple(d.get("native", ())))
         with tempfile.TemporaryDirectory(prefix="t2ir-sweep-") as work:
-            print(json.dumps(asdict(run_one(spec, Path(work), a.spatial_seconds))), flush=True)
+            print(json.dumps(asdict(run_one(spec, Path(work), a.dynamic_image))), flush=True)
     elif a.cmd == "run":
         run(a.suite, a.out, [n for n in a.models.split(",") if n], a.timeout, a.skip_done, a.spatial_seconds)
     else:
