@@ -10,16 +10,12 @@ sweep does."""
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
-import subprocess
-import sys
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
-from t2ir.tools.model_sweep import ModelSpec
+from t2ir.tools.model_sweep import ModelSpec, sweep_model
 
 VISION = Path(__file__).resolve().parents[1] / ".vision"
 
@@ -49,11 +45,10 @@ MODELS = [
 
 
 @pytest.mark.parametrize("spec", MODELS, ids=lambda s: s.name)
-def test_model(spec):
-    proc = subprocess.run([sys.executable, "-m", "t2ir.tools.model_sweep", "one", json.dumps(asdict(spec))],
-                          capture_output=True, text=True, env={**ENV, "PYTHONWARNINGS": "ignore"}, timeout=600)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, proc.stderr[-2000:]
-    result = json.loads(lines[-1])
+def test_model(spec, monkeypatch):
+    """As the sweep runs it: a dynamic image size first, the batch only when that fails."""
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    result = sweep_model(spec, timeout=600, spatial_seconds=300)
     assert result["status"] == "passed", result["reason"]
     assert "batch" in result["dynamic"] and len(result["sizes"]) == 2
