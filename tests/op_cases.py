@@ -213,6 +213,13 @@ ACTIVATIONS = [
     m("prelu", lambda: nn.PReLU(4), X("B", 4, 5)),
 ]
 
+def _windows_then_linear(x, w, b):
+    """A linear over [windows * B, 2, 2, C] (Hiera, Swin): tract folds the reshape into the product."""
+    n = x.shape[0]
+    y = x.view(n, 2, 2, 2, 2, 8).permute(0, 1, 3, 2, 4, 5).reshape(n * 4, 2, 2, 8)
+    return F.linear(y, w, b)
+
+
 LINALG = [
     c("matmul_2d", torch.matmul, X("S", 4), X(4, 5), dtypes=F16),
     c("matmul_batched", torch.matmul, X("B", 3, 4), X("B", 4, 5), dtypes=ALL),
@@ -225,6 +232,7 @@ LINALG = [
     c("bmm", torch.bmm, X("B", 3, 4), X("B", 4, 2), dtypes=F16),
     m("linear", lambda: nn.Linear(8, 6), X("B", "S", 8), dtypes=F16),
     m("linear_2d_nobias", lambda: nn.Linear(8, 6, bias=False), X("B", 8)),
+    c("linear_rank4_after_window_split", _windows_then_linear, X("B", 4, 4, 8), X(6, 8), X(6), dtypes=F16),
     c("linear_functional", lambda x, w, b: F.linear(x, w, b), X("B", 8), X(3, 8), X(3)),
     c("addmm", lambda b, x, y: torch.addmm(b, x, y, beta=0.5, alpha=2.0), X(6), X("B", 4), X(4, 6)),
     c("einsum_bmm", lambda a, b: torch.einsum("bij,bjk->bik", a, b), X("B", 3, 4), X("B", 4, 5), dtypes=F16),

@@ -27,7 +27,15 @@ def add_bias(ctx: LowerContext, y: Value, bias: Value | None) -> Value:
 
 
 def linear_matmul(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Value:
-    """x [..., K] @ w[N, K]^T; the weight keeps PyTorch's [out, in] layout (Q4_0 needs it)."""
+    """x [..., K] @ w[N, K]^T; the weight keeps PyTorch's [out, in] layout (Q4_0 needs it).
+
+    Inputs of rank 4 and more are an einsum with the weight as it is: as a matmul the weight
+    would get unit axes up to x's rank, and tract 0.23.9 then fails folding a reshape that splits
+    x's first axis into the product ("Incompatible reshape ... [1, 1, N, K]": Hiera's windows)."""
+    if x.rank >= 4:
+        letters = string.ascii_lowercase[: x.rank - 1]
+        return ctx.emit("tract_core.einsum", [x, w], out, expr=f"{letters}k,nk->{letters}n", acc=out.dtype.value,
+                        output="")
     if x.rank == 1:
         x1 = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,) + tuple(x.shape)), axes=[0])
         y = ctx.emit("nnef.matmul", [x1, w], out.with_shape((1,) + tuple(out.shape)), transposeB=True)
