@@ -114,7 +114,7 @@ class _Rewriter:
             for i in range(0, len(args[1]), 2):  # (before, after) pairs from the last axis
                 pair = self._zero_padded(pair, rank - 1 - i // 2, args[1][i], args[1][i + 1])
             return pair
-        if op is aten.abs.default:
+        if op is aten.abs.default and is_complex(node.args[0]):
             real, imag = self.parts(node.args[0])
             squares = [self.call(aten.mul.Tensor, v, v) for v in (real, imag)]
             return self.call(aten.sqrt.default, self.call(aten.add.Tensor, *squares))
@@ -159,11 +159,11 @@ class _Rewriter:
         if not (isinstance(before, int) and isinstance(after, int)) or before < 0 or after < 0:
             raise _Unsupported("padding a complex tensor by a dynamic or negative amount")
         shape = list(pair.meta["val"].shape)
-        parts = []
-        for amount, side in ((before, 0), (after, 1)):
-            if amount:
-                parts.append((side, self.call(aten.new_zeros.default, pair, [*shape[:axis], amount, *shape[axis + 1:]])))
-        pieces = [z for side, z in parts if side == 0] + [pair] + [z for side, z in parts if side == 1]
+
+        def zeros(amount: int) -> list[torch.fx.Node]:
+            return [self.call(aten.new_zeros.default, pair, [*shape[:axis], amount, *shape[axis + 1:]])] if amount else []
+
+        pieces = [*zeros(before), pair, *zeros(after)]
         return pair if len(pieces) == 1 else self.call(aten.cat.default, pieces, axis)
 
     def _transform(self, pair: torch.fx.Node, dims: list[int], inverse: bool) -> torch.fx.Node:
