@@ -560,6 +560,8 @@ SHAPE_ARITHMETIC = [  # sizes torch computes with floor / ceil / modulo / min, a
     c("pad_to_multiple", lambda a: F.pad(a, (0, (4 - a.shape[-1] % 4) % 4)), X("B", "S")),
     c("adaptive_avg_pool_uneven", lambda a: F.adaptive_avg_pool1d(a, 3), X("B", 2, "L")),
     c("adaptive_avg_pool2d_dynamic", lambda a: F.adaptive_avg_pool2d(a, (7, 5)), X("B", 2, "S", "L"), dtypes=F16),
+    c("adaptive_avg_pool2d_symbolic_output",  # timm's VGG head: at least 7 x 7
+      lambda a: F.adaptive_avg_pool2d(a, (max(7, a.shape[-2]), max(7, a.shape[-1]))), X("B", 2, "S", "L")),
     c("adaptive_max_pool2d_dynamic", lambda a: F.adaptive_max_pool2d(a, (2, 3)), X("B", 2, "S", "L")),
     c("arange_float_dynamic", lambda a: a * torch.arange(a.shape[-1]) / a.shape[-1], X("B", "L")),
     c("size_ratio", lambda a: a * ((a.shape[1] - 1) / (2 * a.shape[1] - 1)), X("B", "L")),

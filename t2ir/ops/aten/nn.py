@@ -197,7 +197,8 @@ def _adaptive_by_windows(ctx: LowerContext, x: Value, out_size: list[int], reduc
     for axis, o in zip(range(2, x.rank), out_size):
         if x.shape[axis] == o:
             continue
-        if reduce_op == "nnef.mean_reduce" and not isinstance(x.shape[axis], int) and axis >= x.rank - 2:
+        symbolic = not (isinstance(x.shape[axis], int) and isinstance(o, int))
+        if reduce_op == "nnef.mean_reduce" and symbolic and axis >= x.rank - 2:
             x = _mean_by_matrix(ctx, x, axis, o)
         else:
             x = _windows(ctx, x, axis, o, reduce_op)
@@ -237,11 +238,16 @@ def _mean_by_matrix(ctx: LowerContext, x: Value, axis: int, o: int) -> Value:
     n = x.shape[axis]
     i64 = TensorType(DType.i64, (o,))
     length = unsqueeze_to_rank(ctx, symbol_scalar(ctx, n, DType.i64), 1)
-    first = ctx.const(f"{ctx.node.outputs[0].name}_windows", torch.arange(o))
-    begin = binary(ctx, "nnef.div", ctx.emit("nnef.mul", [first, length], i64), o, DType.i64, i64)
+    if isinstance(o, int):
+        first, count = ctx.const(f"{ctx.node.outputs[0].name}_windows", torch.arange(o)), o
+    else:  # the output size is symbolic too (timm's VGG pools to max(7, H))
+        first = ctx.emit("tract_core.range", [], i64, start=0, end=o, step=1)
+        count = unsqueeze_to_rank(ctx, symbol_scalar(ctx, o, DType.i64), 1)
+    begin = binary(ctx, "nnef.div", ctx.emit("nnef.mul", [first, length], i64), count, DType.i64, i64)
     end_sum = binary(ctx, "nnef.add", ctx.emit("nnef.mul", [binary(ctx, "nnef.add", first, 1, DType.i64, i64), length],
-                                               i64), o - 1, DType.i64, i64)
-    end = binary(ctx, "nnef.div", end_sum, o, DType.i64, i64)
+                                               i64), binary(ctx, "nnef.sub", count, 1, DType.i64, i64) if
+                     isinstance(count, Value) else count - 1, DType.i64, i64)
+    end = binary(ctx, "nnef.div", end_sum, count, DType.i64, i64)
     positions = ctx.emit("tract_core.range", [], TensorType(DType.i64, (n,)), start=0, end=n, step=1)
     grid = TensorType(DType.i64, (o, n))
     row = ctx.emit("nnef.unsqueeze", [positions], TensorType(DType.i64, (1, n)), axes=[0])
