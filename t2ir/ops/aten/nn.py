@@ -227,7 +227,7 @@ def _windows(ctx: LowerContext, x: Value, axis: int, o: int, reduce_op: str) -> 
         tuple(o if a == axis else d for a, d in enumerate(x.shape))), axis=axis)
 
 
-def _mean_by_matrix(ctx: LowerContext, x: Value, axis: int, o: int) -> Value:
+def _mean_by_matrix(ctx: LowerContext, x: Value, axis: int, o) -> Value:
     """The window means along `axis` (one of the last two) as x times an [o, L] matrix whose row
     i is 1 / size over window i (the windows as in `_windows`, computed from L in the graph)."""
     import torch
@@ -239,14 +239,13 @@ def _mean_by_matrix(ctx: LowerContext, x: Value, axis: int, o: int) -> Value:
     i64 = TensorType(DType.i64, (o,))
     length = unsqueeze_to_rank(ctx, symbol_scalar(ctx, n, DType.i64), 1)
     if isinstance(o, int):
-        first, count = ctx.const(f"{ctx.node.outputs[0].name}_windows", torch.arange(o)), o
+        first, count, below = ctx.const(f"{ctx.node.outputs[0].name}_windows", torch.arange(o)), o, o - 1
     else:  # the output size is symbolic too (timm's VGG pools to max(7, H))
         first = ctx.emit("tract_core.range", [], i64, start=0, end=o, step=1)
-        count = unsqueeze_to_rank(ctx, symbol_scalar(ctx, o, DType.i64), 1)
+        count, below = (unsqueeze_to_rank(ctx, symbol_scalar(ctx, d, DType.i64), 1) for d in (o, o - 1))
     begin = binary(ctx, "nnef.div", ctx.emit("nnef.mul", [first, length], i64), count, DType.i64, i64)
-    end_sum = binary(ctx, "nnef.add", ctx.emit("nnef.mul", [binary(ctx, "nnef.add", first, 1, DType.i64, i64), length],
-                                               i64), binary(ctx, "nnef.sub", count, 1, DType.i64, i64) if
-                     isinstance(count, Value) else count - 1, DType.i64, i64)
+    after = binary(ctx, "nnef.add", first, 1, DType.i64, i64)
+    end_sum = binary(ctx, "nnef.add", ctx.emit("nnef.mul", [after, length], i64), below, DType.i64, i64)
     end = binary(ctx, "nnef.div", end_sum, count, DType.i64, i64)
     positions = ctx.emit("tract_core.range", [], TensorType(DType.i64, (n,)), start=0, end=n, step=1)
     grid = TensorType(DType.i64, (o, n))
