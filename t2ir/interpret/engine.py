@@ -194,7 +194,7 @@ def evaluate_node(node: Node, args: list[torch.Tensor], sizes: dict[sympy.Symbol
     try:
         if node.op in REFERENCE:
             result = REFERENCE[node.op](_call(node, args, attrs))
-        elif is_nnef_level(node.op) or node.namespace == "t2ir":
+        elif is_nnef_level(node.op) or (node.namespace == "t2ir" and not _torch_has(node.op)):
             raise InterpretError(f"{node.op} has no reference implementation: register one with "
                                  "@t2ir.interpret.reference_op")
         else:
@@ -264,6 +264,15 @@ def _torch_arg(value: Any, tensors: dict[int, torch.Tensor], sizes) -> Any:
     if isinstance(value, sympy.Expr):
         return concrete(value, sizes)
     return value
+
+
+def _torch_has(op: str) -> bool:
+    """Whether `op` is a torch op (t2ir's own custom ops, such as t2ir.fft, run as themselves)."""
+    try:
+        torch_schema(op)
+        return True
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _run_torch_op(node: Node, args: list[torch.Tensor], sizes) -> Any:
