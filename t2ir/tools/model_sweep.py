@@ -72,8 +72,10 @@ def torchvision_specs() -> list[ModelSpec]:
     for kind, module in (("classification", M), ("segmentation", M.segmentation), ("detection-backbone", M.detection),
                          ("video", M.video)):
         for name in M.list_models(module=module):
-            meta = list(M.get_model_weights(name))[0]
-            min_h, min_w = meta.meta.get("min_size", (1, 1))
+            weights = list(M.get_model_weights(name))
+            meta = weights[0]
+            # the smallest size any of its weights takes (ViT-H's first weights are 518 px, its default 224)
+            min_h, min_w = min((w.meta.get("min_size", (1, 1)) for w in weights), key=lambda s: s[0] * s[1])
             # the smallest size the model takes, at least SIDE (the check is about numbers, not accuracy)
             h, w = max(min_h, SIDE[kind]), max(min_w, SIDE[kind])
             if kind == "detection-backbone":  # the size the detector resizes its images to, if fixed (SSD)
