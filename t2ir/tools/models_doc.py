@@ -30,7 +30,9 @@ column) and the reason column says why. timm models are tried at a small size fi
 whole patches for models that embed patches); one that fails at it in every way is tried once
 more at its own input size (its pretrained config's), batch dynamic only, and the reason column
 says so. Detection backbones take the image size their detector resizes to when it is fixed
-(SSD). Each model runs in its own process under a time limit.
+(SSD). Each attempt runs in its own process under a time limit. Results accumulate over runs
+(`run --skip-done` adds the models not yet in the file), so each row is from the code of the run
+that made it; removing a model's line reruns it.
 
 torchvision 0.28 (the release paired with torch 2.13) from PyPI is a CUDA build whose C++
 operators cannot load beside the CPU torch wheel; `t2ir.tools.torchvision_compat` imports it
