@@ -1,4 +1,6 @@
-"""A wall-clock limit on work in the main thread (SIGALRM), for the sweep tools."""
+"""A wall-clock limit on work in the main thread (SIGALRM), for the OpInfo sweep. A signal is only
+handled between Python bytecodes, so it cannot cut work inside native code (tract's optimizer):
+the model sweep limits each attempt's process instead."""
 
 from __future__ import annotations
 
