@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = (("auto", "f32"), ("eager", "f32"), ("auto", "f16"))
-MAX_PARAMETERS = 20_000_000  # a tiny config that is not tiny would take minutes and gigabytes
 
 
 def classify(model_type: str) -> tuple[str, str]:
@@ -38,7 +37,7 @@ def classify(model_type: str) -> tuple[str, str]:
     import torch
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from architectures import causal_lm_types, tiny_config
+    from architectures import MAX_PARAMETERS, causal_lm_types, tiny_config
 
     try:
         default = CONFIG_MAPPING[model_type]()

@@ -21,6 +21,7 @@ import torch
 
 PREFILL, DECODE_STEPS, CHUNK = 7, 3, 4
 TOLERANCE = {"f32": 1e-4, "f16": 1e-2}  # f16: with f32 norm + attention, against f32 on f16-rounded weights
+MAX_PARAMETERS = 20_000_000  # a shrunk config still larger would take minutes and gigabytes: not swept
 
 # Size fields of transformers configs, made small. Any field a config class does not have is ignored;
 # the class is rebuilt from the shrunk values so that derived fields are recomputed.

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from architectures import randomize_zero_init, tiny_config
+from architectures import MAX_PARAMETERS, randomize_zero_init, tiny_config
 
 TOLERANCE = 1e-4
 SIZES = ((2, 7), (3, 5))  # (batch, sequence): the first is the traced example; the second pads a row
-MAX_PARAMETERS = 20_000_000
 
 
 class TooLarge(Exception):

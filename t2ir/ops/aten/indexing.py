@@ -103,23 +103,37 @@ def index_of(ctx: LowerContext, x: Value, indices: list, out: TensorType) -> Val
         axis, i = used[0]
         return ctx.emit("tract_core.gather", [x, ctx.cast(i, DType.i64)], out, axis=axis)
     axes = [a for a, _ in used]
-    adjacent = axes == list(range(axes[0], axes[-1] + 1))
     rest = [a for a in range(x.rank) if a not in axes]
     lead_rank = out.rank - len(rest)
-    front = 0 if not adjacent else axes[0]  # where the broadcast index dims sit in the output
+    front = indexed_front(axes)
     lead = out.shape[front:front + lead_rank]
-    if axes != list(range(len(axes))):
-        perm = axes + rest
-        x = ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
+    x = transposed(ctx, x, axes + rest)
     stacked = stacked_indices(ctx, [i for _, i in used], lead)
-    gathered_shape = tuple(lead) + tuple(x.shape[len(axes):])
-    if front == 0:
-        return ctx.emit("tract_core.gather_nd", [x, stacked], out, batch_dims=0)
-    y = ctx.emit("tract_core.gather_nd", [x, stacked], out.with_shape(gathered_shape), batch_dims=0)
-    # [lead..., before..., after...] -> [before..., lead..., after...]
-    perm = list(range(lead_rank, lead_rank + front)) + list(range(lead_rank)) + \
-        list(range(lead_rank + front, len(gathered_shape)))
-    return ctx.emit("nnef.transpose", [y], out, axes=perm)
+    y = ctx.emit("tract_core.gather_nd", [x, stacked], out.with_shape(tuple(lead) + tuple(x.shape[len(axes):])),
+                 batch_dims=0)
+    return transposed(ctx, y, inverse(lead_first(front, lead_rank, y.rank)))
+
+
+def indexed_front(axes: list[int]) -> int:
+    """Where torch puts the broadcast index axes in x[indices]: in place of the indexed axes
+    when these are adjacent ([before..., lead..., after...]), else first."""
+    return axes[0] if axes == list(range(axes[0], axes[-1] + 1)) else 0
+
+
+def lead_first(front: int, lead_rank: int, rank: int) -> list[int]:
+    """The permutation taking [before..., lead..., after...] to [lead..., before..., after...]."""
+    return list(range(front, front + lead_rank)) + list(range(front)) + list(range(front + lead_rank, rank))
+
+
+def inverse(perm: list[int]) -> list[int]:
+    return sorted(range(len(perm)), key=perm.__getitem__)
+
+
+def transposed(ctx: LowerContext, x: Value, perm: list[int]) -> Value:
+    """x with its axes in `perm` order (x itself for the identity)."""
+    if perm == sorted(perm):
+        return x
+    return ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
 
 
 def stacked_indices(ctx: LowerContext, indices: list[Value], lead) -> Value:

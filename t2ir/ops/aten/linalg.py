@@ -33,9 +33,7 @@ def linear_matmul(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Val
     would get unit axes up to x's rank, and tract 0.23.9 then fails folding a reshape that splits
     x's first axis into the product ("Incompatible reshape ... [1, 1, N, K]": Hiera's windows)."""
     if x.rank >= 4:
-        letters = string.ascii_lowercase[: x.rank - 1]
-        return ctx.emit("tract_core.einsum", [x, w], out, expr=f"{letters}k,nk->{letters}n", acc=out.dtype.value,
-                        output="")
+        return linear_einsum(ctx, x, w, out, acc=out.dtype)
     if x.rank == 1:
         x1 = ctx.emit("nnef.unsqueeze", [x], x.type.with_shape((1,) + tuple(x.shape)), axes=[0])
         y = ctx.emit("nnef.matmul", [x1, w], out.with_shape((1,) + tuple(out.shape)), transposeB=True)
@@ -44,12 +42,11 @@ def linear_matmul(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Val
     return ctx.emit("nnef.matmul", [x, w], out, transposeB=True)
 
 
-def linear_f32_accumulated(ctx: LowerContext, x: Value, w: Value, out: TensorType) -> Value:
-    """x @ w^T summed in f32 (tract's einsum `acc`), for `f32_linear_acc` on half graphs; the
-    weight keeps its layout and storage (Q4_0 works as an einsum operand)."""
+def linear_einsum(ctx: LowerContext, x: Value, w: Value, out: TensorType, acc: DType) -> Value:
+    """x [..., K] @ w[N, K]^T as tract's einsum, summed in `acc`; the weight keeps its layout,
+    rank and storage (Q4_0 works as an einsum operand)."""
     letters = string.ascii_lowercase[: x.rank - 1]
-    expr = f"{letters}k,nk->{letters}n"
-    return ctx.emit("tract_core.einsum", [x, w], out.with_dtype(DType.f32), expr=expr, acc="f32", output="")
+    return ctx.emit("tract_core.einsum", [x, w], out, expr=f"{letters}k,nk->{letters}n", acc=acc.value, output="")
 
 
 @builtin("aten.linear")
@@ -58,7 +55,8 @@ def linear(node: Node, ctx: LowerContext) -> Value:
     x, w, b = ctx.args["input"], ctx.args["weight"], ctx.args.get("bias")
     out = ctx.out
     if ctx.options.f32_linear_acc and out.dtype == DType.f16 and x.rank >= 1:
-        y = linear_f32_accumulated(ctx, ctx.cast(x, out.dtype), w, out)
+        # summed in f32 (tract's einsum `acc`), for `f32_linear_acc` on half graphs
+        y = linear_einsum(ctx, ctx.cast(x, out.dtype), w, out.with_dtype(DType.f32), acc=DType.f32)
         return ctx.cast(add_bias(ctx, y, b), out.dtype)
     y = linear_matmul(ctx, ctx.cast(x, out.dtype), w, out)
     return add_bias(ctx, y, b)

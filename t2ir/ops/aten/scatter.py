@@ -7,13 +7,13 @@ from typing import Any
 
 from t2ir.errors import TranslationError
 from t2ir.ir import Node, Value
-from t2ir.ops.aten._util import norm_axis, scalar_or_value, unsqueeze_to_rank
+from t2ir.ops.aten._util import norm_axis, unsqueeze_to_rank
 from t2ir.ops.aten.factories import fill
-from t2ir.ops.aten.indexing import stacked_indices
+from t2ir.ops.aten.indexing import indexed_front, inverse, lead_first, stacked_indices, transposed
 from t2ir.ops.aten.shape import broadcast_to
 from t2ir.ops.context import LowerContext
 from t2ir.ops.registry import builtin
-from t2ir.types import DType, TensorType, dims_equal
+from t2ir.types import DType, dims_equal
 
 # torch's reduce names -> tract's scatter reductions
 _REDUCTIONS = {None: "none", "add": "add", "sum": "add", "multiply": "mul", "prod": "mul", "amax": "max",
@@ -99,24 +99,16 @@ def index_put(node: Node, ctx: LowerContext) -> Value:
     rest = [a for a in range(x.rank) if a not in axes]
     lead = _broadcast_shape([i.shape for _, i in used])
     stacked = stacked_indices(ctx, [i for _, i in used], lead)
-    # torch shapes x[indices] as [before..., lead..., after...] when the indexed axes are
-    # adjacent, else [lead..., rest...]; scatter_nd wants the indexed axes first
-    front = axes[0] if axes == list(range(axes[0], axes[-1] + 1)) else 0
+    # torch shapes x[indices] with the index axes in `front` place; scatter_nd wants them first
+    front = indexed_front(axes)
     indexed = tuple(x.shape[a] for a in rest[:front]) + tuple(lead) + tuple(x.shape[a] for a in rest[front:])
     values = broadcast_to(ctx, values, x.type.with_shape(indexed)) if tuple(values.shape) != indexed else values
-    values = _transposed(ctx, values, list(range(front, front + len(lead))) + list(range(front)) +
-                         list(range(front + len(lead), len(indexed))))
+    values = transposed(ctx, values, lead_first(front, len(lead), len(indexed)))
     perm = axes + rest
-    moved = _transposed(ctx, x, perm)
+    moved = transposed(ctx, x, perm)
     put = ctx.emit("tract_core.scatter_nd", [moved, stacked, values], moved.type,
                    reduction="add" if accumulate else "none")
-    return _transposed(ctx, put, sorted(range(x.rank), key=perm.__getitem__))
-
-
-def _transposed(ctx: LowerContext, x: Value, perm: list[int]) -> Value:
-    if perm == sorted(perm):
-        return x
-    return ctx.emit("nnef.transpose", [x], x.type.with_shape(tuple(x.shape[a] for a in perm)), axes=perm)
+    return transposed(ctx, put, inverse(perm))
 
 
 def _masked_put(ctx: LowerContext, x: Value, mask: Value, values: Value, accumulate: bool) -> Value:
