@@ -214,11 +214,13 @@ def _env() -> dict:
 
 
 def verdict(row: dict) -> str:
+    """pass / fail / skip (not swept) / state-space for a result row of this sweep or of
+    sweep_encoders.py (whose swept rows are "encoder")."""
     if row.get("crash"):
         return "fail"
     if row["category"] == "state-space/hybrid":
         return "state-space"
-    if row["category"] != "decoder":
+    if row["category"] not in ("decoder", "encoder"):
         return "skip" if row["category"] in ("multimodal", "not buildable") else "fail"
     return "pass" if row["variants"] and all(v["passed"] for v in row["variants"].values()) else "fail"
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_architectures import ROOT, _cell, _line, serve, sweep  # noqa: E402
+from sweep_architectures import ROOT, _cell, _line, serve, sweep, verdict  # noqa: E402
 
 def encoder_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -67,14 +67,6 @@ def run_one(model_type: str, work: Path) -> dict:
     result["seconds"] = round(time.time() - start, 1)
     row["variants"]["f32"] = result
     return row
-
-
-def verdict(row: dict) -> str:
-    if row.get("crash"):
-        return "fail"
-    if row["category"] == "not buildable":
-        return "skip"
-    return "pass" if row["variants"].get("f32", {}).get("passed") else "fail"
 
 
 def summary_line(row: dict) -> str:
