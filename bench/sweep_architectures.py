@@ -333,15 +333,21 @@ def _table_row(r: dict) -> str:
             f"| {_cell(reason)} |")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def sweep_parser(doc: str, work: str, timeout: int, table: str) -> argparse.ArgumentParser:
+    """The options a sweep script takes (--only, --work, --fresh, --timeout, --table, --serve)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", help="comma-separated model types")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/t2ir-sweep"))
+    ap.add_argument("--work", type=Path, default=Path(work))
     ap.add_argument("--fresh", action="store_true", help="forget earlier results")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds per model type")
-    ap.add_argument("--table", type=Path, help="where the table goes (default docs/architectures.md, not with --only)")
-    ap.add_argument("--one", help="run one model type in this process and print its result")
+    ap.add_argument("--timeout", type=int, default=timeout, help="seconds per model type")
+    ap.add_argument("--table", type=Path, help=f"where the table goes (default {table}, not with --only)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    return ap
+
+
+def main() -> None:
+    ap = sweep_parser(__doc__, "/tmp/t2ir-sweep", 900, "docs/architectures.md")
+    ap.add_argument("--one", help="run one model type in this process and print its result")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.work)), flush=True)
@@ -351,17 +357,22 @@ def main() -> None:
         return
     from architectures import causal_lm_types
 
+    drive(args, sorted(causal_lm_types()), write_table, ROOT / "docs" / "architectures.md")
+
+
+def drive(args: argparse.Namespace, types: list[str], write, default_table: Path, script: str = __file__,
+          summarize=None) -> None:
+    """A sweep's command line: the types (those of --only) into WORK/results.jsonl (forgotten
+    first with --fresh), then the table (not for --only runs, unless --table says where)."""
     args.work.mkdir(parents=True, exist_ok=True)
     if args.fresh and (args.work / "results.jsonl").exists():
         (args.work / "results.jsonl").unlink()
-    types = sorted(causal_lm_types())
     if args.only:
-        wanted = args.only.split(",")
-        types = [t for t in types if t in wanted]
-    sweep(types, args.work, args.timeout)
+        types = [t for t in types if t in args.only.split(",")]
+    sweep(types, args.work, args.timeout, script, summarize)
     if args.table or not args.only:
-        table = args.table or ROOT / "docs" / "architectures.md"
-        write_table(args.work, table)
+        table = args.table or default_table
+        write(args.work, table)
         print(f"table: {table}")
 
 

@@ -15,7 +15,6 @@ shares); results go to WORK/results.jsonl and the table to docs/encoders.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_architectures import ROOT, _cell, _line, serve, sweep, verdict  # noqa: E402
+from sweep_architectures import ROOT, _cell, _line, drive, serve, sweep_parser, verdict  # noqa: E402
 
 def encoder_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -112,28 +111,11 @@ def write_table(work: Path, out: Path) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", help="comma-separated model types")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/t2ir-encoders"))
-    ap.add_argument("--fresh", action="store_true", help="forget earlier results")
-    ap.add_argument("--timeout", type=int, default=300, help="seconds per model type")
-    ap.add_argument("--table", type=Path, help="where the table goes (default docs/encoders.md, not with --only)")
-    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = sweep_parser(__doc__, "/tmp/t2ir-encoders", 300, "docs/encoders.md").parse_args()
     if args.serve:
         serve(args.work, run_one)
         return
-    args.work.mkdir(parents=True, exist_ok=True)
-    if args.fresh and (args.work / "results.jsonl").exists():
-        (args.work / "results.jsonl").unlink()
-    types = encoder_types()
-    if args.only:
-        types = [t for t in types if t in args.only.split(",")]
-    sweep(types, args.work, args.timeout, __file__, summary_line)
-    if args.table or not args.only:
-        table = args.table or ROOT / "docs" / "encoders.md"
-        write_table(args.work, table)
-        print(f"table: {table}")
+    drive(args, encoder_types(), write_table, ROOT / "docs" / "encoders.md", __file__, summary_line)
 
 
 if __name__ == "__main__":
