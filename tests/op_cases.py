@@ -562,6 +562,16 @@ SHAPE_ARITHMETIC = [  # sizes torch computes with floor / ceil / modulo / min, a
     c("adaptive_avg_pool2d_dynamic", lambda a: F.adaptive_avg_pool2d(a, (7, 5)), X("B", 2, "S", "L"), dtypes=F16),
     c("adaptive_avg_pool2d_symbolic_output",  # timm's VGG head: at least 7 x 7
       lambda a: F.adaptive_avg_pool2d(a, (max(7, a.shape[-2]), max(7, a.shape[-1]))), X("B", 2, "S", "L")),
+    # ceil_mode pooling over symbolic sizes: ResNet-D's 2x2 average, GoogLeNet's 3x3 max, padded
+    c("avg_pool2d_ceil_dynamic", lambda a: F.avg_pool2d(a, 2, ceil_mode=True, count_include_pad=False),
+      X("B", 2, "S", "L"), dtypes=F16),
+    c("max_pool2d_ceil_dynamic", lambda a: F.max_pool2d(a, 3, 2, padding=1, ceil_mode=True), X("B", 2, "S", "L")),
+    c("avg_pool2d_pad_ceil_dynamic", lambda a: F.avg_pool2d(a, 3, 2, padding=1, ceil_mode=True), X("B", 2, "S", "L")),
+    # means over symbolic axes (counted-means): a squeeze-excitation gate, a variance, a group norm
+    c("squeeze_excitation_dynamic", lambda a: a * torch.sigmoid(a.mean((2, 3), keepdim=True)), X("B", 2, "S", "L"),
+      dtypes=F16),
+    c("var_dynamic", lambda a: a.var(-1), X("B", "L"), dtypes=F16),
+    c("group_norm_dynamic", lambda a: F.group_norm(a, 1), X("B", 2, "S", "L")),
     c("adaptive_max_pool2d_dynamic", lambda a: F.adaptive_max_pool2d(a, (2, 3)), X("B", 2, "S", "L")),
     c("arange_float_dynamic", lambda a: a * torch.arange(a.shape[-1]) / a.shape[-1], X("B", "L")),
     c("size_ratio", lambda a: a * ((a.shape[1] - 1) / (2 * a.shape[1] - 1)), X("B", "L")),

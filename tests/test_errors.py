@@ -231,3 +231,17 @@ def test_antialiased_resize_of_a_dynamic_size_is_refused(tmp_path):
                        input_names=["x"], dynamic_axes={"x": {2: "H", 3: "W"}})
     assert "antialiased resizing (interpolate with antialias=True) has no tract op" in msg
     assert f"at {THIS}:{line_of('antialias')}" in msg and "export with a static image size" in msg
+
+
+class PaddedCeilPool(torch.nn.Module):
+    def forward(self, x):
+        return F.avg_pool2d(x, 2, stride=2, padding=1, ceil_mode=True)  # ceil-pool
+
+
+def test_ceil_mode_pool_that_depends_on_the_size_is_refused(tmp_path):
+    """Whether torch keeps the last window of this pool depends on the size (H = 4 keeps it,
+    H = 5 drops it), so it is refused on a symbolic size, and says why."""
+    msg = export_error(PaddedCeilPool(), (torch.randn(1, 2, 8, 8),), tmp_path,
+                       input_names=["x"], dynamic_axes={"x": {2: "H", 3: "W"}})
+    assert "ceil_mode pooling (kernel 2, stride 2, padding 1) over a symbolic size" in msg
+    assert f"at {THIS}:{line_of('ceil-pool')}" in msg and "make the spatial axes static" in msg

@@ -14,6 +14,7 @@ from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 from t2ir.passes.cleanup import Cleanup
 from t2ir.passes.convert_dtypes import ConvertDtypes
+from t2ir.passes.counted_means import CountedMeans
 from t2ir.passes.cse import Cse
 from t2ir.passes.fold_kv_cache import FoldKvCache
 from t2ir.passes.fuse_attention import FuseAttention
@@ -52,6 +53,7 @@ def builtin_stages() -> list[Stage]:
         Stage(LowerToNnef()),
         Stage(Cse()),  # masks and position ranges each attention translation built: once
         Stage(StridedGathers),  # on the lowered graph: it reads the reshapes and convolutions tract sees
+        Stage(CountedMeans),  # on the lowered graph: every mean_reduce tract would see
         Stage(Cleanup()),
         # last: it marks the final weights, so no later rewrite may move or fold them
         Stage(CompressWeights(), when=lambda o: bool(o.compression)),

@@ -118,7 +118,14 @@ def deconv_filter(ctx: LowerContext, w: Value, groups: int) -> Value:
 
 def _pool_geometry(ctx: LowerContext, x: Value, n: int):
     """Kernel, stride, dilation, torch's symmetric padding, and the extra end padding that
-    ceil_mode needs for its last (partial) window."""
+    ceil_mode needs for its last (partial) window.
+
+    On a symbolic axis the extra is stride - 1, which gives ceil_mode's window count whatever the
+    size (floor((span + s - 1) / s) = ceil(span / s)); the windows it adds past the end hold
+    nothing but what the pool ignores. torch drops a last window that would start in the
+    padding, which depends on the size unless padding + stride - 1 <= dilation * (kernel - 1):
+    the last window then always starts inside the input (ResNet-D's 2x2 average pools,
+    GoogLeNet's 3x3 max pools)."""
     kernel = _spatial(ctx.args["kernel_size"], n)
     stride = _spatial(ctx.arg("stride") or kernel, n)
     pad = _spatial(ctx.arg("padding", 0), n)
@@ -127,8 +134,13 @@ def _pool_geometry(ctx: LowerContext, x: Value, n: int):
     if ctx.arg("ceil_mode", False):
         for i, (size, k, s, d) in enumerate(zip(x.shape[2:], kernel, stride, dilation)):
             if not isinstance(size, int):
-                raise TranslationError("ceil_mode pooling needs static spatial sizes",
-                                       "use ceil_mode=False or make the spatial axes static")
+                if pad[i] + s - 1 > d * (k - 1):
+                    raise TranslationError(
+                        f"ceil_mode pooling (kernel {k}, stride {s}, padding {pad[i]}) over a symbolic size: "
+                        "whether torch keeps its last window depends on the size",
+                        "use ceil_mode=False or make the spatial axes static")
+                extras[i] = s - 1
+                continue
             span = size + 2 * pad[i] - d * (k - 1) - 1
             extra = (-span) % s
             if (span + extra) // s * s >= size + pad[i]:  # last window would start in the padding
