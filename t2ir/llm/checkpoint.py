@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -91,14 +92,48 @@ class Checkpoint:
 
     def file_hashes(self) -> dict[str, str]:
         """sha256 of every input file, for the export manifest."""
-        out = {}
-        for p in sorted(self.files):
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    h.update(chunk)
-            out[p.name] = h.hexdigest()
-        return out
+        return FileHashes(self.files, background=False).result()
+
+
+class FileHashes:
+    """sha256 of files, optionally on a thread while the caller works: hashlib releases the GIL,
+    so an export's tracing and the hashing of its checkpoint share the machine's cores (0.8 s of
+    a 15 s export of a 623 MB checkpoint here, 5x that at 1.1B). `cancel` stops it between
+    chunks, e.g. when the export fails."""
+
+    def __init__(self, files, background: bool = True):
+        self._files = sorted(files)
+        self._digests: dict[str, str] = {}
+        self._error: Optional[OSError] = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._hash_all, name="t2ir-file-hashes", daemon=True)
+        if background:
+            self._thread.start()
+        else:
+            self._hash_all()
+
+    def _hash_all(self) -> None:
+        try:
+            for path in self._files:
+                h = hashlib.sha256()
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 22), b""):
+                        if self._stop.is_set():
+                            return
+                        h.update(chunk)
+                self._digests[path.name] = h.hexdigest()
+        except OSError as e:
+            self._error = e
+
+    def result(self) -> dict[str, str]:
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._error is not None:
+            raise T2IRError(f"cannot read {self._error.filename}: {self._error.strerror}")
+        return dict(self._digests)
+
+    def cancel(self) -> None:
+        self._stop.set()
 
 
 def _merge_lora(w: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: float) -> torch.Tensor:

@@ -31,7 +31,7 @@ from t2ir.checkio import OutputCheck
 from t2ir.emitters.staging import atomic_output, check_target
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
-from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, load_config, open_checkpoint
+from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, FileHashes, load_config, open_checkpoint
 from t2ir.llm.weight_map import WeightMap
 from t2ir.options import LLMExportOptions
 from t2ir.passcheck import PassCheck, PassChecker
@@ -201,6 +201,16 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
     with reporter.phase("load"):
         ckpt = open_checkpoint(opts.model_dir, merge_peft=opts.merge_peft)
         summary.weight_bytes = ckpt.tensor_nbytes()
+    hashes = FileHashes([] if opts.dry_run else ckpt.files)  # for the manifest, on a thread while the export runs
+    try:
+        return _export(opts, reporter, ckpt, hashes, summary)
+    finally:
+        hashes.cancel()
+
+
+def _export(opts: LLMExportOptions, reporter: Reporter, ckpt: Checkpoint, hashes: FileHashes,
+            summary: ExportSummary) -> ExportSummary:
+    out_dir = Path(opts.out_dir)
     with reporter.phase("trace"):
         traced = trace_graph(ckpt, opts, reporter)
         graph = traced.graph
@@ -242,7 +252,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
         summary.quant_report = report
         summary.timings = dict(reporter.timings)
         summary.output_bytes = sum(p.stat().st_size for p in staged.rglob("*") if p.is_file())
-        _write_manifest(staged / "manifest.json", ckpt, opts, run.records, summary)
+        _write_manifest(staged / "manifest.json", hashes.result(), opts, run.records, summary)
     return summary
 
 
@@ -319,10 +329,11 @@ def _dequantized_reference(report):
     return transform
 
 
-def _write_manifest(path: Path, ckpt: Checkpoint, opts: LLMExportOptions, records, summary: ExportSummary) -> None:
+def _write_manifest(path: Path, input_hashes: dict[str, str], opts: LLMExportOptions, records,
+                    summary: ExportSummary) -> None:
     manifest = {
         "versions": _versions(),
-        "inputs": ckpt.file_hashes(),
+        "inputs": input_hashes,
         "options": opts.recorded(),
         "passes": [{"name": r.name, "changed": r.result.changed, "stats": r.result.stats} for r in records],
         "ops_after": summary.ops_after,
