@@ -245,3 +245,24 @@ def test_ceil_mode_pool_that_depends_on_the_size_is_refused(tmp_path):
                        input_names=["x"], dynamic_axes={"x": {2: "H", 3: "W"}})
     assert "ceil_mode pooling (kernel 2, stride 2, padding 1) over a symbolic size" in msg
     assert f"at {THIS}:{line_of('ceil-pool')}" in msg and "make the spatial axes static" in msg
+
+
+class FixedTable(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.randn(1, 2, 4, 4))
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x, 2) + self.table  # fixed-table
+
+
+def test_a_size_pinned_by_a_broadcast_is_named(tmp_path):
+    """torch traces `x + table` with a symbolic and a static size on one axis without a guard;
+    the export names the size the model pins and where, instead of a graph tract cannot load."""
+    msg = export_error(FixedTable(), (torch.randn(1, 2, 8, 8),), tmp_path,
+                       input_names=["x"], dynamic_axes={"x": {0: "B", 2: "H", 3: "W"}})
+    assert "the model pins the size of dynamic axes" in msg
+    assert "add: a size-4 axis meets one of size floor(H/2): the model runs only where floor(H/2) = 4" in msg
+    assert f"at {THIS}:{line_of('fixed-table')}" in msg and "make that axis static" in msg
+    t2ir.export(FixedTable(), (torch.randn(1, 2, 8, 8),), tmp_path / "batch", input_names=["x"],
+                dynamic_axes={"x": {0: "B"}})  # the batch alone stays dynamic

@@ -155,7 +155,7 @@ class SymbolTable:
             expr = x
         else:
             return x
-        expr = _plain_sympy(expr)
+        expr = plain_sympy(expr)
         for s in expr.free_symbols:
             if s not in self.names:
                 self.bind(s, str(s))
@@ -203,7 +203,7 @@ def _numel(shape) -> Optional[sympy.Expr]:
     n = sympy.Integer(1)
     for d in shape:
         if isinstance(d, torch.SymInt):
-            n = n * _plain_sympy(d.node.expr)
+            n = n * plain_sympy(d.node.expr)
         elif isinstance(d, int):
             n = n * d
         else:
@@ -211,7 +211,7 @@ def _numel(shape) -> Optional[sympy.Expr]:
     return sympy.expand(n)
 
 
-def _plain_sympy(expr: sympy.Basic) -> sympy.Basic:
+def plain_sympy(expr: sympy.Basic) -> sympy.Basic:
     """Rewrite torch's own sympy functions (FloorDiv, ToFloat, its Max, ...) as plain sympy
     ones, and integral floats (2.0 * H) as integers, so dims compare and print as expected."""
     from torch.utils._sympy import functions as F

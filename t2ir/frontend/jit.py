@@ -219,7 +219,7 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
                    input_names: list[str]) -> torch.export.ExportedProgram:
     """Trace with torch.jit (unless `module` is TorchScript already), then replay the graph
     under torch.export with the requested symbols."""
-    from t2ir.frontend.trace import check_still_dynamic, expand_sizes_of_one, size_one_problem
+    from t2ir.frontend.trace import check_pinned_broadcasts, check_still_dynamic, expand_sizes_of_one, size_one_problem
 
     scripted, graph = jit_graph(module, args)
     names = script_arg_names(scripted)
@@ -239,6 +239,7 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
         raise ExportError("torch.export could not replay the TorchScript graph:",
                           size_one_problem(args, input_names, dims) + trace_error_problems(e)) from None
     check_still_dynamic(ep, input_names, dims)
+    check_pinned_broadcasts(ep, dims)
     return _strip_root_prefix(ep)
 
 

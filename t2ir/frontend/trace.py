@@ -162,6 +162,7 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
             size_one = []  # the expanded example is not what broke the trace
         raise ExportError("torch.export could not trace the model:", size_one + trace_error_problems(e)) from None
     check_still_dynamic(ep, names, dims)
+    check_pinned_broadcasts(ep, dims)
     return ep
 
 
@@ -190,3 +191,56 @@ def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], 
                 "(e.g. a reshape to a fixed size); make the axis static or change the model"))
     if problems:
         raise ExportError("torch.export could not keep every dynamic axis symbolic:", problems)
+
+
+def check_pinned_broadcasts(ep: torch.export.ExportedProgram, dims) -> None:
+    """A pointwise op that meets a static size n (not 1) and a symbolic one on the same axis
+    runs only when the two are equal. torch 2.13 traces it without a guard (a timm PiT adds its
+    [1, 64, 27, 27] position table to a [B, 64, H/8 - 1, W/8 - 1] map), and tract then fails to
+    load the graph over the broadcast, or it would fail at other sizes: refused here, with the
+    op's line and the size the model pins. The ops are those torch tags `pointwise`."""
+    from t2ir.frontend.fx import plain_sympy, node_loc
+
+    symbols = _user_symbols(ep, dims)
+    seen, problems = set(), []
+    for node in ep.graph.nodes:
+        target = node.target
+        if node.op != "call_function" or torch.Tag.pointwise not in getattr(target, "tags", ()):
+            continue
+        out = node.meta.get("val")
+        if not isinstance(out, torch.Tensor):
+            continue
+        for arg in node.args:
+            val = arg.meta.get("val") if isinstance(arg, torch.fx.Node) else None
+            if not isinstance(val, torch.Tensor):
+                continue
+            for k in range(1, min(val.dim(), out.dim()) + 1):
+                size, result = val.shape[-k], out.shape[-k]
+                if isinstance(size, int) and size != 1 and isinstance(result, torch.SymInt):
+                    expr = str(plain_sympy(result.node.expr).xreplace(symbols))
+                    if (size, expr) not in seen:
+                        seen.add((size, expr))
+                        problems.append(Problem(
+                            f"a size-{size} axis meets one of size {expr}: the model runs only where {expr} = {size}",
+                            op=str(target.overloadpacket.__name__ if hasattr(target, "overloadpacket") else target),
+                            loc=node_loc(node),
+                            hint="the model pins this size (a table or weight of fixed size); make that axis static"))
+    if problems:
+        raise ExportError("the model pins the size of dynamic axes:", problems)
+
+
+def _user_symbols(ep: torch.export.ExportedProgram, dims) -> dict:
+    """torch's size symbols (s53) -> sympy symbols named as the user named the axes (H)."""
+    import sympy
+    from torch.export.graph_signature import InputKind
+
+    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    vals = {n.name: n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"}
+    out = {}
+    for (i, axis), name in dims.items():
+        val = vals.get(user[i]) if i < len(user) else None
+        if isinstance(val, torch.Tensor) and isinstance(val.shape[axis], torch.SymInt):
+            expr = val.shape[axis].node.expr
+            if isinstance(expr, sympy.Symbol):
+                out[expr] = sympy.Symbol(str(name), integer=True, positive=True)
+    return out
