@@ -40,6 +40,7 @@ DOZEN = {
     "ernie4_5_moe": "MoE whose routing tract has no gate for: the model's choice handed to tract_moe_ffn",
     "openai-gpt": "no KV cache at all: a graph of the whole sequence; its position bound tightened past a guard",
     "llama4_text": "complex-number rotary carried as real pairs; a size guard torch cannot prove, checked on sizes",
+    "lfm3": "short-convolution layers: their fixed-size states carried as graph IO beside the key/value caches",
 }
 SLOW = {"gpt_oss", "olmoe", "llama4_text"}
 
@@ -153,3 +154,31 @@ def test_state_space_model_gets_one_error_line(tmp_path):
         export(folder, tmp_path / "out")
     message = str(err.value)
     assert "\n" not in message and "key/value caches" in message
+
+
+def test_convolution_states_through_cases_bench_and_generate(tmp_path):
+    """LFM2's convolution states are fixed-size IO ([1, channels, length], no P); the reference
+    cases (each past computed by running its prefix, as a state is no prefix of a longer one)
+    pass in tract; `t2ir bench` steps on a past; `generate` picks transformers' greedy tokens."""
+    import torch
+
+    from t2ir.llm.bench import Bench
+    from t2ir.llm.generate import TractGenerator
+    from t2ir.tract_run import io_facts, load_model
+
+    config = tiny_config("lfm2", num_layers=4)  # LFM2's own pattern: its default config has attention only
+    config.layer_types = ["conv", "conv", "full_attention", "conv"]
+    config.full_attn_idxs = [2]
+    folder = save_checkpoint(config, tmp_path / "lfm2")
+    summary = export(folder, tmp_path / "out", check_io="approximate")
+    assert summary.check_passed, [(c.case, c.output, c.max_abs_diff) for c in summary.checks if not c.passed]
+    inputs, outputs = io_facts(load_model(summary.out_dir / "model" / "model.nnef.tgz"))
+    states = [f for f in inputs if f.name.startswith("in_cache_conv")]
+    assert states and all(all(isinstance(d, int) for d in f.dims) for f in states)
+    assert [f.name.replace("in_", "out_", 1) for f in inputs[1:]] == [f.name for f in outputs[1:]]
+    assert Bench(summary.out_dir).step(2, 5) > 0
+    prompt = [5, 17, 42, 9]
+    got = list(TractGenerator(summary.out_dir).tokens(prompt, 4))
+    with torch.no_grad():
+        want = reference_model(folder, "auto", "f32").generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False)
+    assert got == want[0, len(prompt):].tolist()

@@ -1,4 +1,5 @@
-"""Which layers of a causal LM keep a key/value cache, and its shapes, read from the model itself.
+"""Which layers of a causal LM keep a key/value cache (or a convolution state), and its shapes,
+read from the model itself.
 
 Config fields cannot say it in general: multi-query models cache one head whatever
 `num_key_value_heads` says, MLA caches a latent whose width is no head size, Gemma-4 mixes head
@@ -35,34 +36,67 @@ class KvLayer:
     value_dim: int
 
 
-def cache_input_names(layout: list[KvLayer]) -> list[str]:
-    """torch_to_nnef's names, in the order forward() takes them: key then value, layer by layer."""
-    return [f"in_cache_{kind}_{layer.index}" for layer in layout for kind in ("key", "value")]
+@dataclass(frozen=True)
+class ConvState:
+    """One decoder layer's convolution state [1, channels, length]: the last `length` inputs of a
+    short causal convolution (LFM2's), which it reads before the new tokens. Its size does not
+    follow the sequence; an empty past is zeros, as transformers pads a first prompt."""
+
+    index: int  # the decoder layer
+    channels: int
+    length: int
+    slot: int = 0  # transformers' state_idx, for layers that keep several
+
+    @property
+    def kind(self) -> str:
+        return "conv" if self.slot == 0 else f"conv{self.slot}"
 
 
-def cache_output_names(layout: list[KvLayer]) -> list[str]:
+CacheEntry = KvLayer | ConvState
+
+
+def cache_input_names(layout: list[CacheEntry]) -> list[str]:
+    """The names, in the order forward() takes them, layer by layer: torch_to_nnef's key then
+    value, and `in_cache_conv_{i}` for a convolution state (the layer index last, like theirs)."""
+    names = []
+    for entry in layout:
+        kinds = ("key", "value") if isinstance(entry, KvLayer) else (entry.kind,)
+        names += [f"in_cache_{kind}_{entry.index}" for kind in kinds]
+    return names
+
+
+def cache_output_names(layout: list[CacheEntry]) -> list[str]:
     return [name.replace("in_cache_", "out_cache_") for name in cache_input_names(layout)]
 
 
-def empty_caches(layout: list[KvLayer], dtype: torch.dtype, length: int = 0) -> list[torch.Tensor]:
-    """Zero caches of `length` positions (0: the prefill's empty past), in input order."""
+def growing_cache_inputs(layout: list[CacheEntry]) -> list[bool]:
+    """Per cache input, whether it has the past length P (axis 2): keys and values do, states not."""
+    return [isinstance(entry, KvLayer) for entry in layout for _ in range(2 if isinstance(entry, KvLayer) else 1)]
+
+
+def empty_caches(layout: list[CacheEntry], dtype: torch.dtype, length: int = 0) -> list[torch.Tensor]:
+    """Caches of a past of `length` positions (0: the prefill's), zeros, in input order."""
     out = []
-    for layer in layout:
-        out.append(torch.zeros(1, layer.key_heads, length, layer.key_dim, dtype=dtype))
-        out.append(torch.zeros(1, layer.value_heads, length, layer.value_dim, dtype=dtype))
+    for entry in layout:
+        if isinstance(entry, ConvState):
+            out.append(torch.zeros(1, entry.channels, entry.length, dtype=dtype))
+            continue
+        out.append(torch.zeros(1, entry.key_heads, length, entry.key_dim, dtype=dtype))
+        out.append(torch.zeros(1, entry.value_heads, length, entry.value_dim, dtype=dtype))
     return out
 
 
 class RecurrentStateError(StateCacheError):
-    """The model keeps a fixed-size recurrent state (state-space, linear-attention or convolution
-    layers): it would have to be carried as graph IO like the key/value cache, which t2ir does not do yet."""
+    """The model keeps a fixed-size recurrent state (state-space or linear-attention layers). Carried
+    as graph IO like a convolution state, it would also need the model's sequence path to start
+    from it, which transformers' PyTorch paths for these layers do not do (they start from zeros)."""
 
 
 class MetaProbeError(T2IRError):
     """The model's forward does not run on the meta device (it reads a tensor's value)."""
 
 
-def probe_cache_layout(model: torch.nn.Module, device: str = "meta") -> list[KvLayer]:
+def probe_cache_layout(model: torch.nn.Module, device: str = "meta") -> list[CacheEntry]:
     """Run PROBE_TOKENS tokens through the model and read the cache it returns (and PROBE_TOKENS + 1
     to tell states that grow with the sequence from fixed-size ones). On the meta device nothing
     is computed; "cpu" is for models whose forward reads a value (`.item()`)."""
@@ -90,9 +124,10 @@ def _forward_cache(model: torch.nn.Module, tokens: int, device: str):
     return None  # a model without a cache (GPT-1, XLM): each step reads the whole sequence
 
 
-def layout_of(cache, longer, model_name: str) -> list[KvLayer]:
-    """The KvLayers of a filled transformers Cache (`longer`: the same after one more token); any
-    other state is an error naming it, recurrent when its size does not follow the sequence."""
+def layout_of(cache, longer, model_name: str) -> list[CacheEntry]:
+    """The KvLayers and ConvStates of a filled transformers Cache (`longer`: the same after one
+    more token); any other state is an error naming it, recurrent when its size does not follow
+    the sequence."""
     if cache is None:
         return []  # no cache at all: the graph takes the whole sequence, input_ids only
     if getattr(cache, "self_attention_cache", None) is not None:  # an encoder-decoder cache, used decoder-only:
@@ -102,12 +137,15 @@ def layout_of(cache, longer, model_name: str) -> list[KvLayer]:
         raise StateCacheError(f"{model_name} returns its cache as {type(cache).__name__}, not a transformers Cache "
                               "of key/value layers: t2ir's LLM export only carries key/value caches")
     _check_state(cache, longer, {"layers"}, f"{model_name}'s {type(cache).__name__}")
-    layout = []
+    layout: list[CacheEntry] = []
     for i, (layer, grown) in enumerate(zip(layers, longer.layers)):
+        where = f"layer {i} of {model_name} ({type(layer).__name__})"
+        states = _conv_states(layer, grown, i, where)
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        _check_state(layer, grown, {"keys", "values"}, f"layer {i} of {model_name} ({type(layer).__name__})")
+        _check_state(layer, grown, {"keys", "values", "conv_states"} if states else {"keys", "values"}, where)
+        layout += states
         if keys is None and values is None:
-            continue  # no cache in this layer (attention-free, or it reads another layer's)
+            continue  # no key/value cache in this layer (convolution, attention-free, or shared)
         if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.dim() == values.dim() == 4):
             raise StateCacheError(f"layer {i} of {model_name} caches {type(layer).__name__} tensors that are not "
                                   "[batch, heads, positions, features] keys and values")
@@ -115,9 +153,29 @@ def layout_of(cache, longer, model_name: str) -> list[KvLayer]:
             raise StateCacheError(f"layer {i} of {model_name} kept {keys.shape[2]} of {PROBE_TOKENS} positions in "
                                   "its cache: only caches that grow by one position per token can be exported")
         layout.append(KvLayer(i, int(keys.shape[1]), int(keys.shape[3]), int(values.shape[1]), int(values.shape[3])))
-    if not layout:
+    if not any(isinstance(entry, KvLayer) for entry in layout):
         raise StateCacheError(f"{model_name} keeps no key/value cache in any layer")
     return layout
+
+
+def _conv_states(layer, grown, index: int, where: str) -> list[ConvState]:
+    """transformers' linear-attention layers keep `conv_states` (and `recurrent_states`) per
+    state_idx. Convolution states of a fixed size are carried; a recurrent state is refused by
+    `_check_state` (its prefill would have to start from the past state, which the models'
+    sequence paths do not do)."""
+    conv, longer = getattr(layer, "conv_states", None), getattr(grown, "conv_states", None)
+    if not isinstance(conv, dict) or not isinstance(longer, dict):
+        return []
+    states = []
+    for slot, state in sorted(conv.items()):
+        if not isinstance(state, torch.Tensor):
+            continue
+        other = longer.get(slot)
+        if state.dim() != 3 or not isinstance(other, torch.Tensor) or other.shape != state.shape:
+            raise StateCacheError(f"{where} keeps a convolution state {tuple(state.shape)} that is not "
+                                  "[batch, channels, length] of a fixed length")
+        states.append(ConvState(index, int(state.shape[1]), int(state.shape[2]), int(slot)))
+    return states
 
 
 def _check_state(obj, grown, skip: set[str], where: str) -> None:
@@ -128,9 +186,10 @@ def _check_state(obj, grown, skip: set[str], where: str) -> None:
     fixed = all(_shapes(getattr(obj, n)) == _shapes(getattr(grown, n, None)) for n in names)
     if fixed:
         raise RecurrentStateError(f"{where} keeps a recurrent state ({', '.join(names)}, fixed size): "
-                                  "t2ir's LLM export carries key/value caches, not recurrent states, as graph IO")
+                                  "t2ir's LLM export carries key/value caches and convolution states, not recurrent "
+                                  "states, as graph IO")
     raise StateCacheError(f"{where} keeps {', '.join(names)} besides keys and values, growing with the sequence: "
-                          "t2ir's LLM export only carries key/value caches")
+                          "t2ir's LLM export only carries key/value caches and convolution states")
 
 
 def _shapes(value) -> list:

@@ -12,17 +12,17 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PretrainedConfig
-from transformers.cache_utils import DummyLayer, DynamicLayer
+from transformers.cache_utils import DummyLayer, DynamicLayer, LinearAttentionLayer
 
 from t2ir.errors import T2IRError
 from t2ir.frontend import moe
-from t2ir.frontend.cache_layout import (KvLayer, MetaProbeError, cache_input_names, cache_output_names, empty_caches,
-                                        probe_cache_layout)
+from t2ir.frontend.cache_layout import (CacheEntry, ConvState, KvLayer, MetaProbeError, cache_input_names,
+                                        cache_output_names, empty_caches, growing_cache_inputs, probe_cache_layout)
 from t2ir.frontend.deferred_asserts import UnprovenGuardError, check_deferred_asserts
 from t2ir.frontend.layer_stamping import LayerPlan, StampingError, only_traced_layers, plan_layers, stamp_layers
 
 
-def cache_layout_of(model: torch.nn.Module) -> list[KvLayer]:
+def cache_layout_of(model: torch.nn.Module) -> list[CacheEntry]:
     """The model's per-layer key/value cache shapes (see t2ir.frontend.cache_layout): probed on the
     meta device, or on CPU with weight stand-ins when the forward reads values."""
     with moe.experts_traced_by_t2ir(model):
@@ -52,6 +52,43 @@ class _ExplicitLayer(DynamicLayer):
         return self.keys.shape[-2]
 
 
+class _ExplicitConvLayer(LinearAttentionLayer):
+    """A convolution layer's cache holding its states from graph inputs. It reports no previous
+    state, so the model takes its sequence path (the one a prompt takes, for any number of new
+    tokens, never the one-token branch that would guard S == 1) and asks `update_conv_state` for
+    its left context: the past state before the new inputs, as transformers' own layer gives it
+    once it has a past. The last `length` inputs are the updated state, a graph output."""
+
+    def __init__(self, states: dict[int, torch.Tensor]):
+        super().__init__(number_of_states=max(states) + 1)
+        self.updated: dict[int, torch.Tensor] = {}
+        for slot, state in states.items():
+            self.conv_states[slot] = state
+            self.conv_kernel_size[slot] = state.shape[-1]
+            self.is_conv_states_initialized[slot] = True
+        self.dtype, self.device = state.dtype, state.device
+
+    def update_conv_state(self, conv_states: torch.Tensor, state_idx: int = 0, conv_kernel_size: int | None = None,
+                          **kwargs: Any) -> torch.Tensor:
+        past = self.conv_states[state_idx]
+        full = torch.cat([past.to(conv_states.dtype), conv_states], dim=-1)
+        # kept in the state's own dtype, as transformers' layer copies it into its buffer
+        self.updated[state_idx] = full[..., -self.conv_kernel_size[state_idx]:].to(past.dtype)
+        return full
+
+    def update_recurrent_state(self, recurrent_states: torch.Tensor, state_idx: int = 0, **kwargs: Any):
+        raise T2IRError("a recurrent state reached a convolution layer's cache: t2ir carries convolution states only")
+
+
+class _ExplicitHybridLayer(_ExplicitConvLayer, _ExplicitLayer):
+    """A layer that keeps both (a short convolution before sliding-window attention, Inkling's):
+    transformers' hybrid layer kinds are the two classes combined the same way."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, states: dict[int, torch.Tensor]):
+        _ExplicitConvLayer.__init__(self, states)
+        _ExplicitLayer.__init__(self, keys, values)
+
+
 class CausalLMWithExplicitCache(torch.nn.Module):
     """forward(input_ids [1,S], k_0, v_0, k_1, v_1, ...) -> (logits, k_0', v_0', ...).
 
@@ -62,7 +99,7 @@ class CausalLMWithExplicitCache(torch.nn.Module):
     """
 
     def __init__(self, model: torch.nn.Module, num_logits_to_keep: int | None = None,
-                 layout: list[KvLayer] | None = None):
+                 layout: list[CacheEntry] | None = None):
         super().__init__()
         if any(True for _ in model.parameters(recurse=False)) or any(True for _ in model.buffers(recurse=False)):
             raise T2IRError(f"{type(model).__name__} holds tensors at top level; t2ir cannot keep its weight names")
@@ -96,19 +133,33 @@ class CausalLMWithExplicitCache(torch.nn.Module):
 
     def _explicit_cache(self, past: tuple[torch.Tensor, ...]) -> DynamicCache:
         """transformers' own per-layer cache list (layers without a cache of their own stay
-        DummyLayer), the layers that cache keys and values filled from the graph inputs."""
+        DummyLayer), the layers that cache keys and values or convolution states filled from the
+        graph inputs."""
         cache = DynamicCache(config=self.lm.config)
         layers: list[Any] = list(cache.layers)
-        layers += [DummyLayer() for _ in range(len(layers), max(layer.index for layer in self.layout) + 1)]
-        for n, layer in enumerate(self.layout):
-            layers[layer.index] = _ExplicitLayer(past[2 * n], past[2 * n + 1])
+        layers += [DummyLayer() for _ in range(len(layers), max(entry.index for entry in self.layout) + 1)]
+        states: dict[int, dict[int, torch.Tensor]] = {}
+        kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        inputs = iter(past)
+        for entry in self.layout:
+            if isinstance(entry, ConvState):
+                states.setdefault(entry.index, {})[entry.slot] = next(inputs)
+            else:
+                kv[entry.index] = (next(inputs), next(inputs))
+        for index in sorted({*states, *kv}):
+            if index in states and index in kv:
+                layers[index] = _ExplicitHybridLayer(*kv[index], states[index])
+            elif index in states:
+                layers[index] = _ExplicitConvLayer(states[index])
+            else:
+                layers[index] = _ExplicitLayer(*kv[index])
         cache.layers = layers
         return cache
 
     def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The computation; `forward` only gives it a named per-layer signature."""
-        if len(past) != 2 * len(self.layout):
-            raise ValueError(f"expected {2 * len(self.layout)} cache tensors, got {len(past)}")
+        if len(past) != len(growing_cache_inputs(self.layout)):
+            raise ValueError(f"expected {len(growing_cache_inputs(self.layout))} cache tensors, got {len(past)}")
         kwargs: dict[str, Any] = {"use_cache": bool(self.layout)}  # none: each step reads the whole sequence
         if self.layout:
             # No position_ids: the model derives them from the cache length (P) as in its own generation
@@ -121,8 +172,14 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         if self.num_logits_to_keep and not self._takes_logits_to_keep:
             logits = logits[:, -self.num_logits_to_keep:, :]  # correct, but projects every position first
         updated: list[torch.Tensor] = []
-        for layer in self.layout:
-            updated += [cache.layers[layer.index].keys, cache.layers[layer.index].values]
+        for entry in self.layout:
+            layer = cache.layers[entry.index]
+            if isinstance(entry, KvLayer):
+                updated += [layer.keys, layer.values]
+            elif entry.slot in layer.updated:
+                updated.append(layer.updated[entry.slot])
+            else:
+                raise T2IRError(f"decoder layer {entry.index} did not update its convolution state {entry.slot}")
         return (logits, *updated)
 
 
@@ -132,7 +189,7 @@ def export_causal_lm(
     num_logits_to_keep: int | None = None,
     example_seq: int = 3,
     example_past: int = 5,
-    layout: list[KvLayer] | None = None,
+    layout: list[CacheEntry] | None = None,
 ) -> torch.export.ExportedProgram:
     """Export with symbolic S (new tokens) and P (past length) so one graph serves prefill (P=0) and decode.
 
@@ -188,7 +245,8 @@ def _export(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor, past: list[to
     # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, heads, 0, dim] caches).
     seq = torch.export.Dim("S", min=1, **({"max": maxima["S"]} if "S" in maxima else {}))
     past_len = torch.export.Dim("P", min=0, **({"max": maxima["P"]} if "P" in maxima else {}))
-    dynamic_shapes = {"input_ids": {1: seq}, **{name: {2: past_len} for name in cache_input_names(wrapper.layout)}}
+    caches = zip(cache_input_names(wrapper.layout), growing_cache_inputs(wrapper.layout))
+    dynamic_shapes = {"input_ids": {1: seq}, **{name: ({2: past_len} if grows else None) for name, grows in caches}}
     return torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False,
                                prefer_deferred_runtime_asserts_over_guards=defer_guards)
 
@@ -317,7 +375,7 @@ def build_meta_model(
 
 
 def lift_causal_lm(model: torch.nn.Module, *, num_logits_to_keep: int | None = None,
-                   weight_source=None, name: str = "main", layout: list[KvLayer] | None = None,
+                   weight_source=None, name: str = "main", layout: list[CacheEntry] | None = None,
                    every_layer: bool = False):
     """Export and lift a causal LM into the IR with torch_to_nnef's LLM signature:
     inputs `input_ids [1, S]`, `in_cache_{key,value}_{i} [1, heads, P, dim]`; outputs `outputs`
@@ -342,19 +400,19 @@ class StampingWarning(UserWarning):
     """Layers could not be traced once and stamped; every layer was traced (slower, same result)."""
 
 
-def _lift(model, layout: list[KvLayer], num_logits_to_keep, weight_source, name: str):
+def _lift(model, layout: list[CacheEntry], num_logits_to_keep, weight_source, name: str):
     from t2ir.frontend.decompose import decompose_untranslated
     from t2ir.frontend.fx import lift_exported_program
 
     # ops without a translation (an activation built from expm1, ...) through torch's decompositions
     ep = decompose_untranslated(export_causal_lm(model, num_logits_to_keep=num_logits_to_keep, layout=layout))
     inputs = ["input_ids", *cache_input_names(layout)]
-    dim_names = {(0, 1): "S", **{(i, 2): "P" for i in range(1, len(inputs))}}
+    dim_names = {(0, 1): "S", **{(i, 2): "P" for i, grows in enumerate(growing_cache_inputs(layout), 1) if grows}}
     return lift_exported_program(ep, input_names=inputs, output_names=["outputs", *cache_output_names(layout)],
                                  dim_names=dim_names, weight_source=weight_source, name=name)
 
 
-def _lift_stamped(model, plan: LayerPlan, layout: list[KvLayer], num_logits_to_keep, weight_source, name: str):
+def _lift_stamped(model, plan: LayerPlan, layout: list[CacheEntry], num_logits_to_keep, weight_source, name: str):
     """Trace the plan's layers only, then stamp the others in the IR."""
     from t2ir.ir import InMemory
     from t2ir.types import DType

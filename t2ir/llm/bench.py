@@ -80,11 +80,11 @@ class Bench:
         return [self.gen.empty_cache(f) for f in self.gen.caches]
 
     def _past(self, p: int) -> list[np.ndarray]:
-        """Caches holding p positions of random values (what a step reads does not depend on them)."""
+        """Caches holding p positions of random values (what a step reads does not depend on them);
+        a fixed-size state (no symbolic axis) keeps its size."""
         caches = []
-        for empty in self._empty():
-            shape = list(empty.shape)
-            shape[2] = p
+        for fact, empty in zip(self.gen.caches, self._empty()):
+            shape = [p if isinstance(d, str) else d for d in fact.dims]
             caches.append((self.rng.standard_normal(shape, dtype=np.float32) * 0.5).astype(empty.dtype))
         return caches
 

@@ -3,7 +3,8 @@
 They follow torch_to_nnef's LLM export so that its runners and tract's CLI read them as they are:
 - `{case}_inputs.npz` and `{case}_outputs.npz` (torch_to_nnef >= 0.21), plus `{case}_io.npz`
   holding both (the merged form tract's `--input-from-npz X --assert-output-bundle X` reads);
-- names `input_ids`, `in_cache_{key,value}_{i}`, `outputs`, `out_cache_{key,value}_{i}`;
+- names `input_ids`, `in_cache_{key,value}_{i}`, `outputs`, `out_cache_{key,value}_{i}` (and t2ir's
+  `in_cache_conv_{i}` / `out_cache_conv_{i}` for convolution states);
 - `input_ids` int64, every float array float32 even when the graph computes in f16 (a reader
   casts inputs to the model's input type, as tract's `--allow-float-casts` does).
 """
@@ -18,7 +19,7 @@ import torch
 
 from t2ir.driver import Run
 from t2ir.emitters.archive import write_npz
-from t2ir.frontend.cache_layout import KvLayer, cache_input_names, cache_output_names, empty_caches
+from t2ir.frontend.cache_layout import CacheEntry, KvLayer, cache_input_names, cache_output_names, empty_caches
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
 MODES = ("prompt", "prompt_with_past", "text_generation")  # what modes.json lists, as torch_to_nnef does
@@ -35,7 +36,7 @@ def _np(t: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
     return t.numpy()
 
 
-def _record(forward: Forward, ids: torch.Tensor, past: list[torch.Tensor], layout: list[KvLayer],
+def _record(forward: Forward, ids: torch.Tensor, past: list[torch.Tensor], layout: list[CacheEntry],
             dtype: torch.dtype) -> tuple[dict[str, np.ndarray], list[torch.Tensor]]:
     with torch.no_grad():
         out = forward(ids, *past)
@@ -59,14 +60,15 @@ def prompt_ids(tokenizer_dir: Optional[Path], vocab_size: int, n: int) -> torch.
     return torch.randint(0, vocab_size, (1, n), generator=g)
 
 
-def make_cases(forward: Forward, *, layout: list[KvLayer], vocab_size: int, dtype: torch.dtype,
+def make_cases(forward: Forward, *, layout: list[CacheEntry], vocab_size: int, dtype: torch.dtype,
                tokenizer_dir: Optional[Path] = None, n_tokens: int = 8) -> dict[str, dict]:
     """prompt: n tokens from an empty cache; prompt_with_past: the second half after the first;
     text_generation: one token after n - 1; export: the last 3 tokens after the others (n = 8:
     3 after 5, the sizes the model is traced with).
 
     The past of each later case is a prefix of the prompt's caches (a causal model's cache for
-    the first k tokens is the first k positions), so the model runs 4 times, not 7."""
+    the first k tokens is the first k positions), so the model runs 4 times, not 7; a model that
+    keeps convolution states (the last inputs, not a prefix) runs the first k tokens instead."""
     if n_tokens < 2:
         raise ValueError(f"the reference cases need at least 2 tokens, got {n_tokens}")
     ids = prompt_ids(tokenizer_dir, vocab_size, n_tokens)
@@ -74,8 +76,10 @@ def make_cases(forward: Forward, *, layout: list[KvLayer], vocab_size: int, dtyp
     cases = {}
     cases["prompt"], full = _record(forward, ids, empty, layout, dtype)
 
+    prefixes = all(isinstance(entry, KvLayer) for entry in layout)
+
     def after(k: int) -> dict:
-        past = [c[:, :, :k] for c in full]
+        past = [c[:, :, :k] for c in full] if prefixes else _record(forward, ids[:, :k], empty, layout, dtype)[1]
         return _record(forward, ids[:, k:], past, layout, dtype)[0]
 
     cases["prompt_with_past"] = after(n_tokens // 2)

@@ -22,8 +22,8 @@ and with dynamic image (and video length) axes too where the model allows it. Th
 tract at two sizes (the traced one, and batch 2 with other image sizes when they are dynamic) and
 is compared with PyTorch eager: it passes when the largest difference of every output is within
 {tolerance:g} of that output's largest value (random weights give outputs of any scale). When any
-of that fails with a dynamic image size (the model pins the size, an op such as `ceil_mode`
-pooling needs static sizes, tract cannot prove two sizes equal, or torch.export's shape reasoning
+of that fails with a dynamic image size (the model pins the size, through a reshape or a table
+it adds, an op needs static sizes, tract cannot prove two sizes equal, or torch.export's shape reasoning
 takes more than its budget: {spatial} s by default, less in runs made with `--spatial-seconds`; the
 note says which), the model is exported again with only the batch dynamic (`dynamic`
 column) and the reason column says why. timm models are tried at a small size first (128 px, in
