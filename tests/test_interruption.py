@@ -28,6 +28,10 @@ EXPORT = textwrap.dedent("""
     import torch, t2ir
     from t2ir.emitters import encodings, staging
 
+    # Ctrl-C raises KeyboardInterrupt even when pytest runs as a background job (which starts
+    # with SIGINT ignored, and a child inherits that)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     target, stop = sys.argv[1], sys.argv[2]
     plain, written = encodings.ENCODINGS["plain"], []
 

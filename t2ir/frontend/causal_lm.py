@@ -93,7 +93,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
     """forward(input_ids [1,S], k_0, v_0, k_1, v_1, ...) -> (logits, k_0', v_0', ...).
 
     Past caches are [1, heads, P, dim] (P may be 0), updated ones [1, heads, P+S, dim], for the layers
-    `layout` lists (by default probed from the model); layers without a cache take no IO.
+    `layout` lists (by default probed from the model); layers without a cache take no IO. A layer
+    with a short convolution takes and returns its state [1, channels, kernel] (ConvState).
     The wrapped model's children are registered directly on this module, so parameter names are the
     transformers state-dict names ("model.layers.0...", "lm_head.weight").
     """

@@ -222,7 +222,7 @@ def check_pinned_broadcasts(ep: torch.export.ExportedProgram, dims) -> None:
                         seen.add((size, expr))
                         problems.append(Problem(
                             f"a size-{size} axis meets one of size {expr}: the model runs only where {expr} = {size}",
-                            op=str(target.overloadpacket.__name__ if hasattr(target, "overloadpacket") else target),
+                            op=target.overloadpacket.__name__,
                             loc=node_loc(node),
                             hint="the model pins this size (a table or weight of fixed size); make that axis static"))
     if problems:
