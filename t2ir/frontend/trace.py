@@ -175,18 +175,26 @@ def _fails_eagerly(module, args: tuple, kwargs: dict) -> bool:
         return True
 
 
-def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims) -> None:
-    """Every axis the user declared dynamic must still be symbolic after tracing."""
+def _traced_sizes(ep: torch.export.ExportedProgram, dims):
+    """((input index, axis), the user's name for it, its size as traced: int or SymInt) for
+    each declared dynamic axis of a user input the program kept."""
     from torch.export.graph_signature import InputKind
 
     user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
     vals = {n.name: n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"}
-    problems = []
-    for (i, axis), sym in dims.items():
+    for (i, axis), name in dims.items():
         val = vals.get(user[i]) if i < len(user) else None
-        if isinstance(val, torch.Tensor) and isinstance(val.shape[axis], int):
+        if isinstance(val, torch.Tensor):
+            yield (i, axis), name, val.shape[axis]
+
+
+def check_still_dynamic(ep: torch.export.ExportedProgram, names: Sequence[str], dims) -> None:
+    """Every axis the user declared dynamic must still be symbolic after tracing."""
+    problems = []
+    for (i, axis), sym, size in _traced_sizes(ep, dims):
+        if isinstance(size, int):
             problems.append(Problem(
-                f"dynamic axis {axis} ({sym}) of input {names[i]!r} was specialised to {val.shape[axis]} "
+                f"dynamic axis {axis} ({sym}) of input {names[i]!r} was specialised to {size} "
                 "by the model's code", hint="the model only works for that size on this axis "
                 "(e.g. a reshape to a fixed size); make the axis static or change the model"))
     if problems:
@@ -232,15 +240,9 @@ def check_pinned_broadcasts(ep: torch.export.ExportedProgram, dims) -> None:
 def _user_symbols(ep: torch.export.ExportedProgram, dims) -> dict:
     """torch's size symbols (s53) -> sympy symbols named as the user named the axes (H)."""
     import sympy
-    from torch.export.graph_signature import InputKind
 
-    user = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
-    vals = {n.name: n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"}
     out = {}
-    for (i, axis), name in dims.items():
-        val = vals.get(user[i]) if i < len(user) else None
-        if isinstance(val, torch.Tensor) and isinstance(val.shape[axis], torch.SymInt):
-            expr = val.shape[axis].node.expr
-            if isinstance(expr, sympy.Symbol):
-                out[expr] = sympy.Symbol(str(name), integer=True, positive=True)
+    for _, name, size in _traced_sizes(ep, dims):
+        if isinstance(size, torch.SymInt) and isinstance(size.node.expr, sympy.Symbol):
+            out[size.node.expr] = sympy.Symbol(str(name), integer=True, positive=True)
     return out

@@ -210,7 +210,7 @@ def export_llm(opts: LLMExportOptions, reporter: Optional[Reporter] = None) -> E
 
 def _export(opts: LLMExportOptions, reporter: Reporter, ckpt: Checkpoint, hashes: FileHashes,
             summary: ExportSummary) -> ExportSummary:
-    out_dir = Path(opts.out_dir)
+    out_dir = summary.out_dir
     with reporter.phase("trace"):
         traced = trace_graph(ckpt, opts, reporter)
         graph = traced.graph
