@@ -13,6 +13,7 @@ steps that feed tract's own output caches back, then a chunk of several tokens o
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,10 +216,12 @@ def _cache_diff(got: list[np.ndarray], facts, cache) -> float:
     layers = getattr(cache, "layers", None) or []
     worst = 0.0
     for out, fact in zip(got, facts):
-        kind, index = fact.name.split("_")[-2:]
+        kind, index = re.fullmatch(r"out_cache_(\w+)_(\d+)", fact.name.replace("in_cache_", "out_cache_")).groups()
         layer = layers[int(index)] if int(index) < len(layers) else None
-        if kind.startswith("conv"):  # a convolution state: the same [1, channels, length] as transformers'
-            ref = (getattr(layer, "conv_states", None) or {}).get(int(kind[4:] or 0))
+        if kind not in ("key", "value"):  # a state of the same shape as transformers': a convolution
+            # state [1, channels, length], or another growing state (DSA's indexer keys), an attribute
+            ref = (getattr(layer, "conv_states", None) or {}).get(int(kind[4:] or 0)) if re.fullmatch(r"conv\d*", kind) \
+                else getattr(layer, kind, None)
             if isinstance(ref, torch.Tensor) and tuple(ref.shape) == out.shape:
                 worst = max(worst, float(np.abs(out.astype(np.float64) - ref.float().numpy()).max()))
             continue

@@ -182,3 +182,24 @@ def test_convolution_states_through_cases_bench_and_generate(tmp_path):
     with torch.no_grad():
         want = reference_model(folder, "auto", "f32").generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False)
     assert got == want[0, len(prompt):].tolist()
+
+
+def test_sparse_attention_indexer_keys_are_carried(tmp_path):
+    """DeepSeek-V3.2's sparse attention keeps indexer keys [1, P, dim] beside keys and values;
+    they are graph IO that grows with P like keys. With a top-k of 3 positions (below the
+    sequence), tract attends to the positions the indexer picks, as transformers does."""
+    from t2ir.tract_run import io_facts, load_model
+
+    config = tiny_config("deepseek_v32")
+    config.index_topk = 3
+    folder = save_checkpoint(config, tmp_path / "dsa")
+    summary = export(folder, tmp_path / "out", check_io="approximate")
+    assert summary.check_passed, [(c.case, c.output, c.max_abs_diff) for c in summary.checks if not c.passed]
+    path = summary.out_dir / "model" / "model.nnef.tgz"
+    inputs, outputs = io_facts(load_model(path))
+    indexer = [f for f in inputs if f.name.startswith("in_cache_indexer_keys_")]
+    assert len(indexer) == config.num_hidden_layers and all(f.dims[1] == "P" for f in indexer), inputs
+    # tract's transformers registry renames the concats it takes over ("out_cache_indexer_keys_0.concat-2")
+    assert [f.name.replace("in_", "out_", 1) for f in inputs[1:]] == [f.name.split(".")[0] for f in outputs[1:]]
+    result = check_in_tract(path, reference_model(folder, "auto", "f32"))
+    assert result.max_diff <= TOLERANCE["f32"], (result.logits_diff, result.cache_diff)

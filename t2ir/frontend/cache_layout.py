@@ -52,26 +52,50 @@ class ConvState:
         return "conv" if self.slot == 0 else f"conv{self.slot}"
 
 
-CacheEntry = KvLayer | ConvState
+@dataclass(frozen=True)
+class GrowingState:
+    """A tensor a layer keeps besides keys and values that also grows by one position per token
+    (the indexer keys [1, P, dim] of DeepSeek-V3.2-style sparse attention). Carried as graph IO
+    like keys; the layer's own cache class appends to it, so no model code needs to be known."""
+
+    index: int  # the decoder layer
+    name: str   # the attribute of transformers' cache layer that holds it
+    shape: tuple[int, ...]  # its shape with an empty past (0 on `axis`)
+    axis: int   # the axis that grows
+
+    @property
+    def kind(self) -> str:
+        return self.name
+
+
+CacheEntry = KvLayer | ConvState | GrowingState
+
+
+def _kinds(entry: CacheEntry) -> tuple[str, ...]:
+    return ("key", "value") if isinstance(entry, KvLayer) else (entry.kind,)
 
 
 def cache_input_names(layout: list[CacheEntry]) -> list[str]:
     """The names, in the order forward() takes them, layer by layer: torch_to_nnef's key then
-    value, and `in_cache_conv_{i}` for a convolution state (the layer index last, like theirs)."""
-    names = []
-    for entry in layout:
-        kinds = ("key", "value") if isinstance(entry, KvLayer) else (entry.kind,)
-        names += [f"in_cache_{kind}_{entry.index}" for kind in kinds]
-    return names
+    value, `in_cache_conv_{i}` for a convolution state and `in_cache_{attribute}_{i}` for another
+    growing state (the layer index last, like theirs)."""
+    return [f"in_cache_{kind}_{entry.index}" for entry in layout for kind in _kinds(entry)]
 
 
 def cache_output_names(layout: list[CacheEntry]) -> list[str]:
     return [name.replace("in_cache_", "out_cache_") for name in cache_input_names(layout)]
 
 
-def growing_cache_inputs(layout: list[CacheEntry]) -> list[bool]:
-    """Per cache input, whether it has the past length P (axis 2): keys and values do, states not."""
-    return [isinstance(entry, KvLayer) for entry in layout for _ in range(2 if isinstance(entry, KvLayer) else 1)]
+def cache_past_axes(layout: list[CacheEntry]) -> list[int | None]:
+    """Per cache input, its axis of the past length P (keys and values: 2), None for a state of
+    fixed size."""
+    axes: list[int | None] = []
+    for entry in layout:
+        if isinstance(entry, KvLayer):
+            axes += [2, 2]
+        else:
+            axes.append(entry.axis if isinstance(entry, GrowingState) else None)
+    return axes
 
 
 def empty_caches(layout: list[CacheEntry], dtype: torch.dtype, length: int = 0) -> list[torch.Tensor]:
@@ -80,9 +104,13 @@ def empty_caches(layout: list[CacheEntry], dtype: torch.dtype, length: int = 0) 
     for entry in layout:
         if isinstance(entry, ConvState):
             out.append(torch.zeros(1, entry.channels, entry.length, dtype=dtype))
-            continue
-        out.append(torch.zeros(1, entry.key_heads, length, entry.key_dim, dtype=dtype))
-        out.append(torch.zeros(1, entry.value_heads, length, entry.value_dim, dtype=dtype))
+        elif isinstance(entry, GrowingState):
+            shape = list(entry.shape)
+            shape[entry.axis] = length
+            out.append(torch.zeros(shape, dtype=dtype))
+        else:
+            out.append(torch.zeros(1, entry.key_heads, length, entry.key_dim, dtype=dtype))
+            out.append(torch.zeros(1, entry.value_heads, length, entry.value_dim, dtype=dtype))
     return out
 
 
@@ -141,8 +169,10 @@ def layout_of(cache, longer, model_name: str) -> list[CacheEntry]:
     for i, (layer, grown) in enumerate(zip(layers, longer.layers)):
         where = f"layer {i} of {model_name} ({type(layer).__name__})"
         states = _conv_states(layer, grown, i, where)
+        extras = _growing_states(layer, grown, i)
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        _check_state(layer, grown, {"keys", "values", "conv_states"} if states else {"keys", "values"}, where)
+        carried = {"keys", "values", *(["conv_states"] if states else []), *(e.name for e in extras)}
+        _check_state(layer, grown, carried, where)
         layout += states
         if keys is None and values is None:
             continue  # no key/value cache in this layer (convolution, attention-free, or shared)
@@ -153,6 +183,7 @@ def layout_of(cache, longer, model_name: str) -> list[CacheEntry]:
             raise StateCacheError(f"layer {i} of {model_name} kept {keys.shape[2]} of {PROBE_TOKENS} positions in "
                                   "its cache: only caches that grow by one position per token can be exported")
         layout.append(KvLayer(i, int(keys.shape[1]), int(keys.shape[3]), int(values.shape[1]), int(values.shape[3])))
+        layout += extras
     if not any(isinstance(entry, KvLayer) for entry in layout):
         raise StateCacheError(f"{model_name} keeps no key/value cache in any layer")
     return layout
@@ -178,6 +209,21 @@ def _conv_states(layer, grown, index: int, where: str) -> list[ConvState]:
     return states
 
 
+def _growing_states(layer, grown, index: int) -> list[GrowingState]:
+    """The layer's other tensors (held directly, not in lists) that grow by one position per
+    token along one axis, as keys do: PROBE_TOKENS positions there, one more after one more token."""
+    found = []
+    for name in _tensor_attributes(layer, {"keys", "values"}):
+        now, later = getattr(layer, name), getattr(grown, name, None)
+        if not (isinstance(now, torch.Tensor) and isinstance(later, torch.Tensor) and now.dim() == later.dim()):
+            continue
+        differ = [a for a, (x, y) in enumerate(zip(now.shape, later.shape)) if x != y]
+        if len(differ) == 1 and now.shape[differ[0]] == PROBE_TOKENS and later.shape[differ[0]] == PROBE_TOKENS + 1:
+            shape = tuple(0 if a == differ[0] else int(d) for a, d in enumerate(now.shape))
+            found.append(GrowingState(index, name, shape, differ[0]))
+    return found
+
+
 def _check_state(obj, grown, skip: set[str], where: str) -> None:
     """Refuse state besides keys and values, saying whether it is recurrent (fixed size)."""
     names = _tensor_attributes(obj, skip)
@@ -188,8 +234,9 @@ def _check_state(obj, grown, skip: set[str], where: str) -> None:
         raise RecurrentStateError(f"{where} keeps a recurrent state ({', '.join(names)}, fixed size): "
                                   "t2ir's LLM export carries key/value caches and convolution states, not recurrent "
                                   "states, as graph IO")
-    raise StateCacheError(f"{where} keeps {', '.join(names)} besides keys and values, growing with the sequence: "
-                          "t2ir's LLM export only carries key/value caches and convolution states")
+    raise StateCacheError(f"{where} keeps {', '.join(names)} besides keys and values, growing with the sequence "
+                          "but not by one position per token along one axis: t2ir's LLM export carries key/value "
+                          "caches, convolution states and states that grow as keys do")
 
 
 def _shapes(value) -> list:

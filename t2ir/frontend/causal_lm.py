@@ -16,8 +16,9 @@ from transformers.cache_utils import DummyLayer, DynamicLayer, LinearAttentionLa
 
 from t2ir.errors import T2IRError
 from t2ir.frontend import moe
-from t2ir.frontend.cache_layout import (CacheEntry, ConvState, KvLayer, MetaProbeError, cache_input_names,
-                                        cache_output_names, empty_caches, growing_cache_inputs, probe_cache_layout)
+from t2ir.frontend.cache_layout import (CacheEntry, ConvState, GrowingState, KvLayer, MetaProbeError,
+                                        cache_input_names, cache_output_names, cache_past_axes, empty_caches,
+                                        probe_cache_layout)
 from t2ir.frontend.deferred_asserts import UnprovenGuardError, check_deferred_asserts
 from t2ir.frontend.layer_stamping import LayerPlan, StampingError, only_traced_layers, plan_layers, stamp_layers
 
@@ -80,6 +81,21 @@ class _ExplicitConvLayer(LinearAttentionLayer):
         raise T2IRError("a recurrent state reached a convolution layer's cache: t2ir carries convolution states only")
 
 
+def _with_growing_states(layer_class: type, keys: torch.Tensor, values: torch.Tensor,
+                         states: dict[str, torch.Tensor]) -> _ExplicitLayer:
+    """The model's own cache layer class (its methods append to the states it keeps besides keys
+    and values, DSA's `update_indexer`), holding keys, values and those states from graph inputs;
+    its lazy-initialisation flags (`is_..._initialized`) set, as after a first step."""
+    explicit = type(f"Explicit{layer_class.__name__}", (_ExplicitLayer, layer_class), {})
+    layer = explicit(keys, values)
+    for name, tensor in states.items():
+        setattr(layer, name, tensor)
+    for flag, value in vars(layer).items():
+        if flag.startswith("is_") and flag.endswith("initialized") and isinstance(value, bool):
+            setattr(layer, flag, True)
+    return layer
+
+
 class _ExplicitHybridLayer(_ExplicitConvLayer, _ExplicitLayer):
     """A layer that keeps both (a short convolution before sliding-window attention, Inkling's):
     transformers' hybrid layer kinds are the two classes combined the same way."""
@@ -140,11 +156,14 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         layers: list[Any] = list(cache.layers)
         layers += [DummyLayer() for _ in range(len(layers), max(entry.index for entry in self.layout) + 1)]
         states: dict[int, dict[int, torch.Tensor]] = {}
+        growing: dict[int, dict[str, torch.Tensor]] = {}
         kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         inputs = iter(past)
         for entry in self.layout:
             if isinstance(entry, ConvState):
                 states.setdefault(entry.index, {})[entry.slot] = next(inputs)
+            elif isinstance(entry, GrowingState):
+                growing.setdefault(entry.index, {})[entry.name] = next(inputs)
             else:
                 kv[entry.index] = (next(inputs), next(inputs))
         for index in sorted({*states, *kv}):
@@ -152,6 +171,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
                 layers[index] = _ExplicitHybridLayer(*kv[index], states[index])
             elif index in states:
                 layers[index] = _ExplicitConvLayer(states[index])
+            elif index in growing:
+                layers[index] = _with_growing_states(type(layers[index]), *kv[index], growing[index])
             else:
                 layers[index] = _ExplicitLayer(*kv[index])
         cache.layers = layers
@@ -159,8 +180,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
 
     def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The computation; `forward` only gives it a named per-layer signature."""
-        if len(past) != len(growing_cache_inputs(self.layout)):
-            raise ValueError(f"expected {len(growing_cache_inputs(self.layout))} cache tensors, got {len(past)}")
+        if len(past) != len(cache_past_axes(self.layout)):
+            raise ValueError(f"expected {len(cache_past_axes(self.layout))} cache tensors, got {len(past)}")
         kwargs: dict[str, Any] = {"use_cache": bool(self.layout)}  # none: each step reads the whole sequence
         if self.layout:
             # No position_ids: the model derives them from the cache length (P) as in its own generation
@@ -177,6 +198,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
             layer = cache.layers[entry.index]
             if isinstance(entry, KvLayer):
                 updated += [layer.keys, layer.values]
+            elif isinstance(entry, GrowingState):
+                updated.append(getattr(layer, entry.name))
             elif entry.slot in layer.updated:
                 updated.append(layer.updated[entry.slot])
             else:
@@ -246,21 +269,21 @@ def _export(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor, past: list[to
     # S >= 1 (there is always a new token); P >= 0 (prefill starts from empty [1, heads, 0, dim] caches).
     seq = torch.export.Dim("S", min=1, **({"max": maxima["S"]} if "S" in maxima else {}))
     past_len = torch.export.Dim("P", min=0, **({"max": maxima["P"]} if "P" in maxima else {}))
-    caches = zip(cache_input_names(wrapper.layout), growing_cache_inputs(wrapper.layout))
-    dynamic_shapes = {"input_ids": {1: seq}, **{name: ({2: past_len} if grows else None) for name, grows in caches}}
+    caches = zip(cache_input_names(wrapper.layout), cache_past_axes(wrapper.layout))
+    dynamic_shapes = {"input_ids": {1: seq}, **{name: (None if axis is None else {axis: past_len})
+                                                for name, axis in caches}}
     return torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False,
                                prefer_deferred_runtime_asserts_over_guards=defer_guards)
 
 
 def _axis_names(ep: torch.export.ExportedProgram) -> dict[str, str]:
-    """torch's symbols for S (input_ids' axis 1) and P (the caches' axis 2)."""
+    """torch's symbols for S (input_ids' axis 1) and P (the caches' symbolic axis)."""
     names = {}
     users = [n for n in ep.graph.nodes if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs]
     for i, node in enumerate(users):
-        shape = node.meta["val"].shape
-        dim = shape[1] if i == 0 else shape[2]
-        if isinstance(dim, torch.SymInt):
-            names[str(dim.node.expr)] = "S" if i == 0 else "P"
+        for dim in [node.meta["val"].shape[1]] if i == 0 else node.meta["val"].shape:
+            if isinstance(dim, torch.SymInt):
+                names[str(dim.node.expr)] = "S" if i == 0 else "P"
     return names
 
 
@@ -279,8 +302,8 @@ def dim_symbols(ep: torch.export.ExportedProgram) -> dict[str, Any]:
     """{"S": sympy symbol, "P": sympy symbol}: the exported program keeps no Dim names, only symbols (s43, ...)."""
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     seq = placeholders["input_ids"].meta["val"].shape[1]
-    first_cache = next(n for name, n in placeholders.items() if name.startswith("in_cache_"))
-    past = first_cache.meta["val"].shape[2]
+    past = next(d for name, n in placeholders.items() if name.startswith("in_cache_") for d in n.meta["val"].shape
+                if isinstance(d, torch.SymInt))
     return {"S": seq.node.expr, "P": past.node.expr}
 
 
@@ -408,7 +431,8 @@ def _lift(model, layout: list[CacheEntry], num_logits_to_keep, weight_source, na
     # ops without a translation (an activation built from expm1, ...) through torch's decompositions
     ep = decompose_untranslated(export_causal_lm(model, num_logits_to_keep=num_logits_to_keep, layout=layout))
     inputs = ["input_ids", *cache_input_names(layout)]
-    dim_names = {(0, 1): "S", **{(i, 2): "P" for i, grows in enumerate(growing_cache_inputs(layout), 1) if grows}}
+    dim_names = {(0, 1): "S", **{(i, axis): "P" for i, axis in enumerate(cache_past_axes(layout), 1)
+                                 if axis is not None}}
     return lift_exported_program(ep, input_names=inputs, output_names=["outputs", *cache_output_names(layout)],
                                  dim_names=dim_names, weight_source=weight_source, name=name)
 
@@ -418,7 +442,9 @@ def _lift_stamped(model, plan: LayerPlan, layout: list[CacheEntry], num_logits_t
     from t2ir.ir import InMemory
     from t2ir.types import DType
 
-    cache = {layer.index: dataclasses.replace(layer, index=0) for layer in layout}  # its shape, wherever it is
+    cache: dict[int, list[CacheEntry]] = {}  # each layer's cache entries, wherever the layer is
+    for entry in layout:
+        cache.setdefault(entry.index, []).append(dataclasses.replace(entry, index=0))
     for copy, source in plan.copies.items():
         if cache.get(copy) != cache.get(source):
             raise StampingError(f"layers {copy} and {source} keep different caches")

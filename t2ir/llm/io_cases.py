@@ -19,7 +19,7 @@ import torch
 
 from t2ir.driver import Run
 from t2ir.emitters.archive import write_npz
-from t2ir.frontend.cache_layout import CacheEntry, KvLayer, cache_input_names, cache_output_names, empty_caches
+from t2ir.frontend.cache_layout import CacheEntry, ConvState, cache_input_names, cache_output_names, cache_past_axes, empty_caches
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
 MODES = ("prompt", "prompt_with_past", "text_generation")  # what modes.json lists, as torch_to_nnef does
@@ -76,10 +76,13 @@ def make_cases(forward: Forward, *, layout: list[CacheEntry], vocab_size: int, d
     cases = {}
     cases["prompt"], full = _record(forward, ids, empty, layout, dtype)
 
-    prefixes = all(isinstance(entry, KvLayer) for entry in layout)
+    prefixes = not any(isinstance(entry, ConvState) for entry in layout)
 
     def after(k: int) -> dict:
-        past = [c[:, :, :k] for c in full] if prefixes else _record(forward, ids[:, :k], empty, layout, dtype)[1]
+        if prefixes:
+            past = [c.narrow(axis, 0, k) for c, axis in zip(full, cache_past_axes(layout))]
+        else:
+            past = _record(forward, ids[:, :k], empty, layout, dtype)[1]
         return _record(forward, ids[:, k:], past, layout, dtype)[0]
 
     cases["prompt_with_past"] = after(n_tokens // 2)

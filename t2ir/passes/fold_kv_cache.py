@@ -39,9 +39,9 @@ PASS_THROUGH = CASTS | IDENTITY | RESHAPES | TRANSPOSES | {
 # Names that say "this input is a KV cache" even when the structure is not found.
 CACHE_NAME = re.compile(r"(cache|past)", re.IGNORECASE)
 TORCH_TO_NNEF_NAME = re.compile(r"in_cache_(key|value)_(\d+)")
-# The convolution states the causal-LM frontend carries (t2ir.frontend.cache_layout.ConvState):
-# fixed-size IO of their own, kept as they are.
-CONV_STATE_NAME = re.compile(r"in_cache_conv\d*_\d+")
+# The other states the causal-LM frontend carries (t2ir.frontend.cache_layout: ConvState,
+# GrowingState), named in_cache_{kind}_{layer}: IO of their own, kept as they are.
+CARRIED_STATE_NAME = re.compile(r"in_cache_(?!key_\d+$|value_\d+$)\w+_\d+")
 
 
 class KvCacheLayoutError(ExportError):
@@ -132,7 +132,7 @@ class FoldKvCache(Pass):
         for v in graph.inputs:
             cache = _cache_concat(v, graph) if v.rank == 4 else None
             if cache is None:
-                if CACHE_NAME.search(v.name) and not CONV_STATE_NAME.fullmatch(v.name):
+                if CACHE_NAME.search(v.name) and not CARRIED_STATE_NAME.fullmatch(v.name):
                     problems.append(Problem(
                         f"input %{v.name} {v.type} looks like a KV cache but is not concatenated on axis 2 "
                         "with new entries into a graph output",
