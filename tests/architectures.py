@@ -174,6 +174,19 @@ def reference_model(folder: Path, attn: str, dtype: str):
     return model
 
 
+def _reference_step(reference, ids: torch.Tensor, cache, cached: bool):
+    """transformers' logits for `ids` after the cached past. A chunk on a recurrent state runs one
+    token at a time: transformers' PyTorch sequence path for state-space layers (Mamba's) starts
+    from a zero state whatever the cache holds, its one-token step reads the state."""
+    if not cached:
+        return reference(input_ids=ids).logits
+    recurrent = any(getattr(layer, "is_recurrent_states_initialized", {}).get(0) for layer in cache.layers)
+    if ids.shape[1] == 1 or not recurrent:
+        return reference(input_ids=ids, cache=cache, use_cache=True).logits
+    return torch.cat([reference(input_ids=ids[:, i:i + 1], cache=cache, use_cache=True).logits
+                      for i in range(ids.shape[1])], dim=1)
+
+
 def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResult:
     """Prefill, DECODE_STEPS greedy steps feeding tract's caches back, then a CHUNK on top of the past."""
     from transformers import DynamicCache
@@ -194,16 +207,16 @@ def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResu
     cached = len(inputs) > 1  # a model without a cache reads the whole sequence at each step
     for step in range(2 + DECODE_STEPS):
         with torch.no_grad():
-            ref = reference(input_ids=ids, cache=cache, use_cache=True) if cached else reference(input_ids=ids)
+            logits = _reference_step(reference, ids, cache, cached)
         got = run_tract(runnable, [ids.numpy(), *past])
-        want = ref.logits[:, -got[0].shape[1]:].float().numpy()
+        want = logits[:, -got[0].shape[1]:].float().numpy()
         if got[0].shape != want.shape:
             raise AssertionError(f"tract logits {got[0].shape} vs transformers {want.shape}")
         logits_diff = max(logits_diff, float(np.abs(got[0].astype(np.float64) - want).max()))
         cache_diff = max(cache_diff, _cache_diff(got[1:], inputs[1:], cache))
         past = got[1:]
         steps += 1
-        new = ref.logits[:, -1:].argmax(-1)
+        new = logits[:, -1:].argmax(-1)
         if step == DECODE_STEPS:
             new = torch.cat([new, torch.randint(3, vocab, (1, CHUNK - 1), generator=gen)], 1)
         ids = new if cached else torch.cat([ids, new], 1)

@@ -474,7 +474,14 @@ def _assign(a, b):
     y = a * 1
     y[:, 1:3] = b
     y[:, 0] = 2.0
-    y[:, 3::2] = -1.0  # a step: refused by the translation, exported through torch's decomposition
+    y[:, 3::2] = -1.0  # a step over a static axis: one gather from [y, the values]
+    return y
+
+
+def _assign_interleaved(a, b):
+    """Every third position from one tensor (interleaved rotary sections)."""
+    y = a * 1
+    y[..., 1::3] = b
     return y
 
 
@@ -550,6 +557,7 @@ SORT_SCATTER = [
       X("B", 2, "S", "S")),
     c("index_put_mask", lambda a, m: a.index_put((m,), torch.tensor(-1.0)), X("B", 4), Mask("B", 4)),
     c("slice_assign", _assign, X("B", 6), X("B", 2)),
+    c("slice_assign_interleaved", _assign_interleaved, X("B", 3, 8), X("B", 3, 3)),
     c("expm1_log1p", lambda a: torch.expm1(a * 1e-3) + torch.log1p(a.abs()), X("B", 4)),
 ]
 

@@ -148,12 +148,44 @@ def test_generate_without_a_cache_reads_the_whole_sequence(checkpoints, tmp_path
 
 
 def test_state_space_model_gets_one_error_line(tmp_path):
-    """Models that keep a recurrent state besides keys and values are refused with what is missing."""
-    folder = save_checkpoint(tiny_config("mamba"), tmp_path / "mamba")
+    """A recurrent state t2ir cannot scan from (Mamba-2's chunked kernels, NemotronH) is refused
+    with what is missing."""
+    folder = save_checkpoint(tiny_config("nemotron_h"), tmp_path / "nemotron_h")
     with pytest.raises(RecurrentStateError) as err:
         export(folder, tmp_path / "out")
     message = str(err.value)
-    assert "\n" not in message and "key/value caches" in message
+    assert "\n" not in message and "selective_scan_fn" in message
+
+
+@pytest.mark.parametrize("model_type", ["mamba", "qwen3_next"])
+def test_recurrent_states_scan_from_the_carried_state(tmp_path, model_type):
+    """Mamba's selective scan and Qwen3-Next's gated delta rule run as tract scans that start from
+    the recurrent state the graph takes: the reference cases (a prompt, then chunks and one token
+    on its past) pass in tract, and prefill, decode steps and a chunk on a past match
+    transformers (its token-by-token path for the chunk: its sequence path restarts Mamba's
+    state from zeros)."""
+    import torch
+
+    from t2ir.llm.generate import TractGenerator
+    from t2ir.tract_run import io_facts, load_model
+
+    folder = save_checkpoint(tiny_config(model_type), tmp_path / model_type)
+    summary = export(folder, tmp_path / "out", check_io="approximate")
+    assert summary.check_passed, [(c.case, c.output, c.max_abs_diff) for c in summary.checks if not c.passed]
+    assert summary.ops_after.get("tract_core.scan", 0) > 0
+    path = summary.out_dir / "model" / "model.nnef.tgz"
+    inputs, outputs = io_facts(load_model(path))
+    states = [f for f in inputs if f.name.startswith("in_cache_recurrent")]
+    assert states and all(all(isinstance(d, int) for d in f.dims) for f in states)
+    assert [f.name.replace("in_", "out_", 1) for f in inputs[1:]] == [f.name.split(".")[0] for f in outputs[1:]]
+    reference = reference_model(folder, "auto", "f32")
+    result = check_in_tract(path, reference)
+    assert result.max_diff <= TOLERANCE["f32"], (result.logits_diff, result.cache_diff)
+    prompt = [5, 17, 42, 9]
+    got = list(TractGenerator(summary.out_dir).tokens(prompt, 4))
+    with torch.no_grad():
+        want = reference.generate(torch.tensor([prompt]), max_new_tokens=4, do_sample=False)
+    assert got == want[0, len(prompt):].tolist()
 
 
 def test_convolution_states_through_cases_bench_and_generate(tmp_path):

@@ -53,6 +53,21 @@ class ConvState:
 
 
 @dataclass(frozen=True)
+class RecurrentState:
+    """One decoder layer's recurrent state (a state-space or linear-attention layer's, any fixed
+    shape): the layer's whole summary of the past. An empty past is zeros, the state
+    transformers starts a prompt from; the layer's scan starts from it (t2ir.frontend.recurrent)."""
+
+    index: int  # the decoder layer
+    shape: tuple[int, ...]
+    slot: int = 0  # transformers' state_idx
+
+    @property
+    def kind(self) -> str:
+        return "recurrent" if self.slot == 0 else f"recurrent{self.slot}"
+
+
+@dataclass(frozen=True)
 class GrowingState:
     """A tensor a layer keeps besides keys and values that also grows by one position per token
     (the indexer keys [1, P, dim] of DeepSeek-V3.2-style sparse attention). Carried as graph IO
@@ -68,7 +83,7 @@ class GrowingState:
         return self.name
 
 
-CacheEntry = KvLayer | ConvState | GrowingState
+CacheEntry = KvLayer | ConvState | RecurrentState | GrowingState
 
 
 def _kinds(entry: CacheEntry) -> tuple[str, ...]:
@@ -104,6 +119,8 @@ def empty_caches(layout: list[CacheEntry], dtype: torch.dtype, length: int = 0) 
     for entry in layout:
         if isinstance(entry, ConvState):
             out.append(torch.zeros(1, entry.channels, entry.length, dtype=dtype))
+        elif isinstance(entry, RecurrentState):
+            out.append(torch.zeros(entry.shape, dtype=dtype))
         elif isinstance(entry, GrowingState):
             shape = list(entry.shape)
             shape[entry.axis] = length
@@ -115,9 +132,9 @@ def empty_caches(layout: list[CacheEntry], dtype: torch.dtype, length: int = 0) 
 
 
 class RecurrentStateError(StateCacheError):
-    """The model keeps a fixed-size recurrent state (state-space or linear-attention layers). Carried
-    as graph IO like a convolution state, it would also need the model's sequence path to start
-    from it, which transformers' PyTorch paths for these layers do not do (they start from zeros)."""
+    """The model keeps a fixed-size recurrent state that t2ir cannot carry: its recurrence does not
+    run through a transformers kernel t2ir replaces by a scan from the carried state
+    (t2ir.frontend.recurrent), or the state is not in a transformers Cache."""
 
 
 class MetaProbeError(T2IRError):
@@ -128,8 +145,10 @@ def probe_cache_layout(model: torch.nn.Module, device: str = "meta") -> list[Cac
     """Run PROBE_TOKENS tokens through the model and read the cache it returns (and PROBE_TOKENS + 1
     to tell states that grow with the sequence from fixed-size ones). On the meta device nothing
     is computed; "cpu" is for models whose forward reads a value (`.item()`)."""
+    from t2ir.frontend.recurrent import scans_from_carried_states
+
     caches = [_forward_cache(model, n, device) for n in (PROBE_TOKENS, PROBE_TOKENS + 1)]
-    return layout_of(*caches, type(model).__name__)
+    return layout_of(*caches, type(model).__name__, scans=scans_from_carried_states(model))
 
 
 def _forward_cache(model: torch.nn.Module, tokens: int, device: str):
@@ -152,10 +171,11 @@ def _forward_cache(model: torch.nn.Module, tokens: int, device: str):
     return None  # a model without a cache (GPT-1, XLM): each step reads the whole sequence
 
 
-def layout_of(cache, longer, model_name: str) -> list[CacheEntry]:
-    """The KvLayers and ConvStates of a filled transformers Cache (`longer`: the same after one
-    more token); any other state is an error naming it, recurrent when its size does not follow
-    the sequence."""
+def layout_of(cache, longer, model_name: str, scans: bool = False) -> list[CacheEntry]:
+    """The KvLayers, ConvStates and GrowingStates of a filled transformers Cache (`longer`: the
+    same after one more token), and RecurrentStates when `scans` (the model's recurrent kernels can
+    start from them); any other state is an error naming it, recurrent when its size does not
+    follow the sequence."""
     if cache is None:
         return []  # no cache at all: the graph takes the whole sequence, input_ids only
     if getattr(cache, "self_attention_cache", None) is not None:  # an encoder-decoder cache, used decoder-only:
@@ -169,13 +189,15 @@ def layout_of(cache, longer, model_name: str) -> list[CacheEntry]:
     for i, (layer, grown) in enumerate(zip(layers, longer.layers)):
         where = f"layer {i} of {model_name} ({type(layer).__name__})"
         states = _conv_states(layer, grown, i, where)
+        recurrent = _recurrent_states(layer, grown, i, where) if scans else []
         extras = _growing_states(layer, grown, i)
         keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
-        carried = {"keys", "values", *(["conv_states"] if states else []), *(e.name for e in extras)}
+        carried = {"keys", "values", *(["conv_states"] if states else []), *(["recurrent_states"] if recurrent else []),
+                   *(e.name for e in extras)}
         _check_state(layer, grown, carried, where)
-        layout += states
+        layout += states + recurrent
         if keys is None and values is None:
-            continue  # no key/value cache in this layer (convolution, attention-free, or shared)
+            continue  # no key/value cache in this layer (convolution, recurrent, or shared)
         if not (isinstance(keys, torch.Tensor) and isinstance(values, torch.Tensor) and keys.dim() == values.dim() == 4):
             raise StateCacheError(f"layer {i} of {model_name} caches {type(layer).__name__} tensors that are not "
                                   "[batch, heads, positions, features] keys and values")
@@ -184,7 +206,7 @@ def layout_of(cache, longer, model_name: str) -> list[CacheEntry]:
                                   "its cache: only caches that grow by one position per token can be exported")
         layout.append(KvLayer(i, int(keys.shape[1]), int(keys.shape[3]), int(values.shape[1]), int(values.shape[3])))
         layout += extras
-    if not any(isinstance(entry, KvLayer) for entry in layout):
+    if not any(isinstance(entry, (KvLayer, RecurrentState)) for entry in layout):
         raise StateCacheError(f"{model_name} keeps no key/value cache in any layer")
     return layout
 
@@ -206,6 +228,24 @@ def _conv_states(layer, grown, index: int, where: str) -> list[ConvState]:
             raise StateCacheError(f"{where} keeps a convolution state {tuple(state.shape)} that is not "
                                   "[batch, channels, length] of a fixed length")
         states.append(ConvState(index, int(state.shape[1]), int(state.shape[2]), int(slot)))
+    return states
+
+
+def _recurrent_states(layer, grown, index: int, where: str) -> list[RecurrentState]:
+    """The fixed-size `recurrent_states` of transformers' linear-attention layers (Mamba, gated
+    delta nets): carried when the model's recurrent kernels all have a t2ir scan that starts from
+    them (see t2ir.frontend.recurrent); otherwise `_check_state` refuses them."""
+    now, longer = getattr(layer, "recurrent_states", None), getattr(grown, "recurrent_states", None)
+    if not isinstance(now, dict) or not isinstance(longer, dict):
+        return []
+    states = []
+    for slot, state in sorted(now.items()):
+        if not isinstance(state, torch.Tensor):
+            continue
+        other = longer.get(slot)
+        if not isinstance(other, torch.Tensor) or other.shape != state.shape:
+            raise StateCacheError(f"{where} keeps a recurrent state {tuple(state.shape)} whose size changes")
+        states.append(RecurrentState(index, tuple(int(d) for d in state.shape), int(slot)))
     return states
 
 
@@ -231,9 +271,12 @@ def _check_state(obj, grown, skip: set[str], where: str) -> None:
         return
     fixed = all(_shapes(getattr(obj, n)) == _shapes(getattr(grown, n, None)) for n in names)
     if fixed:
-        raise RecurrentStateError(f"{where} keeps a recurrent state ({', '.join(names)}, fixed size): "
-                                  "t2ir's LLM export carries key/value caches and convolution states, not recurrent "
-                                  "states, as graph IO")
+        from t2ir.frontend.recurrent import SCANS
+
+        raise RecurrentStateError(f"{where} keeps a recurrent state ({', '.join(names)}, fixed size) that t2ir "
+                                  "cannot scan from: t2ir carries recurrent states of layers whose recurrence runs "
+                                  f"through transformers' kernels {', '.join(sorted(SCANS))}, and this model's "
+                                  "does not (see docs/architectures.md)")
     raise StateCacheError(f"{where} keeps {', '.join(names)} besides keys and values, growing with the sequence "
                           "but not by one position per token along one axis: t2ir's LLM export carries key/value "
                           "caches, convolution states and states that grow as keys do")

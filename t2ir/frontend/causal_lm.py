@@ -16,11 +16,13 @@ from transformers.cache_utils import DummyLayer, DynamicLayer, LinearAttentionLa
 
 from t2ir.errors import T2IRError
 from t2ir.frontend import moe
-from t2ir.frontend.cache_layout import (CacheEntry, ConvState, GrowingState, KvLayer, MetaProbeError,
+from t2ir.frontend import recurrent
+from t2ir.frontend.cache_layout import (CacheEntry, ConvState, GrowingState, KvLayer, MetaProbeError, RecurrentState,
                                         cache_input_names, cache_output_names, cache_past_axes, empty_caches,
                                         probe_cache_layout)
 from t2ir.frontend.deferred_asserts import UnprovenGuardError, check_deferred_asserts
 from t2ir.frontend.layer_stamping import LayerPlan, StampingError, only_traced_layers, plan_layers, stamp_layers
+from t2ir.frontend.scan import fresh_compile_caches
 
 
 def cache_layout_of(model: torch.nn.Module) -> list[CacheEntry]:
@@ -54,20 +56,26 @@ class _ExplicitLayer(DynamicLayer):
 
 
 class _ExplicitConvLayer(LinearAttentionLayer):
-    """A convolution layer's cache holding its states from graph inputs. It reports no previous
-    state, so the model takes its sequence path (the one a prompt takes, for any number of new
-    tokens, never the one-token branch that would guard S == 1) and asks `update_conv_state` for
-    its left context: the past state before the new inputs, as transformers' own layer gives it
-    once it has a past. The last `length` inputs are the updated state, a graph output."""
+    """A convolution or recurrent layer's cache holding its states from graph inputs. It reports
+    no previous state, so the model takes its sequence path (the one a prompt takes, for any
+    number of new tokens, never the one-token branch that would guard S == 1) and asks
+    `update_conv_state` for its left context: the past state before the new inputs, as
+    transformers' own layer gives it once it has a past. The last `length` inputs are the updated
+    state, a graph output. A recurrent state is where the layer's scan starts
+    (t2ir.frontend.recurrent, through `_ExplicitCache.get_recurrent_state`); the state it hands to
+    `update_recurrent_state` is the updated one."""
 
-    def __init__(self, states: dict[int, torch.Tensor]):
-        super().__init__(number_of_states=max(states) + 1)
+    def __init__(self, states: dict[int, torch.Tensor], recurrent: dict[int, torch.Tensor] | None = None):
+        recurrent = recurrent or {}
+        super().__init__(number_of_states=max([*states, *recurrent]) + 1)
         self.updated: dict[int, torch.Tensor] = {}
+        self.carried, self.updated_recurrent = recurrent, {}
         for slot, state in states.items():
             self.conv_states[slot] = state
             self.conv_kernel_size[slot] = state.shape[-1]
             self.is_conv_states_initialized[slot] = True
-        self.dtype, self.device = state.dtype, state.device
+        any_state = next(iter([*states.values(), *recurrent.values()]))
+        self.dtype, self.device = any_state.dtype, any_state.device
 
     def update_conv_state(self, conv_states: torch.Tensor, state_idx: int = 0, conv_kernel_size: int | None = None,
                           **kwargs: Any) -> torch.Tensor:
@@ -78,7 +86,21 @@ class _ExplicitConvLayer(LinearAttentionLayer):
         return full
 
     def update_recurrent_state(self, recurrent_states: torch.Tensor, state_idx: int = 0, **kwargs: Any):
-        raise T2IRError("a recurrent state reached a convolution layer's cache: t2ir carries convolution states only")
+        if state_idx not in self.carried:
+            raise T2IRError("a recurrent state reached a layer whose cache carries none (a t2ir bug)")
+        self.updated_recurrent[state_idx] = recurrent_states.to(self.carried[state_idx].dtype)
+        return self.updated_recurrent[state_idx]
+
+
+class _ExplicitCache(DynamicCache):
+    """transformers' cache whose recurrent layers start their scans from the carried states: it
+    answers the model's `get_recurrent_state` with None (no previous state: the sequence path)
+    and hands the layer's carried state to t2ir's scan (t2ir.frontend.recurrent)."""
+
+    def get_recurrent_state(self, layer_idx: int, state_idx: int = 0) -> torch.Tensor | None:
+        layer = self.layers[layer_idx]
+        recurrent.set_carried_state(getattr(layer, "carried", {}).get(state_idx))
+        return None
 
 
 def _with_growing_states(layer_class: type, keys: torch.Tensor, values: torch.Tensor,
@@ -126,6 +148,7 @@ class CausalLMWithExplicitCache(torch.nn.Module):
             self.add_module(name, child)
         self.num_logits_to_keep = num_logits_to_keep
         self.layout = layout if layout is not None else cache_layout_of(model)
+        self._scans = any(isinstance(entry, RecurrentState) for entry in self.layout)
         model_params = inspect.signature(model.forward).parameters
         self._takes_logits_to_keep = "logits_to_keep" in model_params
         # transformers 5.x renamed past_key_values -> cache (the old name is a deprecated alias).
@@ -152,25 +175,28 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         """transformers' own per-layer cache list (layers without a cache of their own stay
         DummyLayer), the layers that cache keys and values or convolution states filled from the
         graph inputs."""
-        cache = DynamicCache(config=self.lm.config)
+        cache = _ExplicitCache(config=self.lm.config)
         layers: list[Any] = list(cache.layers)
         layers += [DummyLayer() for _ in range(len(layers), max(entry.index for entry in self.layout) + 1)]
         states: dict[int, dict[int, torch.Tensor]] = {}
+        carried: dict[int, dict[int, torch.Tensor]] = {}
         growing: dict[int, dict[str, torch.Tensor]] = {}
         kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         inputs = iter(past)
         for entry in self.layout:
             if isinstance(entry, ConvState):
                 states.setdefault(entry.index, {})[entry.slot] = next(inputs)
+            elif isinstance(entry, RecurrentState):
+                carried.setdefault(entry.index, {})[entry.slot] = next(inputs)
             elif isinstance(entry, GrowingState):
                 growing.setdefault(entry.index, {})[entry.name] = next(inputs)
             else:
                 kv[entry.index] = (next(inputs), next(inputs))
-        for index in sorted({*states, *kv}):
+        for index in sorted({*states, *carried, *kv}):
             if index in states and index in kv:
                 layers[index] = _ExplicitHybridLayer(*kv[index], states[index])
-            elif index in states:
-                layers[index] = _ExplicitConvLayer(states[index])
+            elif index in states or index in carried:
+                layers[index] = _ExplicitConvLayer(states.get(index, {}), carried.get(index))
             elif index in growing:
                 layers[index] = _with_growing_states(type(layers[index]), *kv[index], growing[index])
             else:
@@ -190,7 +216,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         if self.num_logits_to_keep and self._takes_logits_to_keep:
             # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
             kwargs["logits_to_keep"] = self.num_logits_to_keep
-        logits = self.lm(input_ids=input_ids, **kwargs).logits
+        with recurrent.scans_from_state(self.lm) if self._scans else contextlib.nullcontext():
+            logits = self.lm(input_ids=input_ids, **kwargs).logits
         if self.num_logits_to_keep and not self._takes_logits_to_keep:
             logits = logits[:, -self.num_logits_to_keep:, :]  # correct, but projects every position first
         updated: list[torch.Tensor] = []
@@ -200,6 +227,10 @@ class CausalLMWithExplicitCache(torch.nn.Module):
                 updated += [layer.keys, layer.values]
             elif isinstance(entry, GrowingState):
                 updated.append(getattr(layer, entry.name))
+            elif isinstance(entry, RecurrentState):
+                if entry.slot not in layer.updated_recurrent:
+                    raise T2IRError(f"decoder layer {entry.index} did not update its recurrent state {entry.slot}")
+                updated.append(layer.updated_recurrent[entry.slot])
             elif entry.slot in layer.updated:
                 updated.append(layer.updated[entry.slot])
             else:
@@ -272,6 +303,7 @@ def _export(wrapper: CausalLMWithExplicitCache, ids: torch.Tensor, past: list[to
     caches = zip(cache_input_names(wrapper.layout), cache_past_axes(wrapper.layout))
     dynamic_shapes = {"input_ids": {1: seq}, **{name: (None if axis is None else {axis: past_len})
                                                 for name, axis in caches}}
+    fresh_compile_caches()
     return torch.export.export(wrapper, (ids, *past), dynamic_shapes=dynamic_shapes, strict=False,
                                prefer_deferred_runtime_asserts_over_guards=defer_guards)
 

@@ -21,6 +21,7 @@ import torch.fx
 
 from t2ir.errors import ExportError, Problem
 from t2ir.frontend.complex_to_real import lower_complex
+from t2ir.frontend.scan import SCAN, lift_scan
 from t2ir.ir import Graph, InMemory, Loc, TensorSource, Value
 from t2ir.ops.aliases import RESHAPES
 from t2ir.ops.registry import canonical_op_name
@@ -291,6 +292,17 @@ class FxLifter:
         self.data_dependent: set[torch.fx.Node] = set()
         self._weights_by_id: dict[int, Value] = {}
 
+    @classmethod
+    def for_subgraph(cls, parent: "FxLifter", graph: torch.fx.Graph, into: Graph) -> "FxLifter":
+        """A lifter for a higher-order op's subgraph (a scan's step) into `into`: the parent's
+        symbols, and problems reported with the parent's; the caller binds the placeholders."""
+        sub = cls.__new__(cls)
+        sub.ep, sub.graph, sub.complex_gap = parent.ep, graph, parent.complex_gap
+        sub.input_names, sub.output_names, sub.dim_names = [], [], {}
+        sub.weight_source, sub.g, sub.symbols = None, into, parent.symbols
+        sub.env, sub.problems, sub.data_dependent, sub._weights_by_id = {}, parent.problems, set(), {}
+        return sub
+
     # ---- placeholders ------------------------------------------------------------------------
     def _lift_placeholders(self) -> None:
         from torch.export.graph_signature import InputKind
@@ -384,6 +396,9 @@ class FxLifter:
             return
         if isinstance(val, (torch.SymInt, torch.SymFloat, torch.SymBool, int, float, bool)) and not _is_tensor(val):
             self.env[node] = self.symbols.to_dim(val)
+            return
+        if target is SCAN:
+            self.env[node] = lift_scan(self, node)
             return
         if not isinstance(target, torch._ops.OpOverload):
             name = getattr(target, "__name__", str(target))
@@ -503,15 +518,28 @@ class FxLifter:
             final.append(v)
         self.g.set_outputs(final)
 
-    def lift(self) -> Graph:
-        self._lift_placeholders()
+    def lift_nodes(self) -> Optional[list[Value]]:
+        """Lift every call; the values the graph's output node returns (None where one is not a
+        tensor: a problem says why)."""
+        returned = None
         for node in self.graph.nodes:
             if node.op == "call_function":
                 self._lift_call(node)
+            elif node.op == "get_attr":  # a higher-order op's subgraph
+                self.env[node] = getattr(self.ep.graph_module, node.target, None)
             elif node.op == "output":
-                self._lift_outputs(node)
+                returned = [self.env.get(a) for a in torch.utils._pytree.tree_leaves(node.args[0])]
             elif node.op not in ("placeholder",):
                 self.problems.append(Problem(f"unexpected FX node kind {node.op!r}", str(node.target)))
+        if returned is None or not all(isinstance(v, Value) for v in returned):
+            return None
+        return returned
+
+    def lift(self) -> Graph:
+        self._lift_placeholders()
+        self.lift_nodes()
+        output = next(n for n in self.graph.nodes if n.op == "output")
+        self._lift_outputs(output)
         if self.problems:
             raise ExportError("the model could not be lifted into the t2ir IR:", self.problems)
         for s in sorted({s.name for e in self.symbols.names.values() for s in e.free_symbols}):

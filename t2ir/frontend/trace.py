@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from t2ir.errors import ExportError, Problem
+from t2ir.frontend.scan import fresh_compile_caches
 from t2ir.frontend.torch_output import torch_output_held
 
 
@@ -153,6 +154,7 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
     t_args, t_kwargs = tuple(traced[:len(args)]), dict(zip(kwargs, traced[len(args):]))
     try:
         with torch_output_held(), module_hooks(module):  # torch's partial-graph dump would bury our error
+            fresh_compile_caches()
             ep = torch.export.export(module, t_args, kwargs=t_kwargs, dynamic_shapes=shapes, strict=False)
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems

@@ -19,7 +19,7 @@ import torch
 
 from t2ir.driver import Run
 from t2ir.emitters.archive import write_npz
-from t2ir.frontend.cache_layout import CacheEntry, ConvState, cache_input_names, cache_output_names, cache_past_axes, empty_caches
+from t2ir.frontend.cache_layout import CacheEntry, ConvState, RecurrentState, cache_input_names, cache_output_names, cache_past_axes, empty_caches
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
 MODES = ("prompt", "prompt_with_past", "text_generation")  # what modes.json lists, as torch_to_nnef does
@@ -68,7 +68,7 @@ def make_cases(forward: Forward, *, layout: list[CacheEntry], vocab_size: int, d
 
     The past of each later case is a prefix of the prompt's caches (a causal model's cache for
     the first k tokens is the first k positions), so the model runs 4 times, not 7; a model that
-    keeps convolution states (the last inputs, not a prefix) runs the first k tokens instead."""
+    keeps convolution or recurrent states (no prefix of a longer one) runs the first k tokens instead."""
     if n_tokens < 2:
         raise ValueError(f"the reference cases need at least 2 tokens, got {n_tokens}")
     ids = prompt_ids(tokenizer_dir, vocab_size, n_tokens)
@@ -76,7 +76,7 @@ def make_cases(forward: Forward, *, layout: list[CacheEntry], vocab_size: int, d
     cases = {}
     cases["prompt"], full = _record(forward, ids, empty, layout, dtype)
 
-    prefixes = not any(isinstance(entry, ConvState) for entry in layout)
+    prefixes = not any(isinstance(entry, (ConvState, RecurrentState)) for entry in layout)
 
     def after(k: int) -> dict:
         if prefixes:

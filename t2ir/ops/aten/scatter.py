@@ -160,10 +160,32 @@ def slice_scatter(node: Node, ctx: LowerContext) -> Value:
             tuple(src.shape[:axis]) + (1,) + tuple(src.shape[axis:])), axes=[axis])
     else:
         if ctx.arg("step", 1) != 1:
-            raise TranslationError("slice_scatter with a step is not supported", "assign without a step")
+            return _strided_slice_scatter(ctx, x, src, axis)
         start = _clamp_bound(ctx.args.get("start"), size, 0)
         end = _clamp_bound(ctx.args.get("end"), size, size)
     parts = [slice_axis(ctx, x, axis, 0, start) if not (isinstance(start, int) and start == 0) else None, src,
              slice_axis(ctx, x, axis, end, size) if not dims_equal(end, size) else None]
     parts = [p for p in parts if p is not None]
     return parts[0] if len(parts) == 1 else ctx.emit("nnef.concat", parts, ctx.out, axis=axis)
+
+
+def _strided_slice_scatter(ctx: LowerContext, x: Value, src: Value, axis: int) -> Value:
+    """x[start:end:step] = src over a static axis (interleaved rotary sections): x and src
+    concatenated, then one gather that takes each position from src where the slice covers it
+    and from x elsewhere."""
+    import torch
+
+    from t2ir.ops.aten.shape import _clamp_bound
+
+    size, step = x.shape[axis], ctx.arg("step", 1)
+    if not isinstance(size, int):
+        raise TranslationError("slice_scatter with a step over an axis of symbolic size is not supported",
+                               "assign without a step, or make that axis static")
+    start, end = _clamp_bound(ctx.args.get("start"), size, 0), _clamp_bound(ctx.args.get("end"), size, size)
+    index = torch.arange(size)
+    covered = index[start:end:step]
+    index[covered] = size + torch.arange(len(covered))
+    both = ctx.emit("nnef.concat", [x, src], x.type.with_shape(
+        tuple(size + src.shape[axis] if a == axis else d for a, d in enumerate(x.shape))), axis=axis)
+    positions = ctx.const(f"{ctx.node.outputs[0].name}_positions", index)
+    return ctx.emit("tract_core.gather", [both, positions], ctx.out, axis=axis)
