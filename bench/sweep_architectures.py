@@ -279,12 +279,12 @@ def write_table(work: Path, out: Path) -> None:
         lines.append(_table_row(r))
     lines += ["", "## State-space and hybrid models", "",
               "Their layers keep a recurrent state besides keys and values (transformers' cache layer kinds "
-              "say which layers). t2ir's LLM export carries key/value caches and convolution states (LFM2/LFM3 "
-              "short convolutions, Inkling's hybrid layers: those are text decoders above) as graph inputs and "
-              "outputs, not recurrent states: transformers' PyTorch paths for these layers start every "
-              "multi-token step from a zero state, so one graph serving prefill and decode with a past would "
-              "need their scans rewritten to start from the carried state. They are refused with that "
-              "reason.", "",
+              "say which layers). t2ir carries recurrent states as graph inputs and outputs where the model's "
+              "recurrence runs through a transformers kernel t2ir replaces by a scan from the carried state "
+              "(selective_scan_fn, chunk_gated_delta_rule, fused_recurrent_gated_delta_rule: those models pass "
+              "and are text decoders above, as are the convolution-state models). The models below use other "
+              "kernels (Mamba-2's chunked scan, Kimi's delta attention), keep their state outside a "
+              "transformers cache, or fail before their state is reached.", "",
               "| architecture | cache layer kinds | export error |", "|---|---|---|"]
     for r in ssm:
         err = next((v.get("error", "") for v in r["variants"].values() if not v["passed"]), "")

@@ -232,8 +232,9 @@ def _cache_diff(got: list[np.ndarray], facts, cache) -> float:
         kind, index = re.fullmatch(r"out_cache_(\w+)_(\d+)", fact.name.replace("in_cache_", "out_cache_")).groups()
         layer = layers[int(index)] if int(index) < len(layers) else None
         if kind not in ("key", "value"):  # a state of the same shape as transformers': a convolution
-            # state [1, channels, length], or another growing state (DSA's indexer keys), an attribute
-            ref = (getattr(layer, "conv_states", None) or {}).get(int(kind[4:] or 0)) if re.fullmatch(r"conv\d*", kind) \
+            # or recurrent state (per slot), or another growing state (DSA's indexer keys), an attribute
+            slotted = re.fullmatch(r"(conv|recurrent)(\d*)", kind)
+            ref = (getattr(layer, f"{slotted[1]}_states", None) or {}).get(int(slotted[2] or 0)) if slotted \
                 else getattr(layer, kind, None)
             if isinstance(ref, torch.Tensor) and tuple(ref.shape) == out.shape:
                 worst = max(worst, float(np.abs(out.astype(np.float64) - ref.float().numpy()).max()))

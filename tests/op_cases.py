@@ -479,9 +479,11 @@ def _assign(a, b):
 
 
 def _assign_interleaved(a, b):
-    """Every third position from one tensor (interleaved rotary sections)."""
+    """Every third position from one tensor (interleaved rotary sections), and a write to a
+    section that starts past the end (nothing written, as tiny rotary dims give)."""
     y = a * 1
     y[..., 1::3] = b
+    y[..., 9::3] = -2.0
     return y
 
 

@@ -211,42 +211,38 @@ def layout_of(cache, longer, model_name: str, scans: bool = False) -> list[Cache
     return layout
 
 
-def _conv_states(layer, grown, index: int, where: str) -> list[ConvState]:
-    """transformers' linear-attention layers keep `conv_states` (and `recurrent_states`) per
-    state_idx. Convolution states of a fixed size are carried; a recurrent state is refused by
-    `_check_state` (its prefill would have to start from the past state, which the models'
-    sequence paths do not do)."""
-    conv, longer = getattr(layer, "conv_states", None), getattr(grown, "conv_states", None)
-    if not isinstance(conv, dict) or not isinstance(longer, dict):
-        return []
-    states = []
-    for slot, state in sorted(conv.items()):
-        if not isinstance(state, torch.Tensor):
-            continue
-        other = longer.get(slot)
-        if state.dim() != 3 or not isinstance(other, torch.Tensor) or other.shape != state.shape:
-            raise StateCacheError(f"{where} keeps a convolution state {tuple(state.shape)} that is not "
-                                  "[batch, channels, length] of a fixed length")
-        states.append(ConvState(index, int(state.shape[1]), int(state.shape[2]), int(slot)))
-    return states
-
-
-def _recurrent_states(layer, grown, index: int, where: str) -> list[RecurrentState]:
-    """The fixed-size `recurrent_states` of transformers' linear-attention layers (Mamba, gated
-    delta nets): carried when the model's recurrent kernels all have a t2ir scan that starts from
-    them (see t2ir.frontend.recurrent); otherwise `_check_state` refuses them."""
-    now, longer = getattr(layer, "recurrent_states", None), getattr(grown, "recurrent_states", None)
+def _fixed_slots(layer, grown, attribute: str, what: str, where: str) -> dict[int, torch.Tensor]:
+    """transformers' linear-attention layers keep `conv_states` and `recurrent_states` per
+    state_idx: the tensors of one of them (slot -> tensor), each the same size after one more token."""
+    now, longer = getattr(layer, attribute, None), getattr(grown, attribute, None)
     if not isinstance(now, dict) or not isinstance(longer, dict):
-        return []
-    states = []
+        return {}
+    found = {}
     for slot, state in sorted(now.items()):
         if not isinstance(state, torch.Tensor):
             continue
         other = longer.get(slot)
-        if not isinstance(other, torch.Tensor) or other.shape != state.shape:
-            raise StateCacheError(f"{where} keeps a recurrent state {tuple(state.shape)} whose size changes")
-        states.append(RecurrentState(index, tuple(int(d) for d in state.shape), int(slot)))
-    return states
+        shaped = state.dim() == 3 or what != "convolution"
+        if not isinstance(other, torch.Tensor) or other.shape != state.shape or not shaped:
+            raise StateCacheError(f"{where} keeps a {what} state {tuple(state.shape)} that is not "
+                                  + ("[batch, channels, length] of a fixed length" if what == "convolution"
+                                     else "of a fixed size"))
+        found[int(slot)] = state
+    return found
+
+
+def _conv_states(layer, grown, index: int, where: str) -> list[ConvState]:
+    """Convolution states of a fixed size, carried."""
+    return [ConvState(index, int(s.shape[1]), int(s.shape[2]), slot)
+            for slot, s in _fixed_slots(layer, grown, "conv_states", "convolution", where).items()]
+
+
+def _recurrent_states(layer, grown, index: int, where: str) -> list[RecurrentState]:
+    """The recurrent states of Mamba and gated delta nets: carried when the model's recurrent
+    kernels all have a t2ir scan that starts from them (see t2ir.frontend.recurrent); otherwise
+    `_check_state` refuses them."""
+    return [RecurrentState(index, tuple(int(d) for d in s.shape), slot)
+            for slot, s in _fixed_slots(layer, grown, "recurrent_states", "recurrent", where).items()]
 
 
 def _growing_states(layer, grown, index: int) -> list[GrowingState]:

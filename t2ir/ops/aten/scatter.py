@@ -182,9 +182,11 @@ def _strided_slice_scatter(ctx: LowerContext, x: Value, src: Value, axis: int) -
         raise TranslationError("slice_scatter with a step over an axis of symbolic size is not supported",
                                "assign without a step, or make that axis static")
     start, end = _clamp_bound(ctx.args.get("start"), size, 0), _clamp_bound(ctx.args.get("end"), size, size)
+    covered = len(range(start, end, step))
+    if covered == 0:  # an empty slice (a rotary section shorter than its offset): nothing written
+        return ctx.cast(x, ctx.out.dtype)
     index = torch.arange(size)
-    covered = index[start:end:step]
-    index[covered] = size + torch.arange(len(covered))
+    index[start:end:step] = size + torch.arange(covered)
     both = ctx.emit("nnef.concat", [x, src], x.type.with_shape(
         tuple(size + src.shape[axis] if a == axis else d for a, d in enumerate(x.shape))), axis=axis)
     positions = ctx.const(f"{ctx.node.outputs[0].name}_positions", index)
