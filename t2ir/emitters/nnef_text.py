@@ -13,6 +13,7 @@ import sympy
 
 from t2ir.ir import Graph, Node, Value
 from t2ir.ops.registry import REGISTRY, TENSOR_KEYWORDS, nnef_call_name
+from t2ir.ops.scan_steps import scan_step
 from t2ir.types import DType, free_symbols
 
 _TEMPLATES = jinja2.Environment(
@@ -262,7 +263,8 @@ def add_fragment(fragments: dict[str, str], op: str) -> None:
     definition is written once, and before its first use)."""
     if op in fragments:
         return
-    text = REGISTRY.lookup(op).signature.fragment.strip()
+    step = scan_step(op)
+    text = step_fragment(step.graph, nnef_call_name(op)) if step else REGISTRY.lookup(op).signature.fragment.strip()
     fragments[op] = ""  # placeholder: stops a fragment that (wrongly) calls itself from looping
     body = text.split("{", 1)[-1]
     for other, entry in REGISTRY.ops.items():
@@ -271,6 +273,16 @@ def add_fragment(fragments: dict[str, str], op: str) -> None:
             add_fragment(fragments, other)
     del fragments[op]
     fragments[op] = text
+
+
+def step_fragment(body: Graph, name: str) -> str:
+    """A scan's lowered step (t2ir.ops.scan_steps) as an NNEF fragment: its inputs are the
+    parameters, its outputs the results."""
+    doc = build_document(body)
+    params = ", ".join(f"{n}: tensor<{_type_kind(v.dtype)}>" for n, v in zip(doc.inputs, body.inputs))
+    results = ", ".join(f"{n}: tensor<{_type_kind(v.dtype)}>" for n, v in zip(doc.outputs, body.outputs))
+    lines = [f"    {s.lhs} = {s.op}({', '.join(s.args)});" for s in doc.statements[len(body.inputs):]]
+    return f"fragment {name}( {params} )\n-> ( {results} )\n{{\n" + "\n".join(lines) + "\n}"
 
 
 def build_document(g: Graph) -> NnefDocument:
@@ -308,7 +320,7 @@ def build_document(g: Graph) -> NnefDocument:
         lhs = f"( {lhs} )" if len(node.outputs) > 1 else lhs
         stmts.append(Statement(lhs, nnef_call_name(node.op), _call_args(node, names, folded)))
     exts = ["tract_registry tract_core"]
-    if uses_transformers:
+    if uses_transformers or any("tract_transformers_" in text for text in fragments.values()):
         exts.append("tract_registry tract_transformers")
     return NnefDocument(
         name=_IDENT_BAD.sub("_", g.name) or "main", extensions=exts, symbols=symbols, assertions=list(g.assertions),

@@ -4,29 +4,25 @@
 step is an FX subgraph: step(carries..., slices of xs..., additional inputs...) -> (next
 carries..., per-step outputs...). Its length is the size of the scanned axis, so a loop over a
 symbolic sequence length stays one op. tract runs such a loop as `tract_core_scan` over a body
-fragment; this module lifts the step into a graph of its own, lowers it to NNEF, writes it as
-that fragment and registers it (with a reference implementation, for the interpreter), then emits
-the scan:
+fragment; this module lifts the step into a graph of its own, with the fragment's IO, kept by
+t2ir.ops.scan_steps (lowered by lower-to-nnef, written by the NNEF emitter), and emits the scan:
 
     scanned   x{k}      [1, ...] slices of the (axis-0-first) xs, squeezed inside the body
     state     state{k}  the carries, updated from state{k}_next each step
-    full      full{k}   the additional inputs (weights the step reads), whole; then const{k}, the
-                        tensors the lowered step made for itself (a fragment has no variables)
+    full      full{k}   the additional inputs (weights the step reads), whole (lowering may add
+                        const{k}: the tensors the lowered step made for itself)
     outputs   state{k}_next (last step's) then y{k} (stacked along axis 0)
-
-The fragment's name is a hash of its text: the same step exported twice is one definition.
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 import torch
 
 from t2ir.errors import Problem
 from t2ir.ir import Graph, Value
-from t2ir.types import DType, TensorType
+from t2ir.ops.scan_steps import add_step
 
 if TYPE_CHECKING:
     from t2ir.frontend.fx import FxLifter
@@ -57,8 +53,7 @@ def lift_scan(lifter: FxLifter, node: torch.fx.Node) -> list[Value] | None:
     body = _lift_step(lifter, module, carries, scanned, full)
     if body is None:
         return None
-    full = full + _hoist_constants(lifter, body)
-    fragment = register_body(body)
+    fragment = add_step(body)
     steps = scanned[0].shape[0]
     ys = [v for v in body.outputs[len(carries):]]
     out_types = [c.type for c in carries] + [y.type.with_shape((steps,) + tuple(y.shape[1:])) for y in ys]
@@ -79,11 +74,8 @@ def lift_scan(lifter: FxLifter, node: torch.fx.Node) -> list[Value] | None:
 
 def _lift_step(lifter: FxLifter, module: torch.fx.GraphModule, carries: list[Value], scanned: list[Value],
                full: list[Value]) -> Graph | None:
-    """The step as a graph with the body fragment's IO (see the module docstring), lowered to NNEF."""
-    from t2ir.frontend.fx import FxLifter, node_loc
-    from t2ir.options import ExportOptions
-    from t2ir.passes.cleanup import Cleanup
-    from t2ir.passes.lower_to_nnef import LowerToNnef
+    """The step as a graph with the body fragment's IO (see the module docstring)."""
+    from t2ir.frontend.fx import FxLifter
 
     body = Graph("scan_step")
     sub = FxLifter.for_subgraph(lifter, module.graph, body)
@@ -111,52 +103,4 @@ def _lift_step(lifter: FxLifter, module: torch.fx.GraphModule, carries: list[Val
         body.rename(v, name)
         outs.append(v)
     body.set_outputs(outs)
-    options = ExportOptions()
-    for p in (Cleanup(), LowerToNnef(), Cleanup()):
-        p.run(body, options)
     return body
-
-
-def _hoist_constants(lifter: FxLifter, body: Graph) -> list[Value]:
-    """A fragment has no variables: each tensor the lowered step made for itself (interpolation
-    matrices, window indices) becomes a body input `const{k}`, fed whole from a constant of the
-    outer graph (returned, in input order)."""
-    outer = []
-    for k, v in enumerate(list(body.consts)):
-        param = body.add_input(f"const{k}", v.type)
-        v.replace_all_uses_with(param)
-        body.remove_const(v)
-        outer.append(lifter.g.add_const(f"scan_{v.name}", v.type, v.const.source, label=v.const.label,
-                                        encoding=v.const.encoding))
-    return outer
-
-
-def _kind(dtype: DType) -> str:
-    return "logical" if dtype == DType.bool else ("scalar" if dtype.is_float else "integer")
-
-
-def fragment_text(body: Graph, name: str) -> str:
-    """The lowered step as an NNEF fragment: its inputs are the parameters, its outputs the results."""
-    from t2ir.emitters.nnef_text import build_document
-
-    doc = build_document(body)
-    params = ", ".join(f"{n}: tensor<{_kind(v.dtype)}>" for n, v in zip(doc.inputs, body.inputs))
-    results = ", ".join(f"{n}: tensor<{_kind(v.dtype)}>" for n, v in zip(doc.outputs, body.outputs))
-    lines = [f"    {s.lhs} = {s.op}({', '.join(s.args)});" for s in doc.statements[len(body.inputs):]]
-    return f"fragment {name}( {params} )\n-> ( {results} )\n{{\n" + "\n".join(lines) + "\n}"
-
-
-def register_body(body: Graph) -> str:
-    """Register the body as an NNEF fragment op and its reference; returns the op name."""
-    from t2ir.interpret.engine import Interpreter
-    from t2ir.interpret.ops import REFERENCE
-    from t2ir.ops.registry import REGISTRY, register_nnef_op
-
-    draft = fragment_text(body, "t2ir_scan_step")
-    name = f"t2ir_scan_step_{hashlib.sha256(draft.encode()).hexdigest()[:12]}"
-    op = f"fragment.{name}"
-    if op not in REGISTRY.ops:
-        register_nnef_op(op, [v.name for v in body.inputs], fragment=fragment_text(body, name), origin="builtin")
-        interpreter = Interpreter(body)
-        REFERENCE[op] = lambda call: tuple(interpreter.outputs(call.args))
-    return op

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from t2ir.ops.scan_steps import scan_step
 from t2ir.types import DType, TensorType
 
 
@@ -705,9 +706,18 @@ def scan(c: Call):
     if c.attr("skip", 0):
         raise NotImplementedError("tract_core.scan with skip > 0")
     body = c.attr("body")
-    if body not in REFERENCE:
+    step = scan_step(body)
+    if step is not None:  # a step lifted from torch's scan: its graph is the reference
+        from t2ir.interpret.engine import Interpreter
+
+        params, results = [v.name for v in step.graph.inputs], [v.name for v in step.graph.outputs]
+        run = Interpreter(step.graph).outputs
+        reference = lambda call: run(call.args)  # noqa: E731
+    elif body in REFERENCE:
+        params, results = _fragment_io(body)
+        reference = REFERENCE[body]
+    else:
         raise NotImplementedError(f"the scan body {body} has no reference implementation")
-    params, results = _fragment_io(body)
     scanned = c.attr("scan")
     steps = c.args[scanned[0][1]].shape[scanned[0][2]] // abs(scanned[0][3])
     if steps == 0:
@@ -721,7 +731,7 @@ def scan(c: Call):
             at = step if chunk > 0 else steps - 1 - step
             bound[name] = c.args[i].narrow(axis, at * abs(chunk), abs(chunk))
         bound.update({name: value for name, (value, _) in state.items()})
-        got = REFERENCE[body](Call(body, [bound[p] for p in params], {}, []))
+        got = reference(Call(body, [bound[p] for p in params], {}, []))
         got = dict(zip(results, got if isinstance(got, (tuple, list)) else [got]))
         state = {name: (got[result], result) for name, (_, result) in state.items()}
         for out, (result, _, _, _) in zip(collected, outputs):

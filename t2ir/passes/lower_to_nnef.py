@@ -8,7 +8,8 @@ from typing import Any
 from t2ir.errors import Problem, TranslationError, TranslationRefusedError, UnsupportedOpsError
 from t2ir.ir import Graph, Node, Value
 from t2ir.ops.context import LowerContext
-from t2ir.ops.registry import REGISTRY, is_nnef_level
+from t2ir.ops.registry import REGISTRY, is_nnef_level, register_nnef_op
+from t2ir.ops.scan_steps import scan_step
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
 
@@ -71,6 +72,8 @@ class LowerToNnef(Pass):
         refused: set[str] = set()
         count = 0
         for node in graph.nodes:
+            if node.op == "tract_core.scan":
+                count += self._lower_step(graph, node, options)
             if is_nnef_level(node.op):
                 continue
             entry = REGISTRY.lookup(node.op)
@@ -93,3 +96,30 @@ class LowerToNnef(Pass):
         if failed:
             raise TranslationRefusedError("some operators could not be translated to NNEF:", failed, refused)
         return PassResult(count > 0, {"lowered": count})
+
+    def _lower_step(self, graph: Graph, node: Node, options: ExportOptions) -> int:
+        """The step a scan lifted from torch's scan runs (t2ir.ops.scan_steps), lowered once; the
+        tensors it made for itself become body inputs `const{k}`, which this scan feeds from
+        constants of its own graph (a fragment has no variables)."""
+        step = scan_step(node.attrs["body"])
+        if step is None:
+            return 0
+        lowered = 0
+        if not step.lowered:
+            body = step.graph
+            lowered = self.run(body, options).stats.get("lowered", 0)
+            for k, v in enumerate(list(body.consts)):
+                param = body.add_input(f"const{k}", v.type)
+                v.replace_all_uses_with(param)
+                body.remove_const(v)
+                step.hoisted.append((param.name, v.type, v.const))
+            register_nnef_op(node.attrs["body"], [v.name for v in body.inputs], override=True, origin="builtin")
+            step.lowered = True
+        fed = {name for name, _ in node.attrs["full"]}
+        for name, type_, const in step.hoisted:
+            if name not in fed:
+                v = graph.add_const(f"{node.outputs[0].name}_{name}", type_, const.source, label=const.label,
+                                    encoding=const.encoding)
+                node.attrs["full"] = [*node.attrs["full"], (name, len(node.inputs))]
+                node.set_inputs([*node.inputs, v])
+        return lowered
