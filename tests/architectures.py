@@ -65,6 +65,17 @@ def causal_lm_types() -> dict[str, str]:
     return dict(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
 
 
+def _shrunk_periods(d: dict, n: int) -> dict:
+    """Layer kinds placed by a period and an offset (Jamba's attention every 8 layers from the
+    4th): every other layer from the second when the kept layers would miss them."""
+    out = {}
+    for key, period in d.items():
+        offset = d.get(key.replace("_period", "_offset"))
+        if key.endswith("_period") and isinstance(period, int) and isinstance(offset, int) and offset >= n:
+            out[key], out[key.replace("_period", "_offset")] = 2, 1
+    return out
+
+
 def _shrunk_layers(value, n: int):
     """The first n entries of a per-layer list, keeping one of each kind it holds."""
     if not isinstance(value, (list, tuple, str)) or len(value) <= n:
@@ -100,6 +111,7 @@ def tiny_config(model_type: str, num_layers: int = 2, decoder: bool = True):
     for key in PER_LAYER_LISTS:
         if key in d:
             kw[key] = _shrunk_layers(d[key], layers)
+    kw.update(_shrunk_periods(d, layers))
     vocab = kw.get("vocab_size", d.get("vocab_size"))
     for i, key in enumerate(TOKEN_IDS):
         if isinstance(d.get(key), int) and vocab and d[key] >= vocab:

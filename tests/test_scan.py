@@ -11,7 +11,6 @@ from torch._higher_order_ops.scan import scan
 
 import t2ir
 from t2ir import driver
-from t2ir.errors import ExportError
 from t2ir.interpret import Interpreter
 from t2ir.tract_run import load_runnable, run_tract
 

@@ -122,8 +122,9 @@ class _ExplicitHybridLayer(_ExplicitConvLayer, _ExplicitLayer):
     """A layer that keeps both (a short convolution before sliding-window attention, Inkling's):
     transformers' hybrid layer kinds are the two classes combined the same way."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, states: dict[int, torch.Tensor]):
-        _ExplicitConvLayer.__init__(self, states)
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, states: dict[int, torch.Tensor],
+                 recurrent: dict[int, torch.Tensor] | None = None):
+        _ExplicitConvLayer.__init__(self, states, recurrent)
         _ExplicitLayer.__init__(self, keys, values)
 
 
@@ -173,8 +174,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
 
     def _explicit_cache(self, past: tuple[torch.Tensor, ...]) -> DynamicCache:
         """transformers' own per-layer cache list (layers without a cache of their own stay
-        DummyLayer), the layers that cache keys and values or convolution states filled from the
-        graph inputs."""
+        DummyLayer), the layers that cache keys and values, convolution, recurrent or other growing
+        states filled from the graph inputs."""
         cache = _ExplicitCache(config=self.lm.config)
         layers: list[Any] = list(cache.layers)
         layers += [DummyLayer() for _ in range(len(layers), max(entry.index for entry in self.layout) + 1)]
@@ -193,8 +194,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
             else:
                 kv[entry.index] = (next(inputs), next(inputs))
         for index in sorted({*states, *carried, *kv}):
-            if index in states and index in kv:
-                layers[index] = _ExplicitHybridLayer(*kv[index], states[index])
+            if (index in states or index in carried) and index in kv:
+                layers[index] = _ExplicitHybridLayer(*kv[index], states.get(index, {}), carried.get(index))
             elif index in states or index in carried:
                 layers[index] = _ExplicitConvLayer(states.get(index, {}), carried.get(index))
             elif index in growing:

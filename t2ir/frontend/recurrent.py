@@ -151,8 +151,10 @@ def scans_from_state(model: torch.nn.Module) -> Iterator[None]:
     patched = [(mod, name, getattr(mod, name)) for mod, name, kernel in _kernel_hooks(model) if kernel in SCANS]
     for mod, name, _ in patched:
         setattr(mod, name, SCANS[_kernel_name(getattr(mod, name))])
+    _CARRIED.set(None)
     try:
         yield
     finally:
+        _CARRIED.set(None)
         for mod, name, fn in patched:
             setattr(mod, name, fn)

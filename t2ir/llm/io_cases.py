@@ -19,7 +19,8 @@ import torch
 
 from t2ir.driver import Run
 from t2ir.emitters.archive import write_npz
-from t2ir.frontend.cache_layout import CacheEntry, ConvState, RecurrentState, cache_input_names, cache_output_names, cache_past_axes, empty_caches
+from t2ir.frontend.cache_layout import (CacheEntry, ConvState, RecurrentState, cache_input_names, cache_output_names,
+                                        cache_past_axes, empty_caches)
 
 CASES = ("export", "prompt", "prompt_with_past", "text_generation")
 MODES = ("prompt", "prompt_with_past", "text_generation")  # what modes.json lists, as torch_to_nnef does
