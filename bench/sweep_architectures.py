@@ -282,10 +282,10 @@ def write_table(work: Path, out: Path) -> None:
               "Their layers keep a recurrent state besides keys and values (transformers' cache layer kinds "
               "say which layers). t2ir carries recurrent states as graph inputs and outputs where the model's "
               "recurrence runs through a transformers kernel t2ir replaces by a scan from the carried state "
-              "(selective_scan_fn, chunk_gated_delta_rule, fused_recurrent_gated_delta_rule: those models pass "
-              "and are text decoders above, as are the convolution-state models). The models below use other "
-              "kernels (Mamba-2's chunked scan, Kimi's delta attention), keep their state outside a "
-              "transformers cache, or fail before their state is reached.", "",
+              "(selective_scan_fn, mamba_chunk_scan_combined, chunk_gated_delta_rule, "
+              "fused_recurrent_gated_delta_rule: those models pass and are text decoders above, as are the "
+              "convolution-state models). The models below compute their recurrence in their own code, keep "
+              "their state outside a transformers cache, or fail before their state is reached.", "",
               "| architecture | cache layer kinds | export error |", "|---|---|---|"]
     for r in ssm:
         err = next((v.get("error", "") for v in r["variants"].values() if not v["passed"]), "")

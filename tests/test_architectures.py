@@ -148,9 +148,9 @@ def test_generate_without_a_cache_reads_the_whole_sequence(checkpoints, tmp_path
 
 
 def test_state_space_model_gets_one_error_line(tmp_path):
-    """A recurrent state t2ir cannot scan from (Mamba-2's chunked kernels, NemotronH) is refused
-    with what is missing."""
-    folder = save_checkpoint(tiny_config("nemotron_h"), tmp_path / "nemotron_h")
+    """A recurrent state t2ir cannot scan from (ZAYA's, computed in the model's own code rather
+    than through a transformers kernel hook) is refused with what is missing."""
+    folder = save_checkpoint(tiny_config("zaya"), tmp_path / "zaya")
     with pytest.raises(RecurrentStateError) as err:
         export(folder, tmp_path / "out")
     message = str(err.value)

@@ -78,6 +78,36 @@ def selective_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tenso
     return (y, last) if return_last_state else y
 
 
+def chunk_scan(hidden_states: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+               chunk_size: int = 0, D: Optional[torch.Tensor] = None, dt_bias: Optional[torch.Tensor] = None,
+               initial_states: Optional[torch.Tensor] = None, dt_softplus: bool = False,
+               dt_limit: tuple[float, float] = (0.0, float("inf")), return_final_states: bool = False, **_: Any):
+    """Mamba-2's state-space scan (`mamba_chunk_scan_combined`; transformers computes it by
+    chunks, the same recurrence): x [B, S, H, P], dt [B, S, H], A [H], B, C [B, S, G, N]; per head
+    the state [B, H, P, N] decays by exp(dt A) and takes dt x B^T, read along C; in f32."""
+    if dt_bias is not None:
+        dt = dt + dt_bias.to(dt.dtype)
+    if dt_softplus:
+        dt = F.softplus(dt)
+    dt = torch.clamp(dt, min=dt_limit[0], max=dt_limit[1]).float()
+    x = hidden_states.float()
+    heads = x.shape[2]
+    B, C = (t.float().repeat_interleave(heads // t.shape[2], dim=2) for t in (B, C))
+    shape = (x.shape[0], heads, x.shape[3], B.shape[-1])
+    state = initial_states.float() if initial_states is not None else _start(shape, x)
+
+    def step(h, xs):
+        x_t, dt_t, b_t, c_t = xs
+        h = torch.exp(dt_t * A.float())[..., None, None] * h + (dt_t[..., None] * x_t).unsqueeze(-1) * b_t.unsqueeze(2)
+        return h, (h * c_t.unsqueeze(2)).sum(dim=-1)
+
+    last, ys = scan(step, state, _seq_first(x, dt, B, C, axis=1))
+    y = ys.movedim(0, 1)
+    if D is not None:
+        y = y + D[..., None] * x
+    return (y, last) if return_final_states else y
+
+
 def _l2norm(x: torch.Tensor) -> torch.Tensor:
     return x * torch.rsqrt((x * x).sum(dim=-1, keepdim=True) + 1e-6)
 
@@ -116,10 +146,14 @@ SCANS: dict[str, Callable[..., Any]] = {
     "selective_scan_fn": selective_scan,
     "chunk_gated_delta_rule": gated_delta_rule,
     "fused_recurrent_gated_delta_rule": gated_delta_rule,
+    "mamba_chunk_scan_combined": chunk_scan,
 }
 # the one-token steps that go with them: never reached (the explicit cache reports no previous
 # state), listed so that a model using them is still one t2ir can scan
-STEPS = {"selective_state_update", "causal_conv1d_fn", "causal_conv1d_update", "mamba_inner_fn"}
+# (and the fused training paths, `mamba_inner_fn` and `mamba_split_conv1d_scan_combined`, taken
+# only in training mode without a cache)
+STEPS = {"selective_state_update", "causal_conv1d_fn", "causal_conv1d_update", "mamba_inner_fn",
+         "mamba_split_conv1d_scan_combined"}
 
 
 def _kernel_name(fn: Any) -> Optional[str]:
