@@ -157,10 +157,10 @@ def test_state_space_model_gets_one_error_line(tmp_path):
     assert "\n" not in message and "selective_scan_fn" in message
 
 
-@pytest.mark.parametrize("model_type", ["jamba", "qwen3_next"])
+@pytest.mark.parametrize("model_type", ["jamba", "qwen3_next", pytest.param("nemotron_h", marks=pytest.mark.slow)])
 def test_recurrent_states_scan_from_the_carried_state(tmp_path, model_type):
-    """Mamba's selective scan (in Jamba, beside attention and MoE layers) and Qwen3-Next's gated
-    delta rule run as tract scans that start from the recurrent state the graph takes: the
+    """Mamba's selective scan (in Jamba, beside attention and MoE layers), Mamba-2's (NemotronH)
+    and Qwen3-Next's gated delta rule run as tract scans that start from the recurrent state the graph takes: the
     reference cases (a prompt, then chunks and one token on its past) pass in tract, and
     prefill, decode steps and a chunk on a past match transformers (its token-by-token path for
     the chunk: its sequence path restarts Mamba's state from zeros); `generate` picks
