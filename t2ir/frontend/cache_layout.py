@@ -211,9 +211,11 @@ def layout_of(cache, longer, model_name: str, scans: bool = False) -> list[Cache
     return layout
 
 
-def _fixed_slots(layer, grown, attribute: str, what: str, where: str) -> dict[int, torch.Tensor]:
+def _fixed_slots(layer, grown, attribute: str, what: str, where: str,
+                 rank: int | None = None) -> dict[int, torch.Tensor]:
     """transformers' linear-attention layers keep `conv_states` and `recurrent_states` per
-    state_idx: the tensors of one of them (slot -> tensor), each the same size after one more token."""
+    state_idx: the tensors of one of them (slot -> tensor), each the same size after one more
+    token (and of `rank` dimensions when given)."""
     now, longer = getattr(layer, attribute, None), getattr(grown, attribute, None)
     if not isinstance(now, dict) or not isinstance(longer, dict):
         return {}
@@ -222,27 +224,25 @@ def _fixed_slots(layer, grown, attribute: str, what: str, where: str) -> dict[in
         if not isinstance(state, torch.Tensor):
             continue
         other = longer.get(slot)
-        shaped = state.dim() == 3 or what != "convolution"
-        if not isinstance(other, torch.Tensor) or other.shape != state.shape or not shaped:
-            raise StateCacheError(f"{where} keeps a {what} state {tuple(state.shape)} that is not "
-                                  + ("[batch, channels, length] of a fixed length" if what == "convolution"
-                                     else "of a fixed size"))
+        if not isinstance(other, torch.Tensor) or other.shape != state.shape or rank not in (None, state.dim()):
+            expected = "of a fixed size" if rank is None else "[batch, channels, length] of a fixed length"
+            raise StateCacheError(f"{where} keeps a {what} state {tuple(state.shape)} that is not {expected}")
         found[int(slot)] = state
     return found
 
 
 def _conv_states(layer, grown, index: int, where: str) -> list[ConvState]:
     """Convolution states of a fixed size, carried."""
-    return [ConvState(index, int(s.shape[1]), int(s.shape[2]), slot)
-            for slot, s in _fixed_slots(layer, grown, "conv_states", "convolution", where).items()]
+    slots = _fixed_slots(layer, grown, "conv_states", "convolution", where, rank=3)
+    return [ConvState(index, int(s.shape[1]), int(s.shape[2]), slot) for slot, s in slots.items()]
 
 
 def _recurrent_states(layer, grown, index: int, where: str) -> list[RecurrentState]:
     """The recurrent states of Mamba and gated delta nets: carried when the model's recurrent
     kernels all have a t2ir scan that starts from them (see t2ir.frontend.recurrent); otherwise
     `_check_state` refuses them."""
-    return [RecurrentState(index, tuple(int(d) for d in s.shape), slot)
-            for slot, s in _fixed_slots(layer, grown, "recurrent_states", "recurrent", where).items()]
+    slots = _fixed_slots(layer, grown, "recurrent_states", "recurrent", where)
+    return [RecurrentState(index, tuple(int(d) for d in s.shape), slot) for slot, s in slots.items()]
 
 
 def _growing_states(layer, grown, index: int) -> list[GrowingState]:

@@ -68,8 +68,9 @@ class _ExplicitConvLayer(LinearAttentionLayer):
     def __init__(self, states: dict[int, torch.Tensor], recurrent: dict[int, torch.Tensor] | None = None):
         recurrent = recurrent or {}
         super().__init__(number_of_states=max([*states, *recurrent]) + 1)
-        self.updated: dict[int, torch.Tensor] = {}
-        self.carried, self.updated_recurrent = recurrent, {}
+        self.carried = recurrent
+        # ("convolution" | "recurrent", slot) -> the updated state, a graph output
+        self.updated: dict[tuple[str, int], torch.Tensor] = {}
         for slot, state in states.items():
             self.conv_states[slot] = state
             self.conv_kernel_size[slot] = state.shape[-1]
@@ -82,14 +83,14 @@ class _ExplicitConvLayer(LinearAttentionLayer):
         past = self.conv_states[state_idx]
         full = torch.cat([past.to(conv_states.dtype), conv_states], dim=-1)
         # kept in the state's own dtype, as transformers' layer copies it into its buffer
-        self.updated[state_idx] = full[..., -self.conv_kernel_size[state_idx]:].to(past.dtype)
+        self.updated["convolution", state_idx] = full[..., -self.conv_kernel_size[state_idx]:].to(past.dtype)
         return full
 
     def update_recurrent_state(self, recurrent_states: torch.Tensor, state_idx: int = 0, **kwargs: Any):
         if state_idx not in self.carried:
             raise T2IRError("a recurrent state reached a layer whose cache carries none (a t2ir bug)")
-        self.updated_recurrent[state_idx] = recurrent_states.to(self.carried[state_idx].dtype)
-        return self.updated_recurrent[state_idx]
+        self.updated["recurrent", state_idx] = recurrent_states.to(self.carried[state_idx].dtype)
+        return self.updated["recurrent", state_idx]
 
 
 class _ExplicitCache(DynamicCache):
@@ -228,14 +229,11 @@ class CausalLMWithExplicitCache(torch.nn.Module):
                 updated += [layer.keys, layer.values]
             elif isinstance(entry, GrowingState):
                 updated.append(getattr(layer, entry.name))
-            elif isinstance(entry, RecurrentState):
-                if entry.slot not in layer.updated_recurrent:
-                    raise T2IRError(f"decoder layer {entry.index} did not update its recurrent state {entry.slot}")
-                updated.append(layer.updated_recurrent[entry.slot])
-            elif entry.slot in layer.updated:
-                updated.append(layer.updated[entry.slot])
             else:
-                raise T2IRError(f"decoder layer {entry.index} did not update its convolution state {entry.slot}")
+                state = ("recurrent" if isinstance(entry, RecurrentState) else "convolution", entry.slot)
+                if state not in layer.updated:
+                    raise T2IRError(f"decoder layer {entry.index} did not update its {state[0]} state {entry.slot}")
+                updated.append(layer.updated[state])
         return (logits, *updated)
 
 

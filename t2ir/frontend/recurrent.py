@@ -11,7 +11,8 @@ one `torch._higher_order_ops.scan` over the sequence (a tract scan once exported
 t2ir.frontend.scan), starting from the state of the layer being run.
 
 The explicit cache (t2ir.frontend.causal_lm) reports no previous state to the model, so it takes
-the sequence path, and names the layer whose state the kernel starts from: `carried_state()`.
+the sequence path, and sets the state the kernel starts from (`set_carried_state`) as the model
+asks for it (`get_recurrent_state`).
 """
 
 from __future__ import annotations
@@ -182,13 +183,14 @@ def scans_from_carried_states(model: torch.nn.Module) -> bool:
 @contextlib.contextmanager
 def scans_from_state(model: torch.nn.Module) -> Iterator[None]:
     """While the model runs: its kernel hooks named in SCANS call t2ir's scans."""
-    patched = [(mod, name, getattr(mod, name)) for mod, name, kernel in _kernel_hooks(model) if kernel in SCANS]
-    for mod, name, _ in patched:
-        setattr(mod, name, SCANS[_kernel_name(getattr(mod, name))])
+    patched = [(mod, name, kernel, getattr(mod, name)) for mod, name, kernel in _kernel_hooks(model)
+               if kernel in SCANS]
+    for mod, name, kernel, _ in patched:
+        setattr(mod, name, SCANS[kernel])
     _CARRIED.set(None)
     try:
         yield
     finally:
         _CARRIED.set(None)
-        for mod, name, fn in patched:
+        for mod, name, _, fn in patched:
             setattr(mod, name, fn)

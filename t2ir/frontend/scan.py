@@ -55,7 +55,7 @@ def lift_scan(lifter: FxLifter, node: torch.fx.Node) -> list[Value] | None:
         return None
     fragment = add_step(body)
     steps = scanned[0].shape[0]
-    ys = [v for v in body.outputs[len(carries):]]
+    ys = list(body.outputs[len(carries):])
     out_types = [c.type for c in carries] + [y.type.with_shape((steps,) + tuple(y.shape[1:])) for y in ys]
     n_x, n_c = len(scanned), len(carries)
     with lifter.g.inserting_before(None):
