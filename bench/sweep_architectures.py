@@ -101,7 +101,10 @@ def run_one(model_type: str, work: Path) -> dict:
         return row
     default_attn = reference_model(folder, "auto", "f32").config._attn_implementation
     row["default_attn"] = default_attn
+    chosen = os.environ.get("T2IR_SWEEP_VARIANTS")
     for attn, dtype in VARIANTS:
+        if chosen and f"{attn}-{dtype}" not in chosen.split(","):
+            continue
         if attn == "eager" and default_attn == "eager":
             continue
         first = row["variants"].get("auto-f32", {})
@@ -345,6 +348,15 @@ def _table_row(r: dict) -> str:
             f"| {_cell(reason)} |")
 
 
+class _ToEnvironment(argparse.Action):
+    """An option kept in the environment: the worker processes inherit it, and the code that
+    reads it (tiny_config, run_one) needs no argument threaded through."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 def sweep_parser(doc: str, work: str, timeout: int, table: str) -> argparse.ArgumentParser:
     """The options a sweep script takes (--only, --work, --fresh, --timeout, --table, --serve)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -353,6 +365,8 @@ def sweep_parser(doc: str, work: str, timeout: int, table: str) -> argparse.Argu
     ap.add_argument("--fresh", action="store_true", help="forget earlier results")
     ap.add_argument("--timeout", type=int, default=timeout, help="seconds per model type")
     ap.add_argument("--table", type=Path, help=f"where the table goes (default {table}, not with --only)")
+    ap.add_argument("--sizes", choices=("small", "other"), action=_ToEnvironment, dest="T2IR_TINY_SIZES",
+                    help="tiny-config sizes (tests/architectures.py SIZE_PROFILES; default small)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     return ap
 
@@ -360,6 +374,8 @@ def sweep_parser(doc: str, work: str, timeout: int, table: str) -> argparse.Argu
 def main() -> None:
     ap = sweep_parser(__doc__, "/tmp/t2ir-sweep", 900, "docs/architectures.md")
     ap.add_argument("--one", help="run one model type in this process and print its result")
+    ap.add_argument("--variants", action=_ToEnvironment, dest="T2IR_SWEEP_VARIANTS",
+                    help=f"comma-separated, of {', '.join(f'{a}-{d}' for a, d in VARIANTS)} (default all)")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.work)), flush=True)

@@ -12,7 +12,9 @@ steps that feed tract's own output caches back, then a chunk of several tokens o
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -41,6 +43,22 @@ SMALL = dict(
     linear_value_head_dim=16, global_head_dim=32, num_kv_shared_layers=1, hidden_size_per_layer_input=16,
     vocab_size_per_layer_input=256,
 )
+# A second set of sizes for a sweep that checks the results do not hang on the first one's numbers:
+# a grouped-query ratio of 3, an odd vocabulary, value heads narrower than query/key heads, more
+# experts picked, a sliding window inside the prompt, 3 layers.
+OTHER = dict(
+    SMALL, hidden_size=96, d_model=96, n_embd=96, n_embed=96, embed_dim=96, emb_dim=96, embedding_dim=96, model_dim=96,
+    dim=96, attention_hidden_size=96, n_heads=6, num_attention_heads=6, n_head=6, num_heads=6,
+    decoder_attention_heads=6, encoder_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
+    ffn_hidden_size=80, ffn_dim=80, decoder_ffn_dim=80, encoder_ffn_dim=80, n_inner=80, vocab_size=301,
+    moe_intermediate_size=24, shared_expert_intermediate_size=40, expert_hidden_size=24, num_local_experts=6,
+    num_experts=6, n_routed_experts=6, moe_num_experts=6, num_experts_per_tok=3, moe_topk=3, top_k=3, moe_k=3,
+    n_group=3, topk_group=2, kv_lora_rank=24, q_lora_rank=40, qk_nope_head_dim=16, v_head_dim=8, sliding_window=6,
+    attention_chunk_size=6, conv_kernel=3, state_size=4, mamba_d_state=4, mamba_n_heads=6, global_head_dim=48,
+    vocab_size_per_layer_input=301,
+)
+# `T2IR_TINY_SIZES=other` makes tiny_config use OTHER (bench/sweep_architectures.py --sizes other).
+SIZE_PROFILES = {"small": (SMALL, 2), "other": (OTHER, 3)}
 # Fields some defaults leave unset although the model cannot run without them.
 REQUIRED = ("num_experts_per_tok", "n_group", "topk_group", "vocab_size")
 NUM_LAYERS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
@@ -88,17 +106,20 @@ def _shrunk_layers(value, n: int):
     return "".join(picked) if isinstance(value, str) else type(value)(picked)
 
 
-def tiny_config(model_type: str, num_layers: int = 2, decoder: bool = True):
+def tiny_config(model_type: str, num_layers: int | None = None, decoder: bool = True):
     """The config class's defaults with small sizes (4 layers for hybrids so every layer kind shows);
-    `decoder` turns encoder architectures into causal LMs (their decoder mode)."""
+    `decoder` turns encoder architectures into causal LMs (their decoder mode). The sizes are
+    SMALL's, or those T2IR_TINY_SIZES names in SIZE_PROFILES."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    sizes, default_layers = SIZE_PROFILES[os.environ.get("T2IR_TINY_SIZES", "small")]
+    num_layers = num_layers or default_layers
     default = CONFIG_MAPPING[model_type]()
     d = default.to_dict()
-    kw = {k: v for k, v in SMALL.items() if isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] > v}
+    kw = {k: v for k, v in sizes.items() if isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] > v}
     if "head_dim" in d and d["head_dim"] is None:
-        kw["head_dim"] = 16
-    kw.update({k: SMALL[k] for k in REQUIRED if k in d and d[k] is None})
+        kw["head_dim"] = sizes["head_dim"]
+    kw.update({k: sizes[k] for k in REQUIRED if k in d and d[k] is None})
     if "qk_rope_head_dim" in d and "head_dim" in d:  # MLA: rotary runs on head_dim = the rope part
         kw["head_dim"] = kw.get("qk_rope_head_dim", d["qk_rope_head_dim"])
     if "kv_lora_rank" in d and "num_key_value_heads" in d:  # MLA expands the latent to every head
@@ -116,14 +137,50 @@ def tiny_config(model_type: str, num_layers: int = 2, decoder: bool = True):
     for i, key in enumerate(TOKEN_IDS):
         if isinstance(d.get(key), int) and vocab and d[key] >= vocab:
             kw[key] = vocab - 1 - i
-    skip = {"transformers_version", "model_type", "architectures", "qk_head_dim"}
-    try:
-        config = type(default)(**{**{k: v for k, v in d.items() if k not in skip}, **kw})
-    except Exception:
-        config = type(default)(**{k: v for k, v in kw.items() if k not in PER_LAYER_LISTS})
+    config = _first_that_builds(type(default), d, kw)
     if decoder and getattr(config, "is_decoder", None) is False:
         config.is_decoder = True  # encoder architectures serve as causal LMs in decoder mode
     return config
+
+
+def _first_that_builds(config_class, d: dict, kw: dict):
+    """The config with the shrunk sizes; when the class's validation refuses them (Bamba: mamba
+    heads x head size must be expand x hidden size), the shrunk sizes less one, the first that
+    builds (the one left out takes its default, or the value the class derives for it)."""
+    try:
+        return _built(config_class, d, kw)
+    except Exception as error:
+        for key in kw:
+            if key in SMALL:
+                try:
+                    return _built(config_class, d, {k: v for k, v in kw.items() if k != key})
+                except Exception:
+                    continue
+        raise error
+
+
+def _built(config_class, d: dict, kw: dict):
+    skip = {"transformers_version", "model_type", "architectures"} | _derived_fields(config_class, d, kw)
+    try:
+        return config_class(**{**{k: v for k, v in d.items() if k not in skip}, **kw})
+    except Exception:
+        return config_class(**{k: v for k, v in kw.items() if k not in PER_LAYER_LISTS})
+
+
+def _derived_fields(config_class, d: dict, kw: dict) -> set[str]:
+    """Fields the config class computes from the sizes (Zamba2's attention_head_dim, Bamba's
+    mamba_d_head, MLA's qk_head_dim): those that change when the class is given the shrunk sizes
+    alone. Passing on the default's value would keep a number made for the full-size model.
+    Nested settings (rope parameters, per-layer overrides) stay the default's."""
+    for given in (kw, {k: v for k, v in kw.items() if k not in PER_LAYER_LISTS}):
+        try:
+            probe = config_class(**given).to_dict()
+            break
+        except Exception:
+            continue
+    else:
+        return set()
+    return {k for k, v in probe.items() if k in d and k not in kw and v != d[k] and not isinstance(v, dict)}
 
 
 def build_model(config, attn: str = "auto", seed: int = 0, dtype: torch.dtype = torch.float32):
@@ -186,17 +243,24 @@ def reference_model(folder: Path, attn: str, dtype: str):
     return model
 
 
-def _reference_step(reference, ids: torch.Tensor, cache, cached: bool):
-    """transformers' logits for `ids` after the cached past. A chunk on a recurrent state runs one
-    token at a time: transformers' PyTorch sequence path for state-space layers (Mamba's) starts
-    from a zero state whatever the cache holds, its one-token step reads the state."""
+def _reference_step(reference, ids: torch.Tensor, cache, cached: bool, past_length: int):
+    """transformers' logits for `ids` after the cached past, given the positions its generate
+    passes (P .. P + S - 1 to a decoder that takes position_ids). A chunk on a recurrent state runs
+    one token at a time: transformers' PyTorch sequence path for state-space layers (Mamba's)
+    starts from a zero state whatever the cache holds, its one-token step reads the state."""
     if not cached:
         return reference(input_ids=ids).logits
+    takes_positions = ("position_ids" in inspect.signature(reference.forward).parameters
+                       and not getattr(reference.config, "is_encoder_decoder", False))
+
+    def step(chunk: torch.Tensor, start: int) -> torch.Tensor:
+        positions = {"position_ids": torch.arange(start, start + chunk.shape[1])[None]} if takes_positions else {}
+        return reference(input_ids=chunk, cache=cache, use_cache=True, **positions).logits
+
     recurrent = any(getattr(layer, "is_recurrent_states_initialized", {}).get(0) for layer in cache.layers)
     if ids.shape[1] == 1 or not recurrent:
-        return reference(input_ids=ids, cache=cache, use_cache=True).logits
-    return torch.cat([reference(input_ids=ids[:, i:i + 1], cache=cache, use_cache=True).logits
-                      for i in range(ids.shape[1])], dim=1)
+        return step(ids, past_length)
+    return torch.cat([step(ids[:, i:i + 1], past_length + i) for i in range(ids.shape[1])], dim=1)
 
 
 def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResult:
@@ -215,11 +279,12 @@ def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResu
     ids = torch.randint(3, vocab, (1, PREFILL), generator=gen)
     cache = DynamicCache(config=reference.config)
     logits_diff = cache_diff = 0.0
-    steps = 0
+    steps = past_length = 0
     cached = len(inputs) > 1  # a model without a cache reads the whole sequence at each step
     for step in range(2 + DECODE_STEPS):
         with torch.no_grad():
-            logits = _reference_step(reference, ids, cache, cached)
+            logits = _reference_step(reference, ids, cache, cached, past_length)
+        past_length += ids.shape[1]
         got = run_tract(runnable, [ids.numpy(), *past])
         want = logits[:, -got[0].shape[1]:].float().numpy()
         if got[0].shape != want.shape:

@@ -157,10 +157,13 @@ def test_state_space_model_gets_one_error_line(tmp_path):
     assert "\n" not in message and "selective_scan_fn" in message
 
 
-@pytest.mark.parametrize("model_type", ["jamba", "qwen3_next", pytest.param("nemotron_h", marks=pytest.mark.slow)])
-def test_recurrent_states_scan_from_the_carried_state(tmp_path, model_type):
-    """Mamba's selective scan (in Jamba, beside attention and MoE layers), Mamba-2's (NemotronH)
-    and Qwen3-Next's gated delta rule run as tract scans that start from the recurrent state the graph takes: the
+# Bamba's default config has Mamba layers only, on which transformers' own cache fails: one attention layer
+@pytest.mark.parametrize("model_type, overrides", [("jamba", {}), ("qwen3_next", {}), ("bamba", {"attn_layer_indices": [1]})])
+def test_recurrent_states_scan_from_the_carried_state(tmp_path, model_type, overrides):
+    """Mamba's selective scan (in Jamba, beside attention and MoE layers), Mamba-2's (Bamba,
+    whose attention takes its positions from the position_ids generate passes: without them it
+    starts at 0 on every call) and Qwen3-Next's gated delta rule run as tract scans that start
+    from the recurrent state the graph takes: the
     reference cases (a prompt, then chunks and one token on its past) pass in tract, and
     prefill, decode steps and a chunk on a past match transformers (its token-by-token path for
     the chunk: its sequence path restarts Mamba's state from zeros); `generate` picks
@@ -170,7 +173,10 @@ def test_recurrent_states_scan_from_the_carried_state(tmp_path, model_type):
     from t2ir.llm.generate import TractGenerator
     from t2ir.tract_run import io_facts, load_model
 
-    folder = save_checkpoint(tiny_config(model_type), tmp_path / model_type)
+    config = tiny_config(model_type)
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    folder = save_checkpoint(config, tmp_path / model_type)
     summary = export(folder, tmp_path / "out", check_io="approximate")
     assert summary.check_passed, [(c.case, c.output, c.max_abs_diff) for c in summary.checks if not c.passed]
     assert summary.ops_after.get("tract_core.scan", 0) > 0

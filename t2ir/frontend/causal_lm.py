@@ -153,6 +153,7 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         self._scans = any(isinstance(entry, RecurrentState) for entry in self.layout)
         model_params = inspect.signature(model.forward).parameters
         self._takes_logits_to_keep = "logits_to_keep" in model_params
+        self._takes_position_ids = "position_ids" in model_params and not getattr(model.config, "is_encoder_decoder", False)
         # transformers 5.x renamed past_key_values -> cache (the old name is a deprecated alias).
         self._cache_kwarg = "cache" if "cache" in model_params else "past_key_values"
 
@@ -206,15 +207,25 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         cache.layers = layers
         return cache
 
+    def _positions(self, input_ids: torch.Tensor, past: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """P .. P + S - 1, the positions transformers' generate passes to a decoder
+        (`_prepare_position_ids_for_generation` without padding). Most models would derive the same
+        from the cache; some start at 0 on every call when given none (Bamba), and RoBERTa-style
+        ones offset them by the padding index where generate does not. None without a past length."""
+        lengths = [t.shape[axis] for t, axis in zip(past, cache_past_axes(self.layout)) if axis is not None]
+        if not lengths:
+            return None
+        return (torch.arange(input_ids.shape[1], device=input_ids.device) + lengths[0]).unsqueeze(0)
+
     def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The computation; `forward` only gives it a named per-layer signature."""
         if len(past) != len(cache_past_axes(self.layout)):
             raise ValueError(f"expected {len(cache_past_axes(self.layout))} cache tensors, got {len(past)}")
         kwargs: dict[str, Any] = {"use_cache": bool(self.layout)}  # none: each step reads the whole sequence
         if self.layout:
-            # No position_ids: the model derives them from the cache length (P) as in its own generation
-            # loop; some offset them (RoBERTa-style models start after the padding index).
             kwargs[self._cache_kwarg] = cache = self._explicit_cache(past)
+            if self._takes_position_ids and (positions := self._positions(input_ids, past)) is not None:
+                kwargs["position_ids"] = positions
         if self.num_logits_to_keep and self._takes_logits_to_keep:
             # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
             kwargs["logits_to_keep"] = self.num_logits_to_keep
