@@ -241,6 +241,8 @@ def summary_line(row: dict) -> str:
 def write_table(work: Path, out: Path) -> None:
     import transformers
 
+    from t2ir.frontend.recurrent import SCANS
+
     rows = [json.loads(l) for l in (work / "results.jsonl").read_text().splitlines()]
     rows.sort(key=lambda r: r["model_type"])
     ssm = [r for r in rows if _state_space(r)]
@@ -285,8 +287,7 @@ def write_table(work: Path, out: Path) -> None:
               "Their layers keep a recurrent state besides keys and values (transformers' cache layer kinds "
               "say which layers). t2ir carries recurrent states as graph inputs and outputs where the model's "
               "recurrence runs through a transformers kernel t2ir replaces by a scan from the carried state "
-              "(selective_scan_fn, mamba_chunk_scan_combined, chunk_gated_delta_rule, "
-              "fused_recurrent_gated_delta_rule: those models pass and are text decoders above, as are the "
+              f"({', '.join(sorted(SCANS))}: those models pass and are text decoders above, as are the "
               "convolution-state models). The models below compute their recurrence in their own code, keep "
               "their state outside a transformers cache, or fail before their state is reached.", "",
               "| architecture | cache layer kinds | export error |", "|---|---|---|"]

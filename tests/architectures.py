@@ -36,11 +36,11 @@ SMALL = dict(
     num_attention_heads=4, n_head=4, num_heads=4, decoder_attention_heads=4, encoder_attention_heads=4,
     num_key_value_heads=2, head_dim=16, vocab_size=256, max_position_embeddings=128, n_positions=128,
     max_seq_len=128, num_local_experts=4, num_experts=4, n_routed_experts=4, moe_num_experts=4,
-    num_experts_per_tok=2, moe_topk=2, top_k=2, moe_k=2, n_group=2, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
+    num_experts_per_tok=2, num_experts_per_token=2, num_expert_group=2, moe_topk=2, top_k=2, moe_k=2, n_group=2, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
     qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, sliding_window=4, attention_chunk_size=4,
     first_k_dense_replace=1, conv_kernel=4, state_size=8, mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16,
     mamba_d_conv=4, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
-    linear_value_head_dim=16, global_head_dim=32, num_kv_shared_layers=1, hidden_size_per_layer_input=16,
+    linear_value_head_dim=16, linear_num_heads=4, linear_head_dim=16, global_head_dim=32, num_kv_shared_layers=1, hidden_size_per_layer_input=16,
     vocab_size_per_layer_input=256,
 )
 # A second set of sizes for a sweep that checks the results do not hang on the first one's numbers:
@@ -52,7 +52,7 @@ OTHER = dict(
     decoder_attention_heads=6, encoder_attention_heads=6, num_key_value_heads=2, intermediate_size=80,
     ffn_hidden_size=80, ffn_dim=80, decoder_ffn_dim=80, encoder_ffn_dim=80, n_inner=80, vocab_size=301,
     moe_intermediate_size=24, shared_expert_intermediate_size=40, expert_hidden_size=24, num_local_experts=6,
-    num_experts=6, n_routed_experts=6, moe_num_experts=6, num_experts_per_tok=3, moe_topk=3, top_k=3, moe_k=3,
+    num_experts=6, n_routed_experts=6, moe_num_experts=6, num_experts_per_tok=3, num_experts_per_token=3, num_expert_group=3, moe_topk=3, top_k=3, moe_k=3,
     n_group=3, topk_group=2, kv_lora_rank=24, q_lora_rank=40, qk_nope_head_dim=16, v_head_dim=8, sliding_window=6,
     attention_chunk_size=6, conv_kernel=3, state_size=4, mamba_d_state=4, mamba_n_heads=6, global_head_dim=48,
     vocab_size_per_layer_input=301,

@@ -117,8 +117,9 @@ def gated_delta_rule(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
                      beta: torch.Tensor, chunk_size: int = 64, initial_state: Optional[torch.Tensor] = None,
                      output_final_state: bool = False, use_qk_l2norm_in_kernel: bool = False, **_: Any):
     """The gated delta rule (`chunk_gated_delta_rule` and `fused_recurrent_gated_delta_rule`, one
-    computation): q, k [B, S, Hk, dk], v [B, S, Hv, dv], g, beta [B, S, Hv]; per step the state
-    [B, Hv, dk, dv] decays by exp(g), moves towards v along k by beta, and is read along q."""
+    computation): q, k [B, S, Hk, dk], v [B, S, Hv, dv], beta [B, S, Hv], g [B, S, Hv] (a decay per
+    head) or [B, S, Hv, dk] (per key channel: Kimi delta attention, `chunk_kda`); per step the
+    state [B, Hv, dk, dv] decays by exp(g), moves towards v along k by beta, and is read along q."""
     dtype = query.dtype
     heads = value.shape[-2]
     if key.shape[-2] != heads:  # each query/key head serves consecutive value heads
@@ -133,7 +134,7 @@ def gated_delta_rule(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
 
     def step(s, xs):
         q, k, v, decay, b = xs
-        s = s * decay.exp()[..., None, None]
+        s = s * (decay.exp()[..., None] if decay.dim() == s.dim() - 1 else decay.exp()[..., None, None])
         delta = (v - (s * k.unsqueeze(-1)).sum(dim=-2)) * b.unsqueeze(-1)
         s = s + k.unsqueeze(-1) * delta.unsqueeze(-2)
         return s, (s * q.unsqueeze(-1)).sum(dim=-2)
@@ -148,6 +149,8 @@ SCANS: dict[str, Callable[..., Any]] = {
     "chunk_gated_delta_rule": gated_delta_rule,
     "fused_recurrent_gated_delta_rule": gated_delta_rule,
     "mamba_chunk_scan_combined": chunk_scan,
+    "chunk_kda": gated_delta_rule,
+    "fused_recurrent_kda": gated_delta_rule,
 }
 # the one-token steps that go with them: never reached (the explicit cache reports no previous
 # state), listed so that a model using them is still one t2ir can scan
