@@ -126,6 +126,20 @@ def test_sliding_window_shorter_than_sequence(arch: str, attn: str) -> None:
     assert logits_diff <= ATOL and cache_diff <= ATOL, (logits_diff, cache_diff)
 
 
+def test_meta_model_rebuilds_buffers_an_enclosing_module_sets() -> None:
+    """FalconH1's mixers hold a MuP vector their model's _init_weights copies in: on the meta
+    device it is rebuilt from the enclosing modules' _init_weights, equal to an eager build's."""
+    from architectures import tiny_config
+
+    config = tiny_config("falcon_h1")
+    meta = build_meta_model(config, torch.float32)
+    eager = AutoModelForCausalLM.from_config(config)
+    for name, buffer in eager.named_buffers():
+        if name.endswith("mup_vector"):
+            assert torch.equal(meta.get_buffer(name), buffer), name
+    assert any(name.endswith("mup_vector") for name, _ in eager.named_buffers())
+
+
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_meta_model_exports_same_graph(arch: str) -> None:
     real, ep_real = _exported(arch, "sdpa")

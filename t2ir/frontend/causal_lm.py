@@ -413,7 +413,7 @@ def build_meta_model(
                                                  experts_implementation=moe.register())
     from transformers import PreTrainedModel
 
-    owners: list[tuple[torch.nn.Module, PreTrainedModel]] = []
+    owners: list[tuple[str, torch.nn.Module]] = []
     models = {"": model}  # module name -> the PreTrainedModel (sub-model) it belongs to
     for path, module in model.named_modules():
         parent = models[path.rpartition(".")[0]] if path else model
@@ -425,18 +425,36 @@ def build_meta_model(
             fill = float("nan") if meta.is_floating_point() else 0
             module._buffers[name] = torch.full(meta.shape, fill, dtype=meta.dtype, device="cpu")
         if names:
-            owners.append((module, models[path]))
+            owners.append((path, module))
     with torch.no_grad():
-        for module, owner in owners:  # each sub-model's own _init_weights, as transformers dispatches it
-            owner._init_weights(module)
-    for module, _ in owners:
-        for name in module._non_persistent_buffers_set:
-            buf = module._buffers.get(name)
-            if buf is not None and buf.is_floating_point() and torch.isnan(buf).any():
-                raise T2IRError(
-                    f"{type(module).__name__}.{name}: a computed buffer that transformers' _init_weights does not "
-                    "rebuild on the meta device; export from a model loaded on CPU instead"
-                )
+        for path, module in owners:  # each sub-model's own _init_weights, as transformers dispatches it
+            models[path]._init_weights(module)
+        for path, module in owners:
+            _init_from_ancestors(model, models, path, module)
+    return model.eval()
+
+
+def _unset_buffers(module: torch.nn.Module) -> list[str]:
+    return [name for name in module._non_persistent_buffers_set if (buf := module._buffers.get(name)) is not None
+            and buf.is_floating_point() and torch.isnan(buf).any()]
+
+
+def _init_from_ancestors(model: torch.nn.Module, models: dict, path: str, module: torch.nn.Module) -> None:
+    """A buffer its own module's _init_weights leaves unset may be set from an enclosing module's
+    (FalconH1Model copies its MuP vector into every mixer): the ancestors' _init_weights, nearest
+    first, until it is set."""
+    ancestor = path
+    while _unset_buffers(module) and ancestor:
+        ancestor = ancestor.rpartition(".")[0]
+        try:
+            models[ancestor]._init_weights(model.get_submodule(ancestor))
+        except Exception:  # an init that cannot run with meta weights: try the next one up
+            continue
+    if unset := _unset_buffers(module):
+        raise T2IRError(
+            f"{type(module).__name__}.{unset[0]}: a computed buffer that transformers' _init_weights does not "
+            "rebuild on the meta device; export from a model loaded on CPU instead"
+        )
     return model.eval()
 
 
