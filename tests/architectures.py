@@ -38,7 +38,7 @@ SMALL = dict(
     max_seq_len=128, num_local_experts=4, num_experts=4, n_routed_experts=4, moe_num_experts=4,
     num_experts_per_tok=2, num_experts_per_token=2, num_expert_group=2, moe_topk=2, top_k=2, moe_k=2, n_group=2, topk_group=1, kv_lora_rank=16, q_lora_rank=32,
     qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, sliding_window=4, attention_chunk_size=4,
-    first_k_dense_replace=1, conv_kernel=4, state_size=8, mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16,
+    first_k_dense_replace=1, n_groups=2, conv_kernel=4, state_size=8, mamba_d_state=8, mamba_n_heads=4, mamba_d_head=16,
     mamba_d_conv=4, linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=16,
     linear_value_head_dim=16, linear_num_heads=4, linear_head_dim=16, global_head_dim=32, num_kv_shared_layers=1, hidden_size_per_layer_input=16,
     vocab_size_per_layer_input=256,
@@ -145,17 +145,20 @@ def tiny_config(model_type: str, num_layers: int | None = None, decoder: bool = 
 
 def _first_that_builds(config_class, d: dict, kw: dict):
     """The config with the shrunk sizes; when the class's validation refuses them (Bamba: mamba
-    heads x head size must be expand x hidden size), the shrunk sizes less one, the first that
-    builds (the one left out takes its default, or the value the class derives for it)."""
+    heads x head size must be expand x hidden size), the first that builds of: the shrunk sizes
+    less one (it takes its default, or the value the class derives for it), then with one of them
+    halved or doubled (Mamba-2: hidden size x expand = heads x head size)."""
     try:
         return _built(config_class, d, kw)
     except Exception as error:
-        for key in kw:
-            if key in SMALL:
-                try:
-                    return _built(config_class, d, {k: v for k, v in kw.items() if k != key})
-                except Exception:
-                    continue
+        sizes = [key for key in kw if key in SMALL]
+        candidates = [{k: v for k, v in kw.items() if k != key} for key in sizes]
+        candidates += [{**kw, key: kw[key] * factor} for factor in (0.5, 2) for key in sizes if kw[key] % 2 == 0]
+        for candidate in candidates:
+            try:
+                return _built(config_class, d, {k: int(v) if isinstance(v, float) else v for k, v in candidate.items()})
+            except Exception:
+                continue
         raise error
 
 
