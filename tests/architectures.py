@@ -143,6 +143,22 @@ def tiny_config(model_type: str, num_layers: int | None = None, decoder: bool = 
     return config
 
 
+def tiny_vision_language_config(model_type: str):
+    """A vision-language config (LLaVA, PaliGemma, ...) whose text config is tiny_config's for its
+    text model type and whose vision tower is one small layer."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    default = CONFIG_MAPPING[model_type]()
+    config = type(default)(text_config=tiny_config(default.get_text_config(decoder=True).model_type).to_dict())
+    vision = getattr(config, "vision_config", None)
+    small = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                 patch_size=14)
+    for key, value in small.items():
+        if vision is not None and hasattr(vision, key):
+            setattr(vision, key, value)
+    return config
+
+
 def _first_that_builds(config_class, d: dict, kw: dict):
     """The config with the shrunk sizes; when the class's validation refuses them (Bamba: mamba
     heads x head size must be expand x hidden size), the first that builds of: the shrunk sizes
@@ -248,7 +264,8 @@ def reference_model(folder: Path, attn: str, dtype: str):
 
 def _reference_step(reference, ids: torch.Tensor, cache, cached: bool, past_length: int):
     """transformers' logits for `ids` after the cached past, given the positions its generate
-    passes (P .. P + S - 1 to a decoder that takes position_ids). A chunk on a recurrent state runs
+    passes (P .. P + S - 1 to a decoder that takes position_ids, as the model's
+    prepare_inputs_for_generation shifts them). A chunk on a recurrent state runs
     one token at a time: transformers' PyTorch sequence path for state-space layers (Mamba's)
     starts from a zero state whatever the cache holds, its one-token step reads the state."""
     if not cached:
@@ -257,7 +274,10 @@ def _reference_step(reference, ids: torch.Tensor, cache, cached: bool, past_leng
                        and not getattr(reference.config, "is_encoder_decoder", False))
 
     def step(chunk: torch.Tensor, start: int) -> torch.Tensor:
-        positions = {"position_ids": torch.arange(start, start + chunk.shape[1])[None]} if takes_positions else {}
+        positions = {}
+        if takes_positions:  # as generate computes them, then prepares them for this model (PaliGemma: + 1)
+            given = torch.arange(start, start + chunk.shape[1])[None]
+            positions["position_ids"] = reference.prepare_inputs_for_generation(chunk, position_ids=given)["position_ids"]
         return reference(input_ids=chunk, cache=cache, use_cache=True, **positions).logits
 
     recurrent = any(getattr(layer, "is_recurrent_states_initialized", {}).get(0) for layer in cache.layers)
@@ -266,8 +286,9 @@ def _reference_step(reference, ids: torch.Tensor, cache, cached: bool, past_leng
     return torch.cat([step(ids[:, i:i + 1], past_length + i) for i in range(ids.shape[1])], dim=1)
 
 
-def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResult:
-    """Prefill, DECODE_STEPS greedy steps feeding tract's caches back, then a CHUNK on top of the past."""
+def check_in_tract(model_path: Path, reference, dtype: str = "f32", chunk: bool = True) -> CheckResult:
+    """Prefill, DECODE_STEPS greedy steps feeding tract's caches back, then (with `chunk`) a CHUNK
+    on top of the past."""
     from transformers import DynamicCache
 
     from t2ir.tract_run import io_facts, load_model, run_tract
@@ -284,7 +305,7 @@ def check_in_tract(model_path: Path, reference, dtype: str = "f32") -> CheckResu
     logits_diff = cache_diff = 0.0
     steps = past_length = 0
     cached = len(inputs) > 1  # a model without a cache reads the whole sequence at each step
-    for step in range(2 + DECODE_STEPS):
+    for step in range(1 + DECODE_STEPS + chunk):
         with torch.no_grad():
             logits = _reference_step(reference, ids, cache, cached, past_length)
         past_length += ids.shape[1]

@@ -129,6 +129,40 @@ class _ExplicitHybridLayer(_ExplicitConvLayer, _ExplicitLayer):
         _ExplicitLayer.__init__(self, keys, values)
 
 
+# a model's attribute naming the model whose `generate` it stands for (the text decoder of a
+# vision-language model stands for the composite's: t2ir.llm.text_decoder)
+GENERATES_AS = "t2ir_generates_as"
+
+
+def generation_position_offset(model: torch.nn.Module) -> int:
+    """What the model's `prepare_inputs_for_generation` adds to the positions generate computes
+    (1 for PaliGemma, whose positions start at 1); 0 when it adds nothing or cannot be asked."""
+    given = torch.arange(3)[None]
+    try:
+        got = model.prepare_inputs_for_generation(torch.zeros(1, 3, dtype=torch.long), position_ids=given.clone())
+        shift = got["position_ids"] - given
+        return int(shift[0, 0]) if bool((shift == shift[0, 0]).all()) else 0
+    except Exception:  # a model whose preparation needs more than ids and positions: generate's own positions
+        return 0
+
+
+@contextlib.contextmanager
+def _bidirectional_masks(config: PretrainedConfig) -> Iterator[None]:
+    """A decoder whose attention modules are all non-causal attends both ways within the new
+    tokens in transformers' eager run (no mask, sdpa's is_causal off); traced with symbolic sizes,
+    its `create_causal_mask` would build a causal mask instead. `config.is_causal = False` is
+    transformers' own switch to its bidirectional mask, which keeps the eager meaning."""
+    had, before = hasattr(config, "is_causal"), getattr(config, "is_causal", None)
+    config.is_causal = False
+    try:
+        yield
+    finally:
+        if had:
+            config.is_causal = before
+        else:
+            del config.is_causal
+
+
 class CausalLMWithExplicitCache(torch.nn.Module):
     """forward(input_ids [1,S], k_0, v_0, k_1, v_1, ...) -> (logits, k_0', v_0', ...).
 
@@ -154,6 +188,10 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         model_params = inspect.signature(model.forward).parameters
         self._takes_logits_to_keep = "logits_to_keep" in model_params
         self._takes_position_ids = "position_ids" in model_params and not getattr(model.config, "is_encoder_decoder", False)
+        self._position_offset = generation_position_offset(getattr(model, GENERATES_AS, model))
+        # every attention module non-causal (Gemma with use_bidirectional_attention, PaliGemma's decoder)
+        causal_flags = [m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+        self._bidirectional = bool(causal_flags) and not any(causal_flags)
         # transformers 5.x renamed past_key_values -> cache (the old name is a deprecated alias).
         self._cache_kwarg = "cache" if "cache" in model_params else "past_key_values"
 
@@ -209,13 +247,15 @@ class CausalLMWithExplicitCache(torch.nn.Module):
 
     def _positions(self, input_ids: torch.Tensor, past: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
         """P .. P + S - 1, the positions transformers' generate passes to a decoder
-        (`_prepare_position_ids_for_generation` without padding). Most models would derive the same
-        from the cache; some start at 0 on every call when given none (Bamba), and RoBERTa-style
-        ones offset them by the padding index where generate does not. None without a past length."""
+        (`_prepare_position_ids_for_generation` without padding), shifted as the model's
+        `prepare_inputs_for_generation` shifts them (PaliGemma numbers from 1). Most models would
+        derive the same from the cache; some start at 0 on every call when given none (Bamba), and
+        RoBERTa-style ones offset them by the padding index where generate does not. None without
+        a past length."""
         lengths = [t.shape[axis] for t, axis in zip(past, cache_past_axes(self.layout)) if axis is not None]
         if not lengths:
             return None
-        return (torch.arange(input_ids.shape[1], device=input_ids.device) + lengths[0]).unsqueeze(0)
+        return (torch.arange(input_ids.shape[1], device=input_ids.device) + lengths[0] + self._position_offset)[None]
 
     def run(self, input_ids: torch.Tensor, *past: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The computation; `forward` only gives it a named per-layer signature."""
@@ -229,7 +269,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         if self.num_logits_to_keep and self._takes_logits_to_keep:
             # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
             kwargs["logits_to_keep"] = self.num_logits_to_keep
-        with recurrent.scans_from_state(self.lm) if self._scans else contextlib.nullcontext():
+        with recurrent.scans_from_state(self.lm) if self._scans else contextlib.nullcontext(), \
+                _bidirectional_masks(self.lm.config) if self._bidirectional else contextlib.nullcontext():
             logits = self.lm(input_ids=input_ids, **kwargs).logits
         if self.num_logits_to_keep and not self._takes_logits_to_keep:
             logits = logits[:, -self.num_logits_to_keep:, :]  # correct, but projects every position first

@@ -11,7 +11,7 @@ conversion, run when the emitter (or the streamed reference) reads that one para
 
 from __future__ import annotations
 
-from copy import deepcopy
+from copy import copy, deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,15 @@ class WeightMap:
         for name, tensor in names:
             if name not in self.sources and id(tensor) in by_id:
                 self.sources[name] = by_id[id(tensor)]
+
+    def part(self, model: torch.nn.Module, names: dict[str, str]) -> WeightMap:
+        """This map seen from `model`, a part of this map's model whose state-dict name n is
+        names[n] here (the text decoder of a vision-language model, t2ir.llm.text_decoder)."""
+        view = copy(self)
+        view.model = model
+        view.sources = {name: self.sources[whole] for name, whole in names.items() if whole in self.sources}
+        view._share_tied(model.state_dict())
+        return view
 
     def source(self, name: str) -> TensorSource:
         """The source of one state-dict entry; a clear error when the checkpoint has none."""

@@ -1,0 +1,111 @@
+"""The text decoder of every vision-language model in transformers' image-text-to-text auto mapping
+whose text half is a causal LM, made tiny, exported with `export-llm` and checked in tract.
+
+    nice -n 10 python bench/sweep_vision_language.py [--only llava,paligemma] [--work /tmp/t2ir-vlm] [--fresh]
+
+Each composite is built from its config class with the text config of tests/architectures.py's
+tiny_config for its text model type and a one-layer vision tower, with random weights, and saved
+with `save_pretrained`. `export-llm` exports its text decoder (token ids in, logits out); tract runs
+a prefill and 3 decode steps feeding its caches back, against the composite in transformers given
+the positions its generate passes (prepare_inputs_for_generation), without images. A chunk of
+several tokens on a past is not checked: transformers masks it causally where some of these decoders
+attend both ways within the prompt (PaliGemma). f32 passes at a max absolute difference of 1e-4
+(logits and caches). Types run in worker processes as in bench/sweep_architectures.py; results go
+to WORK/results.jsonl and the table to docs/vision-language.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sweep_architectures import ROOT, _line, drive, serve, single_variant_table, sweep_parser, verdict  # noqa: E402
+
+
+def vision_language_types() -> list[str]:
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    from t2ir.llm.text_decoder import text_config_to_export
+
+    types = []
+    for model_type in sorted(MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES):
+        try:
+            if text_config_to_export(CONFIG_MAPPING[model_type]()) is not None:
+                types.append(model_type)
+        except Exception:  # a default config that does not build: not this sweep's
+            continue
+    return types
+
+
+def run_one(model_type: str, work: Path) -> dict:
+    """Build, save, export and check one model type (in this process)."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from architectures import MAX_PARAMETERS, TOLERANCE, check_in_tract, export, quiet, tiny_vision_language_config
+
+    quiet()
+    torch.set_num_threads(1)
+    row = {"model_type": model_type, "category": "vision-language", "reason": "", "variants": {}}
+    folder = work / model_type / "checkpoint"
+    try:
+        torch.manual_seed(0)
+        model = AutoModelForImageTextToText.from_config(tiny_vision_language_config(model_type))
+        size = sum(p.numel() for p in model.parameters())
+        if size > MAX_PARAMETERS:
+            return {**row, "category": "not buildable", "reason": f"the shrunk config still has {size / 1e6:.0f} M parameters"}
+        model.save_pretrained(folder)
+    except Exception as e:
+        return {**row, "category": "not buildable", "reason": f"tiny config does not build: {_line(e)}"}
+    result = {"passed": False}
+    start = time.time()
+    try:
+        summary = export(folder, work / model_type / "out")
+        reference = AutoModelForImageTextToText.from_pretrained(folder).eval()
+        check = check_in_tract(summary.out_dir / "model" / "model.nnef.tgz", reference, chunk=False)
+        result.update(max_diff=check.max_diff, passed=check.max_diff <= TOLERANCE["f32"])
+        if not result["passed"]:
+            result["error"] = f"max |diff| {check.max_diff:.3g} > {TOLERANCE['f32']:g}"
+    except Exception as e:
+        result["error"] = _line(e)
+        result["trace"] = traceback.format_exc()[-3000:]
+    result["seconds"] = round(time.time() - start, 1)
+    row["variants"]["f32"] = result
+    return row
+
+
+def summary_line(row: dict) -> str:
+    v = row["variants"].get("f32", {})
+    why = row.get("crash") or v.get("error") or row.get("reason", "")
+    return f"{verdict(row)} {v.get('max_diff', float('nan')):.2g} {why[:200]}"
+
+
+def write_table(work: Path, out: Path) -> None:
+    single_variant_table(
+        work, out, title="Vision-language models: their text decoder", variant="f32",
+        noun="buildable vision-language text decoders",
+        description="every model type in transformers' image-text-to-text auto mapping whose text config is a "
+        "causal LM, built with a tiny text config and a one-layer vision tower, random weights, saved with "
+        "`save_pretrained` and exported with `t2ir export-llm`, which exports the text decoder (token ids in, "
+        "logits out, no image input). tract runs a prefill and 3 decode steps against the composite in "
+        "transformers (no images, the positions its generate passes); f32 passes at a max absolute difference "
+        "of 1e-4 (logits and caches). Models whose text decoder has no causal-LM class in transformers "
+        "(Qwen2-VL, Qwen2.5-VL, Qwen3-VL, GLM-4V, ...) are refused with that reason and not listed.",
+        regenerate="`python bench/sweep_vision_language.py --fresh`")
+
+
+def main() -> None:
+    args = sweep_parser(__doc__, "/tmp/t2ir-vlm", 600, "docs/vision-language.md").parse_args()
+    if args.serve:
+        serve(args.work, run_one)
+        return
+    drive(args, vision_language_types(), write_table, ROOT / "docs" / "vision-language.md", __file__, summary_line)
+
+
+if __name__ == "__main__":
+    main()
