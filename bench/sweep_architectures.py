@@ -301,6 +301,28 @@ def write_table(work: Path, out: Path) -> None:
     out.write_text("\n".join(lines) + "\n")
 
 
+def checked(check, tolerance: float) -> dict:
+    """One export-and-check of a one-variant sweep: `check()` returns the max difference."""
+    result = {"passed": False}
+    start = time.time()
+    try:
+        diff = check()
+        result.update(max_diff=diff, passed=diff <= tolerance)
+        if not result["passed"]:
+            result["error"] = f"max |diff| {diff:.3g} > {tolerance:g}"
+    except Exception as e:
+        result["error"] = _line(e)
+        result["trace"] = traceback.format_exc()[-3000:]
+    result["seconds"] = round(time.time() - start, 1)
+    return result
+
+
+def single_variant_summary(row: dict) -> str:
+    v = row["variants"].get("f32", {})
+    why = row.get("crash") or v.get("error") or row.get("reason", "")
+    return f"{verdict(row)} {v.get('max_diff', float('nan')):.2g} {why[:200]}"
+
+
 def single_variant_table(work: Path, out: Path, *, title: str, variant: str, noun: str, description: str,
                          regenerate: str) -> None:
     """The table of a sweep with one export per model type (sweep_encoders.py,

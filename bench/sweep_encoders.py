@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import sys
 import tempfile
-import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_architectures import ROOT, _line, drive, serve, single_variant_table, sweep_parser, verdict  # noqa: E402
+from sweep_architectures import (ROOT, _line, checked, drive, serve, single_variant_summary,  # noqa: E402
+                                 single_variant_table, sweep_parser)
 
 def encoder_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
@@ -52,25 +51,9 @@ def run_one(model_type: str, work: Path) -> dict:
             MaskedLMLogits(model)(*inputs(config, *SIZES[0], pad=False))
     except Exception as e:  # some need inputs or config values this sweep does not give
         return {**row, "category": "not buildable", "reason": f"does not run in eager PyTorch: {_line(e)}"}
-    result = {"passed": False}
-    start = time.time()
-    try:
-        diff = export_and_check(model, config, Path(tempfile.mkdtemp(dir=work)) / "model")
-        result.update(max_diff=diff, passed=diff <= TOLERANCE)
-        if not result["passed"]:
-            result["error"] = f"max |diff| {diff:.3g} > {TOLERANCE:g}"
-    except Exception as e:
-        result["error"] = _line(e)
-        result["trace"] = traceback.format_exc()[-3000:]
-    result["seconds"] = round(time.time() - start, 1)
-    row["variants"]["f32"] = result
+    row["variants"]["f32"] = checked(
+        lambda: export_and_check(model, config, Path(tempfile.mkdtemp(dir=work)) / "model"), TOLERANCE)
     return row
-
-
-def summary_line(row: dict) -> str:
-    v = row["variants"].get("f32", {})
-    why = row.get("crash") or v.get("error") or row.get("reason", "")
-    return f"{verdict(row)} {v.get('max_diff', float('nan')):.2g} {why[:200]}"
 
 
 def write_table(work: Path, out: Path) -> None:
@@ -89,7 +72,7 @@ def main() -> None:
     if args.serve:
         serve(args.work, run_one)
         return
-    drive(args, encoder_types(), write_table, ROOT / "docs" / "encoders.md", __file__, summary_line)
+    drive(args, encoder_types(), write_table, ROOT / "docs" / "encoders.md", __file__, single_variant_summary)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ to WORK/results.jsonl and the table to docs/vision-language.md.
 from __future__ import annotations
 
 import sys
-import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_architectures import ROOT, _line, drive, serve, single_variant_table, sweep_parser, verdict  # noqa: E402
+from sweep_architectures import (ROOT, _line, checked, drive, serve, single_variant_summary,  # noqa: E402
+                                 single_variant_table, sweep_parser)
 
 
 def vision_language_types() -> list[str]:
@@ -62,27 +61,13 @@ def run_one(model_type: str, work: Path) -> dict:
         model.save_pretrained(folder)
     except Exception as e:
         return {**row, "category": "not buildable", "reason": f"tiny config does not build: {_line(e)}"}
-    result = {"passed": False}
-    start = time.time()
-    try:
+    def check() -> float:
         summary = export(folder, work / model_type / "out")
         reference = AutoModelForImageTextToText.from_pretrained(folder).eval()
-        check = check_in_tract(summary.out_dir / "model" / "model.nnef.tgz", reference, chunk=False)
-        result.update(max_diff=check.max_diff, passed=check.max_diff <= TOLERANCE["f32"])
-        if not result["passed"]:
-            result["error"] = f"max |diff| {check.max_diff:.3g} > {TOLERANCE['f32']:g}"
-    except Exception as e:
-        result["error"] = _line(e)
-        result["trace"] = traceback.format_exc()[-3000:]
-    result["seconds"] = round(time.time() - start, 1)
-    row["variants"]["f32"] = result
+        return check_in_tract(summary.out_dir / "model" / "model.nnef.tgz", reference, chunk=False).max_diff
+
+    row["variants"]["f32"] = checked(check, TOLERANCE["f32"])
     return row
-
-
-def summary_line(row: dict) -> str:
-    v = row["variants"].get("f32", {})
-    why = row.get("crash") or v.get("error") or row.get("reason", "")
-    return f"{verdict(row)} {v.get('max_diff', float('nan')):.2g} {why[:200]}"
 
 
 def write_table(work: Path, out: Path) -> None:
@@ -104,7 +89,7 @@ def main() -> None:
     if args.serve:
         serve(args.work, run_one)
         return
-    drive(args, vision_language_types(), write_table, ROOT / "docs" / "vision-language.md", __file__, summary_line)
+    drive(args, vision_language_types(), write_table, ROOT / "docs" / "vision-language.md", __file__, single_variant_summary)
 
 
 if __name__ == "__main__":
