@@ -59,6 +59,7 @@ class WeightMap:
         from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
 
         self.model, self.ckpt = model, ckpt
+        self._checkpoint_names: dict[str, str] = {}  # a part's name -> the full model's (`part`)
         mapping = get_model_conversion_mapping(model)
         renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
         converters = [m for m in mapping if isinstance(m, WeightConverter)]
@@ -147,6 +148,7 @@ class WeightMap:
         view = copy(self)
         view.model = model
         view.sources = {name: self.sources[whole] for name, whole in names.items() if whole in self.sources}
+        view._checkpoint_names = names
         view._share_tied(model.state_dict())
         return view
 
@@ -156,7 +158,9 @@ class WeightMap:
         if found is None:
             hint = f" ({len(self.unused)} checkpoint tensors match no parameter, e.g. {self.unused[0]})" \
                 if self.unused else ""
-            raise T2IRError(f"weight {name!r} is missing from the checkpoint in {self.ckpt.folder}{hint}")
+            whole = self._checkpoint_names.get(name)
+            called = f"{name!r} ({whole!r} in the full model)" if whole else repr(name)
+            raise T2IRError(f"weight {called} is missing from the checkpoint in {self.ckpt.folder}{hint}")
         return found
 
     def by_tensor(self) -> dict[int, str]:
