@@ -149,7 +149,14 @@ def tiny_vision_language_config(model_type: str):
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     default = CONFIG_MAPPING[model_type]()
-    config = type(default)(text_config=tiny_config(default.get_text_config(decoder=True).model_type).to_dict())
+    text = tiny_config(default.get_text_config(decoder=True).model_type)
+    rope = dict(getattr(text, "rope_parameters", None) or {})
+    if "mrope_section" in rope or "mrope_section" in getattr(type(text), "ignore_keys_at_rope_validation", ()):
+        # rotary frequencies in sections (temporal, height, width) that fill half the head size
+        half = (getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads) // 2
+        rope["mrope_section"] = [half - 2 * (half // 4), half // 4, half // 4]
+        text.rope_parameters = rope
+    config = type(default)(text_config=text.to_dict())
     vision = getattr(config, "vision_config", None)
     small = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2, image_size=28,
                  patch_size=14)

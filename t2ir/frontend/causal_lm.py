@@ -129,11 +129,6 @@ class _ExplicitHybridLayer(_ExplicitConvLayer, _ExplicitLayer):
         _ExplicitLayer.__init__(self, keys, values)
 
 
-# a model's attribute naming the model whose `generate` it stands for (the text decoder of a
-# vision-language model stands for the composite's: t2ir.llm.text_decoder)
-GENERATES_AS = "t2ir_generates_as"
-
-
 def generation_position_offset(model: torch.nn.Module) -> int:
     """What the model's `prepare_inputs_for_generation` adds to the positions generate computes
     (1 for PaliGemma, whose positions start at 1); 0 when it adds nothing or cannot be asked."""
@@ -188,10 +183,13 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         model_params = inspect.signature(model.forward).parameters
         self._takes_logits_to_keep = "logits_to_keep" in model_params
         self._takes_position_ids = "position_ids" in model_params and not getattr(model.config, "is_encoder_decoder", False)
-        self._position_offset = generation_position_offset(getattr(model, GENERATES_AS, model))
-        # every attention module non-causal (Gemma with use_bidirectional_attention, PaliGemma's decoder)
-        causal_flags = [m.is_causal for m in model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+        self._position_offset = generation_position_offset(model)
+        # every attention module of the decoder non-causal (Gemma with use_bidirectional_attention,
+        # PaliGemma's decoder; a vision tower's attention does not count)
+        decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+        causal_flags = [m.is_causal for m in decoder.modules() if isinstance(getattr(m, "is_causal", None), bool)]
         self._bidirectional = bool(causal_flags) and not any(causal_flags)
+        self._decoder_config = decoder.config  # the one its mask functions read
         # transformers 5.x renamed past_key_values -> cache (the old name is a deprecated alias).
         self._cache_kwarg = "cache" if "cache" in model_params else "past_key_values"
 
@@ -270,7 +268,7 @@ class CausalLMWithExplicitCache(torch.nn.Module):
             # transformers slices the hidden states before lm_head: the vocab projection runs on kept rows only.
             kwargs["logits_to_keep"] = self.num_logits_to_keep
         with recurrent.scans_from_state(self.lm) if self._scans else contextlib.nullcontext(), \
-                _bidirectional_masks(self.lm.config) if self._bidirectional else contextlib.nullcontext():
+                _bidirectional_masks(self._decoder_config) if self._bidirectional else contextlib.nullcontext():
             logits = self.lm(input_ids=input_ids, **kwargs).logits
         if self.num_logits_to_keep and not self._takes_logits_to_keep:
             logits = logits[:, -self.num_logits_to_keep:, :]  # correct, but projects every position first
@@ -437,7 +435,8 @@ def _meta_standins(module: torch.nn.Module) -> Iterator[dict[int, torch.Tensor]]
 
 
 def build_meta_model(
-    config: PretrainedConfig, dtype: torch.dtype = torch.float32, attn_implementation: str = "auto"
+    config: PretrainedConfig, dtype: torch.dtype = torch.float32, attn_implementation: str = "auto",
+    auto_class: Any = AutoModelForCausalLM,
 ) -> torch.nn.Module:
     """Instantiate without allocating weights: parameters stay on meta, non-persistent buffers become real.
 
@@ -445,13 +444,15 @@ def build_meta_model(
     end up in the exported program, so they must be real. transformers itself re-creates them with
     `_init_weights` after a meta-device load; reusing that hook (model-specific overrides included) covers
     every rotary variant without knowing their classes. Mixture-of-experts layers run through t2ir's
-    experts implementation (`t2ir.frontend.moe`), the one that exports.
+    experts implementation (`t2ir.frontend.moe`), the one that exports. `auto_class` is the
+    transformers auto class that builds the model (AutoModelForImageTextToText for a vision-language
+    model, t2ir.llm.text_decoder).
     """
     with torch.device("meta"):
         # "auto" is transformers' own choice: sdpa where the class supports it, eager otherwise.
         chosen = None if attn_implementation == "auto" else attn_implementation
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=chosen,
-                                                 experts_implementation=moe.register())
+        model = auto_class.from_config(config, dtype=dtype, attn_implementation=chosen,
+                                       experts_implementation=moe.register())
     from transformers import PreTrainedModel
 
     owners: list[tuple[str, torch.nn.Module]] = []

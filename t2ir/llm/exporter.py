@@ -32,8 +32,7 @@ from t2ir.emitters.staging import atomic_output, check_target
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, FileHashes, load_config, open_checkpoint
-from t2ir.llm.text_decoder import (build_meta_composite, composite_names, stand_for, text_config_to_export,
-                                   ties_embeddings, why_not_exported)
+from t2ir.llm.text_decoder import is_vision_language, model_class_for
 from t2ir.llm.weight_map import WeightMap
 from t2ir.options import LLMExportOptions
 from t2ir.passcheck import PassCheck, PassChecker
@@ -133,19 +132,12 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) ->
 
     config = load_config(ckpt)
     dtype = resolve_dtype(opts.dtype, ckpt)
-    composite = None
-    if reason := why_not_exported(config):
-        raise T2IRError(reason)
+    auto_class = model_class_for(config)
     try:
-        if (text_config := text_config_to_export(config)) is not None:
-            composite = build_meta_composite(config, dtype)
-            text_config.tie_word_embeddings = ties_embeddings(composite)
-            reporter.line(f"note: {type(composite).__name__} is a vision-language model: its text decoder is "
-                          "exported (token ids in, logits out, no image input)")
-            config = text_config
-        model = build_meta_model(config, dtype, attn_implementation=opts.attn_implementation)
-        if composite is not None:
-            stand_for(model, composite)
+        model = build_meta_model(config, dtype, attn_implementation=opts.attn_implementation, auto_class=auto_class)
+        if is_vision_language(model):
+            reporter.line(f"note: {type(model).__name__} is a vision-language model: its text path is exported "
+                          "(token ids in, logits out, no image input)")
     except ValueError as e:
         raise T2IRError(f"transformers cannot build {config.model_type} with attn_implementation="
                         f"{opts.attn_implementation!r}: {e}") from None
@@ -153,12 +145,8 @@ def trace_graph(ckpt: Checkpoint, opts: LLMExportOptions, reporter: Reporter) ->
         raise
     except Exception as e:
         raise T2IRError(f"cannot build a {type(config).__name__} causal LM from {ckpt.folder}: {e}") from None
-    if composite is None:
-        ckpt.check_shapes(model)
-        weights = WeightMap(model, ckpt)
-    else:
-        ckpt.check_shapes(composite)
-        weights = WeightMap(composite, ckpt).part(model, composite_names(model, composite))
+    ckpt.check_shapes(model)
+    weights = WeightMap(model, ckpt)
     layout = cache_layout_of(model)
     if not layout:
         reporter.line(f"note: {type(model).__name__} keeps no key/value cache: exported as a graph of the whole "

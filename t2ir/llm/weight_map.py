@@ -11,7 +11,7 @@ conversion, run when the emitter (or the streamed reference) reads that one para
 
 from __future__ import annotations
 
-from copy import copy, deepcopy
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +59,6 @@ class WeightMap:
         from transformers.core_model_loading import WeightConverter, WeightRenaming, dot_natural_key, rename_source_key
 
         self.model, self.ckpt = model, ckpt
-        self._checkpoint_names: dict[str, str] = {}  # a part's name -> the full model's (`part`)
         mapping = get_model_conversion_mapping(model)
         renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
         converters = [m for m in mapping if isinstance(m, WeightConverter)]
@@ -142,25 +141,13 @@ class WeightMap:
             if name not in self.sources and id(tensor) in by_id:
                 self.sources[name] = by_id[id(tensor)]
 
-    def part(self, model: torch.nn.Module, names: dict[str, str]) -> WeightMap:
-        """This map seen from `model`, a part of this map's model whose state-dict name n is
-        names[n] here (the text decoder of a vision-language model, t2ir.llm.text_decoder)."""
-        view = copy(self)
-        view.model = model
-        view.sources = {name: self.sources[whole] for name, whole in names.items() if whole in self.sources}
-        view._checkpoint_names = names
-        view._share_tied(model.state_dict())
-        return view
-
     def source(self, name: str) -> TensorSource:
         """The source of one state-dict entry; a clear error when the checkpoint has none."""
         found = self.sources.get(name)
         if found is None:
             hint = f" ({len(self.unused)} checkpoint tensors match no parameter, e.g. {self.unused[0]})" \
                 if self.unused else ""
-            whole = self._checkpoint_names.get(name)
-            called = f"{name!r} ({whole!r} in the full model)" if whole else repr(name)
-            raise T2IRError(f"weight {called} is missing from the checkpoint in {self.ckpt.folder}{hint}")
+            raise T2IRError(f"weight {name!r} is missing from the checkpoint in {self.ckpt.folder}{hint}")
         return found
 
     def by_tensor(self) -> dict[int, str]:
