@@ -125,7 +125,9 @@ def tiny_config(model_type: str, num_layers: int | None = None, decoder: bool = 
     if "kv_lora_rank" in d and "num_key_value_heads" in d:  # MLA expands the latent to every head
         kw["num_key_value_heads"] = kw.get("num_attention_heads", d.get("num_attention_heads"))
     kinds = {str(x) for key in PER_LAYER_LISTS for x in (d.get(key) or []) if isinstance(d.get(key), (list, tuple, str))}
-    layers = max(num_layers, min(len(kinds), 4))
+    # layers that reuse an earlier layer's cache (Gemma 3n) come on top of one producer of each kind
+    shared = sizes["num_kv_shared_layers"] if isinstance(d.get("num_kv_shared_layers"), int) and d["num_kv_shared_layers"] else 0
+    layers = max(num_layers, min(len(kinds), 4) + shared)
     for key in NUM_LAYERS:
         if isinstance(d.get(key), int) and d[key] > layers:
             kw[key] = layers
