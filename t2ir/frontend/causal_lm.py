@@ -446,7 +446,7 @@ def build_meta_model(
     every rotary variant without knowing their classes. Mixture-of-experts layers run through t2ir's
     experts implementation (`t2ir.frontend.moe`), the one that exports. `auto_class` is the
     transformers auto class that builds the model (AutoModelForImageTextToText for a vision-language
-    model, t2ir.llm.text_decoder).
+    model, t2ir.llm.vision_language).
     """
     with torch.device("meta"):
         # "auto" is transformers' own choice: sdpa where the class supports it, eager otherwise.

@@ -32,7 +32,7 @@ from t2ir.emitters.staging import atomic_output, check_target
 from t2ir.errors import T2IRError
 from t2ir.ir import Graph
 from t2ir.llm.checkpoint import TOKENIZER_FILES, Checkpoint, FileHashes, load_config, open_checkpoint
-from t2ir.llm.text_decoder import is_vision_language, model_class_for
+from t2ir.llm.vision_language import is_vision_language, model_class_for
 from t2ir.llm.weight_map import WeightMap
 from t2ir.options import LLMExportOptions
 from t2ir.passcheck import PassCheck, PassChecker

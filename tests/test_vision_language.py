@@ -1,5 +1,5 @@
 """A vision-language checkpoint exported by `export-llm` through its text path: token ids in,
-logits out, what the composite computes for a prompt without images (t2ir.llm.text_decoder)."""
+logits out, what the composite computes for a prompt without images (t2ir.llm.vision_language)."""
 
 from __future__ import annotations
 
