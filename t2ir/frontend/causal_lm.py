@@ -497,7 +497,6 @@ def _init_from_ancestors(model: torch.nn.Module, models: dict, path: str, module
             f"{type(module).__name__}.{unset[0]}: a computed buffer that transformers' _init_weights does not "
             "rebuild on the meta device; export from a model loaded on CPU instead"
         )
-    return model.eval()
 
 
 def lift_causal_lm(model: torch.nn.Module, *, num_logits_to_keep: int | None = None,

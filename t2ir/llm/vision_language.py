@@ -30,6 +30,5 @@ def model_class_for(config) -> Any:
 
 
 def is_vision_language(model: torch.nn.Module) -> bool:
-    """A composite whose config holds a text config of its own (Gemma 3's and LLaVA's, not Llama's)."""
-    config = model.config
-    return config.get_text_config(decoder=True) is not config
+    """A composite with a vision config (Gemma 3's, LLaVA's; not Llama's, nor an encoder-decoder's)."""
+    return any(name.startswith("vision") for name in getattr(model.config, "sub_configs", None) or {})
