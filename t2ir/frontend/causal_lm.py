@@ -184,11 +184,13 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         self._takes_logits_to_keep = "logits_to_keep" in model_params
         self._takes_position_ids = "position_ids" in model_params and not getattr(model.config, "is_encoder_decoder", False)
         self._position_offset = generation_position_offset(model)
-        # every attention module of the decoder non-causal (Gemma with use_bidirectional_attention,
-        # PaliGemma's decoder; a vision tower's attention does not count)
+        # a decoder configured to attend both ways (transformers' `use_bidirectional_attention`: Gemma
+        # in PaliGemma) whose attention modules say so too; a vision tower's attention does not count,
+        # and a flag alone does not either (BigBird-Pegasus' modules say non-causal, its masks are causal)
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
         causal_flags = [m.is_causal for m in decoder.modules() if isinstance(getattr(m, "is_causal", None), bool)]
-        self._bidirectional = bool(causal_flags) and not any(causal_flags)
+        self._bidirectional = bool(getattr(decoder.config, "use_bidirectional_attention", False)) and \
+            bool(causal_flags) and not any(causal_flags)
         self._decoder_config = decoder.config  # the one its mask functions read
         # transformers 5.x renamed past_key_values -> cache (the old name is a deprecated alias).
         self._cache_kwarg = "cache" if "cache" in model_params else "past_key_values"
