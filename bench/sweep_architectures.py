@@ -259,7 +259,7 @@ def write_table(work: Path, out: Path) -> None:
         f"{transformers.__version__}: every model type in transformers' causal-LM auto mapping, built from its "
         "config class with small sizes and random weights, saved with `save_pretrained` (transformers' default, "
         "original checkpoint format), exported with `t2ir export-llm` and run in tract against transformers' "
-        "own cached loop: a prefill from an empty cache, 3 decode steps feeding tract's caches back, then a chunk "
+        "own cached loop, given the positions its generate passes: a prefill from an empty cache, 3 decode steps feeding tract's caches back, then a chunk "
         "of 4 tokens on top of the past (which transformers runs one token at a time for a model with recurrent "
         "states: its Mamba sequence path restarts from a zero state; a model without a KV cache, such as openai-gpt or xlm, is exported as a "
         "graph of the whole sequence and checked on the whole sequence at each step). `auto` is transformers' default attention (sdpa where the class "
