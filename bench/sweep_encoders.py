@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sweep_architectures import (ROOT, _line, checked, drive, serve, single_variant_summary,  # noqa: E402
                                  single_variant_table, sweep_parser)
 
+
 def encoder_types() -> list[str]:
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
