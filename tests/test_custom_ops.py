@@ -34,7 +34,11 @@ def op_names(result: t2ir.ExportResult) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def clean_registry():
-    """Each test's registrations (and overrides) are undone afterwards."""
+    """Each test's registrations (and overrides) are undone afterwards (the built-in ones, which
+    load on first need, are loaded before the registry is saved)."""
+    from t2ir.ops.builtins import ensure_registered
+
+    ensure_registered()
     saved, modules = dict(REGISTRY.ops), dict(REGISTRY.modules)
     yield
     REGISTRY.ops.clear()
@@ -142,6 +146,31 @@ def test_override_builtin_translation(doc_op, tmp_path):
     got = run_tract(load_runnable(result.path), [x.numpy()])[0]
     want = torch.nn.functional.gelu(model[0](x), approximate="tanh").detach()
     torch.testing.assert_close(torch.from_numpy(got), want, atol=1e-5, rtol=0)
+
+
+def test_override_as_the_first_thing_a_program_does(tmp_path):
+    """In a fresh process, a user's override registered before t2ir has loaded its built-in
+    translations wins over them (they load first), and a registration that clashes with a
+    built-in one is refused even then."""
+    import subprocess
+    import sys
+
+    script = f"""
+import torch, t2ir
+try:
+    t2ir.register_op("aten.relu")(lambda node, ctx: None)
+    raise SystemExit("a clash with a built-in translation was accepted")
+except ValueError:
+    pass
+@t2ir.register_op("aten.gelu", override=True)
+def gelu_as_tanh(node, ctx):
+    return ctx.emit("tract_core.gelu_approx", [ctx.args["self"]], ctx.out)
+result = t2ir.export(torch.nn.GELU(), (torch.randn(3, 4),), {str(tmp_path / "gelu.nnef.tgz")!r})
+print(sorted({{node.op for node in result.graph.nodes}}))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "tract_core.gelu_approx" in done.stdout and "tract_core.erf" not in done.stdout
 
 
 def test_builtin_is_back_after_override():

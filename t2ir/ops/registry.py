@@ -108,9 +108,9 @@ def register_op(name: str, *, override: bool = False, origin: str = "user"):
 
         @t2ir.register_op("mylib::scaled_tanh")
         def scaled_tanh(node, ctx):
-            x = ctx.input(node, "x")
-            return ctx.emit("nnef.mul", [ctx.emit("nnef.tanh", [x], x.type)], x.type,
-                            y=ctx.attr(node, "scale"))
+            x = ctx.args["x"]   # the op's schema names: tensors are values, the rest literals
+            return ctx.emit("nnef.mul", [ctx.emit("nnef.tanh", [x], x.type)], ctx.out,
+                            y=float(ctx.args["scale"]))
 
     Registering an op that already has a translation fails unless `override=True`, which is
     how a built-in translation is replaced.
@@ -118,6 +118,7 @@ def register_op(name: str, *, override: bool = False, origin: str = "user"):
     key = canonical_op_name(name)
     if key.split(".")[0] in NNEF_NAMESPACES:
         raise ValueError(f"{name!r} is an NNEF-level name; use register_nnef_op for those")
+    _builtins_first(origin)
 
     def wrap(fn: Callable) -> Callable:
         existing = REGISTRY.ops.get(key)
@@ -130,6 +131,15 @@ def register_op(name: str, *, override: bool = False, origin: str = "user"):
         return fn
 
     return wrap
+
+
+def _builtins_first(origin: str) -> None:
+    """A user's registration is checked against the built-in ones and may override them, so those
+    are loaded first (they load lazily, and loading them after a user's override would clash)."""
+    if origin != "builtin":
+        from t2ir.ops.builtins import ensure_registered
+
+        ensure_registered()
 
 
 def builtin(*names: str):
@@ -158,6 +168,8 @@ def register_module(module_type: type, *, override: bool = False, origin: str = 
             return torch.ops.mylib.my_cell(x, module.weight, module.alpha)
     """
 
+    _builtins_first(origin)
+
     def wrap(fn: Callable) -> Callable:
         existing = REGISTRY.modules.get(module_type)
         if existing is not None and not override:
@@ -184,6 +196,7 @@ def register_nnef_op(name: str, params: Sequence[str], attrs: Sequence[str] = ()
     key = canonical_op_name(name)
     if key.split(".")[0] not in NNEF_NAMESPACES:
         raise ValueError(f"NNEF-level op names start with one of {NNEF_NAMESPACES}: got {name!r}")
+    _builtins_first(origin)
     if key in REGISTRY.ops and not override:
         raise ValueError(f"NNEF op {key!r} is already declared")
     sig = NnefSignature(tuple(params), frozenset(attrs) | frozenset(input_refs) | frozenset(fragment_refs), fragment,
