@@ -101,8 +101,6 @@ def test_module_hook_registration_rules():
     assert REGISTRY.module_hook(Keeps()) is not None and REGISTRY.module_hook(Overrides()) is None
     with pytest.raises(ValueError, match="already has a module hook"):
         t2ir.register_module(Base)(lambda module, x: x)
-    from t2ir.frontend import rnn  # noqa: F401  (the built-in hooks register with the frontend)
-
     assert REGISTRY.module_hook(torch.nn.LSTM(2, 2)).origin == "builtin"
 
 

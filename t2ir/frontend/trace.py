@@ -100,7 +100,7 @@ def _dynamic_shapes(module, n_args: int, kwarg_names: list[str], specs: list) ->
 def module_hooks(root: torch.nn.Module):
     """While tracing, modules with a registered hook (`t2ir.register_module`) run the hook in
     place of their `forward`; the modules are restored afterwards, even on errors."""
-    from t2ir.frontend import rnn  # noqa: F401  (registers the built-in hooks)
+    from t2ir.ops import rnn_hooks  # noqa: F401  (registers the built-in hooks)
     from t2ir.ops.registry import REGISTRY
 
     patched = []

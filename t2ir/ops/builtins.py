@@ -10,4 +10,4 @@ def ensure_registered() -> None:
     import t2ir.ops.transformer  # noqa: F401  (t2ir.rms_norm, t2ir.rope, t2ir.silu)
     import t2ir.ops.experts  # noqa: F401  (t2ir.expert_linear)
     import t2ir.ops.fft  # noqa: F401  (t2ir.fft)
-    import t2ir.frontend.rnn  # noqa: F401  (module hooks of torch's recurrent layers)
+    import t2ir.ops.rnn_hooks  # noqa: F401  (module hooks of torch's recurrent layers)

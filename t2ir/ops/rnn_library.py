@@ -2,7 +2,7 @@
 
 torch.export unrolls aten's RNN ops over the time axis, which pins the sequence length to the
 example's. nn.LSTM / nn.GRU / nn.RNN are traced to these operators instead (see
-`t2ir.frontend.rnn`): they have aten's schemas and run aten's kernels, but their fake
+`t2ir.ops.rnn_hooks`): they have aten's schemas and run aten's kernels, but their fake
 implementations only compute output shapes, so the sequence length stays symbolic. The same
 translation (`t2ir.ops.aten.rnn`) handles both spellings.
 """
