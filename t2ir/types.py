@@ -120,10 +120,38 @@ def simplify_dim(d: Dim) -> Dim:
         raise TypeError("a dimension cannot be a bool")
     if isinstance(d, int):
         return d
-    d = sympy.expand(d)
+    d = sympy.expand(_whole_floors(d))
     if d.is_Integer:
         return int(d)
     return d
+
+
+def _whole_floors(d):
+    """floor(x) and ceiling(x) of an x that cancels to an integer expression are x: a size that
+    torch divides and multiplies back (`4*B*(n + 1) / (4*(n + 1))`) is B, not a floor of a
+    fraction over symbols, which tract cannot write."""
+    if not isinstance(d, sympy.Basic) or not d.has(sympy.floor, sympy.ceiling):
+        return d
+
+    def whole(e):
+        arg = sympy.cancel(sympy.together(e.args[0]))
+        return sympy.expand(arg) if _integer_valued(arg) else type(e)(arg)
+
+    return d.replace(lambda e: isinstance(e, (sympy.floor, sympy.ceiling)), whole)
+
+
+def _integer_valued(expr) -> bool:
+    """A sum of integer multiples of products of sizes (symbols) and integer functions of them."""
+    integer_atoms = (sympy.Symbol, sympy.floor, sympy.ceiling, sympy.Mod, sympy.Min, sympy.Max)
+    for term, coeff in sympy.expand(expr).as_coefficients_dict().items():
+        if not coeff.is_Integer:
+            return False
+        factors = sympy.Mul.make_args(term)
+        if not all(f == 1 or isinstance(f, integer_atoms)
+                   or (f.is_Pow and isinstance(f.base, integer_atoms) and f.exp.is_Integer and f.exp > 0)
+                   for f in factors):
+            return False
+    return True
 
 
 def format_dim(d: Dim) -> str:

@@ -409,7 +409,23 @@ SHAPE = [
     c("triu_k", lambda a: torch.triu(a, 1), X("S", "S")),
     c("tril_neg_k", lambda a: a.tril(-1), X(3, "S")),
     c("contiguous_clone", lambda a: a.transpose(0, 1).contiguous().clone(), X("B", 3)),
+    # relative positions shifted by pad/view/slice (Transformer-XL, Conformer): x[:, 1:] of a
+    # size 2*S starts at 1 (not at min(1, 2*S), which tract cannot simplify)
+    c("relative_shift_dynamic", lambda a: _relative_shift(a @ torch.cat([a, a[1:]]).T), X("S", 4)),
+    # a size divided and multiplied back through floors (SEW-D): B again, not a fraction over symbols
+    c("reshape_through_floors", lambda a: _regroup(F.pad(a[:, ::2], (0, 0, 1, 0))), X("B", "L", 4)),
 ]
+
+
+def _relative_shift(scores):
+    """(S, 2S - 1) scores of every relative distance -> (S, S) scores of absolute positions."""
+    s, r = scores.shape
+    shifted = F.pad(scores, (1, 0)).view(r + 1, s)[1:].view(s, r)
+    return shifted[:, :s]
+
+
+def _regroup(t):
+    return t.reshape(-1, 4).reshape(-1, t.shape[1], 4) * 2
 
 CREATION = [
     c("arange", lambda a: a + torch.arange(4), X("B", 4)),

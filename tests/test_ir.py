@@ -7,7 +7,7 @@ from t2ir.ir import Graph, InMemory
 from t2ir.ops.builtins import ensure_registered
 from t2ir.ops.registry import check_node
 from t2ir.parser import IRParseError, parse_ir
-from t2ir.types import DType, TensorType, parse_dim, symbol
+from t2ir.types import DType, TensorType, parse_dim, simplify_dim, symbol
 from t2ir.verify import IRVerifyError, verify
 
 F = lambda *shape: TensorType(DType.f32, shape)  # noqa: E731
@@ -116,6 +116,18 @@ def test_dims():
     assert parse_dim("S + P") == symbol("S") + symbol("P")
     assert parse_dim("4") == 4
     assert isinstance(parse_dim("2*S"), sympy.Expr)
+
+
+def test_floors_of_whole_quotients_are_dropped():
+    """SEW-D's attention reshapes a tensor of 4 * B * (n + 1) elements to (-1, n + 1, ...) and
+    back: torch gives the size as a floor of a sum of fractions over symbols, which is B, and tract
+    cannot be given a division by a symbol. Floors that do not divide exactly stay."""
+    B, T = symbol("B"), symbol("T")
+    n = sympy.floor(sympy.floor(T / 80) / 2 - sympy.Rational(3, 2))
+    assert simplify_dim(4 * B / sympy.floor(4 * B * n / (4 * n + 4) + 4 * B / (4 * n + 4))) == 4
+    assert simplify_dim(sympy.floor((2 * T + 2) / 2)) == T + 1
+    assert simplify_dim(sympy.floor(T / 2) * 2) == 2 * sympy.floor(T / 2)
+    assert simplify_dim(sympy.ceiling(B * n / 3)) == sympy.ceiling(B * n / 3)
 
 
 def test_critical_path_follows_dependencies():

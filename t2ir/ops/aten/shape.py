@@ -116,6 +116,13 @@ def slice_(node: Node, ctx: LowerContext) -> Value:
     length = ctx.out.shape[axis]
     if isinstance(length, int) and isinstance(start, int):
         end = start + (length - 1) * step + 1 if length else start  # torch knows the length: no min(...)
+    elif step == 1 and isinstance(start, sympy.Min) and not isinstance(end, sympy.Min):
+        # a bound clamped to a symbolic size: torch's length (its range reasoning) says where it
+        # lands, e.g. x[..., 1:] of a size 2*n + 2 starts at 1, not at min(1, 2*n + 2), which tract
+        # cannot simplify
+        start = simplify_dim(end - length)
+    elif step == 1 and isinstance(end, sympy.Min) and not isinstance(start, sympy.Min):
+        end = simplify_dim(start + length)
     if start == 0 and _same(end, size) and step == 1:
         return x
     attrs = dict(axes=[axis], begin=[start], end=[end])
