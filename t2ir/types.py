@@ -132,12 +132,11 @@ def _whole_floors(d):
     fraction over symbols, which tract cannot write."""
     if not isinstance(d, sympy.Basic) or not d.has(sympy.floor, sympy.ceiling):
         return d
-
-    def whole(e):
-        arg = sympy.cancel(sympy.together(e.args[0]))
-        return sympy.expand(arg) if _integer_valued(arg) else type(e)(arg)
-
-    return d.replace(lambda e: isinstance(e, (sympy.floor, sympy.ceiling)), whole)
+    d = d.func(*(_whole_floors(a) for a in d.args)) if d.args else d  # inner floors first, re-evaluated
+    if isinstance(d, (sympy.floor, sympy.ceiling)):
+        arg = sympy.cancel(sympy.together(d.args[0]))
+        return sympy.expand(arg) if _integer_valued(arg) else d
+    return d
 
 
 def _integer_valued(expr) -> bool:
