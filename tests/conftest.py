@@ -2,8 +2,8 @@
 the cases each property test ran (printed at the end of the run)."""
 
 import collections
-
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -22,6 +22,19 @@ _CASES = pytest.StashKey[collections.Counter]()
 
 def pytest_configure(config):
     config.stash[_CASES] = collections.Counter()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)  # one core per worker: the workers share the machine's cores
+
+
+def pytest_sessionfinish(session):
+    """A worker sends its property-case counts to the controller (pytest-xdist)."""
+    if hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["property_cases"] = dict(session.config.stash[_CASES])
+
+
+def pytest_testnodedown(node, error):
+    """The controller adds up its workers' counts."""
+    node.config.stash[_CASES].update(getattr(node, "workeroutput", {}).get("property_cases", {}))
 
 
 @pytest.fixture(scope="session")
