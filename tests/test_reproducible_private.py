@@ -154,7 +154,8 @@ def test_export_llm_is_reproducible_and_private(tmp_path):
     # again: another process, another hash seed, another working folder, a relative model path
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(model_dir, elsewhere / "tiny-llama")
-    env = {**os.environ, "PYTHONHASHSEED": "7", "PYTHONPATH": str(ROOT)}
+    # (torch's own thread count kept: the reference outputs are summed in another order with another)
+    env = {**os.environ, "PYTHONHASHSEED": "7", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
     subprocess.run([sys.executable, "-c", "from t2ir.cli import main; main()", "export-llm", "-d", "tiny-llama",
                     "-e", "out-2", *flags], cwd=elsewhere, env=env, check=True, capture_output=True)
     one, two = every_text(first), every_text(elsewhere / "out-2")
