@@ -12,6 +12,7 @@ from t2ir.ir import Graph
 from t2ir.ops.registry import check_node
 from t2ir.options import ExportOptions
 from t2ir.passes.base import Pass, PassResult
+from t2ir.passes.broadcast_products import ProductsOfBroadcasts
 from t2ir.passes.cleanup import Cleanup
 from t2ir.passes.convert_dtypes import ConvertDtypes
 from t2ir.passes.counted_means import CountedMeans
@@ -53,6 +54,7 @@ def builtin_stages() -> list[Stage]:
         Stage(LowerToNnef()),
         Stage(Cse()),  # masks and position ranges each attention translation built: once
         Stage(StridedGathers),  # on the lowered graph: it reads the reshapes and convolutions tract sees
+        Stage(ProductsOfBroadcasts),  # on the lowered graph: the matmuls and broadcasts tract sees
         Stage(CountedMeans),  # on the lowered graph: every mean_reduce tract would see
         Stage(Cleanup()),
         # last: it marks the final weights, so no later rewrite may move or fold them
