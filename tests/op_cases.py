@@ -412,6 +412,8 @@ SHAPE = [
     # relative positions shifted by pad/view/slice (Transformer-XL, Conformer): x[:, 1:] of a
     # size 2*S starts at 1 (not at min(1, 2*S), which tract cannot simplify)
     c("relative_shift_dynamic", lambda a: _relative_shift(a @ torch.cat([a, a[1:]]).T), X("S", 4)),
+    # DPT's readout: tokens beside the class token broadcast to each, projected (products-of-broadcasts)
+    m("readout_projection", lambda: _Readout(), X("B", 5, 8)),
     # a size divided and multiplied back through floors (SEW-D): B again, not a fraction over symbols
     c("reshape_through_floors", lambda a: _regroup(F.pad(a[:, ::2], (0, 0, 1, 0))), X("B", "L", 4)),
 ]
@@ -422,6 +424,16 @@ def _relative_shift(scores):
     s, r = scores.shape
     shifted = F.pad(scores, (1, 0)).view(r + 1, s)[1:].view(s, r)
     return shifted[:, :s]
+
+
+class _Readout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.project = nn.Linear(16, 8)
+
+    def forward(self, x):
+        tokens = x[:, 1:]
+        return self.project(torch.cat([tokens, x[:, :1].expand_as(tokens)], -1))
 
 
 def _regroup(t):
