@@ -25,11 +25,18 @@ def _plain_product(m: Match) -> bool:
     return not a.get("transposeA") and m.root.inputs[0].rank == m.root.inputs[1].rank >= 2
 
 
-def _broadcast_source(v: Value) -> Optional[Value]:
-    """The input of the broadcast producing `v` when it keeps the last (summed) axis and the rank."""
+def _broadcast_source(v: Value, m: Optional[Match] = None) -> Optional[Value]:
+    """The input of the broadcast producing `v` when it keeps the last (summed) axis and the rank.
+    A broadcast literal (DETR's zero queries) has a source made with `m`: the literal over one
+    row, of static size, which tract folds into a constant."""
     node = v.producer
     if node is None or node.op != "tract_core.broadcast":
         return None
+    if not node.inputs:
+        if m is None or not isinstance(v.shape[-1], int) or all(dims_equal(d, 1) for d in v.shape[:-1]):
+            return None  # (the row itself: nothing to move)
+        row = v.type.with_shape((1,) * (v.rank - 1) + (v.shape[-1],))
+        return m.op("tract_core.broadcast", [], row, name="row", input=node.attrs["input"], shape=list(row.shape))
     source = node.inputs[0]
     if source.rank != v.rank or not dims_equal(source.shape[-1], v.shape[-1]):
         return None
@@ -42,7 +49,7 @@ def product_of_a_broadcast(m: Match) -> Optional[Value]:
     if not _plain_product(m):
         return None
     a, b = m.root.inputs
-    source = _broadcast_source(a)
+    source = _broadcast_source(a, m)
     if source is None:
         return None
     # rows are the source's; a batch axis stays broadcast only where w has size 1 too
