@@ -322,6 +322,9 @@ REDUCE = [
     c("cumsum", lambda a: a.cumsum(-1), X("B", 5), dtypes=ALL),
     c("cumsum_dim0", lambda a: torch.cumsum(a, 0), X("B", 3)),
     c("cumsum_int", lambda a: a.cumsum(1), Int("B", 4)),
+    # through torch's decomposition: a product over a triangle of the axis (prims.prod)
+    c("cumprod", lambda a: a.cumprod(1), Pos("B", 4)),
+    c("cumprod_dynamic_axis", lambda a: a.cumprod(0), Pos("S", 3)),
     c("cumsum_bool", lambda m: m.cumsum(1), Mask("B", 4)),
     c("diff", lambda a: torch.diff(a, dim=-1), X("B", 5)),
     c("diff_n2_prepend", lambda a, p: torch.diff(a, n=2, dim=0, prepend=p), X("S", 3), X(1, 3)),

@@ -64,6 +64,16 @@ def reduce(node: Node, ctx: LowerContext) -> Value:
     return reduce_op(ctx, _REDUCE[kind], ctx.cast(x, out.dtype), axes, bool(ctx.arg("keepdim", False)), out)
 
 
+@builtin("prims.prod")
+def prims_prod(node: Node, ctx: LowerContext) -> Value:
+    """torch's decompositions' product (cumprod as a masked product over a triangle, vander)."""
+    x = ctx.args["inp"]
+    axes = norm_axes(ctx.args.get("dims"), x.rank)
+    if x.rank == 0 or not axes:
+        return ctx.cast(x, ctx.out.dtype)
+    return reduce_op(ctx, "tract_core.product_reduce", ctx.cast(x, ctx.out.dtype), axes, False, ctx.out)
+
+
 def _arg_reduce(ctx: LowerContext, op: str, x: Value, dim: Any, keepdim: bool, out: TensorType) -> Value:
     """argmax/argmin over one axis, or over the flattened tensor when dim is None."""
     if dim is None:
