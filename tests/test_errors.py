@@ -181,10 +181,18 @@ class FixedView(torch.nn.Module):
         return x.view(6, 4)  # fixed-view
 
 
-def test_dynamic_axis_made_static(tmp_path):
-    msg = export_error(FixedView(), (torch.randn(6, 4),), tmp_path, input_names=["x"],
-                       dynamic_axes={"x": {0: "batch"}})
+class CountsRows(torch.nn.Module):
+    def forward(self, x):
+        rows = len(x)  # len-rows
+        return x.reshape(rows, 2, -1)
+
+
+@pytest.mark.parametrize("module,marker", [(FixedView(), "fixed-view"), (CountsRows(), "len-rows")])
+def test_dynamic_axis_made_static(module, marker, tmp_path):
+    """The error names the line that pinned the axis (torch's own error does not)."""
+    msg = export_error(module, (torch.randn(6, 4),), tmp_path, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
     assert "dynamic axis 0 of input 'x' was specialised to 6" in msg and "make the axis static" in msg
+    assert f"{THIS}:{line_of(marker)}" in msg
 
 
 class IntMatmul(torch.nn.Module):

@@ -63,13 +63,20 @@ _SPECIALISED = re.compile(r"marked L\['(?P<input>\w+)'\]\.size\(\)\[(?P<axis>\d+
                          r"specialized it to be a constant \((?P<size>\d+)\)")
 
 
-def trace_error_problems(e: BaseException) -> list[Problem]:
-    """A torch.export failure as problems: what / where (the user's line) / what to do."""
+def trace_error_problems(e: BaseException, pinned: Optional[dict] = None) -> list[Problem]:
+    """A torch.export failure as problems: what / where (the user's line) / what to do.
+    `pinned` (t2ir.frontend.pinned_axes) says which line fixed a dynamic axis."""
     fixed = [Problem(f"dynamic axis {m['axis']} of input {m['input']!r} was specialised to {m['size']} by the "
-                     "model's code", "dynamic_axes", hint="the model only works for that size on this axis (e.g. "
-                     "a view or reshape to a fixed size); make the axis static or change the model")
+                     "model's code", "dynamic_axes", _pinning_loc(pinned, m["input"], int(m["axis"])),
+                     hint="the model only works for that size on this axis (e.g. `len(x)` or `x.size(0)` used as a "
+                     "Python number, or a view or reshape to a fixed size); make the axis static or change the model")
              for m in _SPECIALISED.finditer(str(e))]
     return fixed or [_trace_error_problem(e)]
+
+
+def _pinning_loc(pinned: Optional[dict], name: str, axis: int) -> Loc:
+    site = (pinned or {}).get((name, axis))
+    return Loc("", site[0], site[1]) if site else Loc()
 
 
 def _trace_error_problem(e: BaseException) -> Problem:

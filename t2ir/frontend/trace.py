@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from t2ir.errors import ExportError, Problem
+from t2ir.frontend.pinned_axes import pinning_sites_of
 from t2ir.frontend.scan import fresh_compile_caches
 from t2ir.frontend.torch_output import torch_output_held
 
@@ -152,17 +153,21 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
              if isinstance(x, torch.Tensor) else None for i, x in enumerate(examples)]
     shapes = _dynamic_shapes(module, len(args), list(kwargs), specs)
     t_args, t_kwargs = tuple(traced[:len(args)]), dict(zip(kwargs, traced[len(args):]))
-    try:
+    def trace():
         with torch_output_held(), module_hooks(module):  # torch's partial-graph dump would bury our error
             fresh_compile_caches()
-            ep = torch.export.export(module, t_args, kwargs=t_kwargs, dynamic_shapes=shapes, strict=False)
+            return torch.export.export(module, t_args, kwargs=t_kwargs, dynamic_shapes=shapes, strict=False)
+
+    try:
+        ep = trace()
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems
 
         size_one = size_one_problem(examples, names, dims)
         if size_one and not (_fails_eagerly(module, t_args, t_kwargs) and not _fails_eagerly(module, args, kwargs)):
             size_one = []  # the expanded example is not what broke the trace
-        raise ExportError("torch.export could not trace the model:", size_one + trace_error_problems(e)) from None
+        raise ExportError("torch.export could not trace the model:",
+                          size_one + trace_error_problems(e, pinning_sites_of(trace, e))) from None
     check_still_dynamic(ep, names, dims)
     check_pinned_broadcasts(ep, dims)
     return ep

@@ -1,0 +1,105 @@
+"""Where the model's code pins a dynamic axis to its traced size.
+
+torch.export refuses an axis declared dynamic that the code specialised (`len(x)` used as a
+Python int, a view to a fixed size) without saying where. Its shape environment logs each symbol
+it creates for an input's axis and each guard it adds, as it adds it: the model's line is then on
+the call stack, and t2ir's error names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+import sysconfig
+from typing import Callable, Iterator
+
+import torch
+
+from t2ir.paths import portable_source_path
+
+_LOGGER = "torch.fx.experimental.symbolic_shapes"
+_CREATED = re.compile(r"create_symbol (?P<sym>s\d+) = \d+ for L\['(?P<input>\w+)'\]\.size\(\)\[(?P<axis>\d+)\]")
+# a size pinned to a number: Eq(s77, 2), Eq(4*s77, 24) (not Eq(Mod(s77, 2), 0), nor two sizes equal)
+_GUARD = re.compile(r"eval Eq\((?P<size>[-+*\d\s]*(?P<sym>s\d+)[-+*\d\s]*), -?\d+\) \[guard added\]")
+_OURS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_STDLIB = sysconfig.get_paths()["stdlib"]
+
+
+class _Listener(logging.Filter):
+    """A filter on the logger itself, which sees each record before any handler (t2ir holds
+    torch's handlers' output while tracing)."""
+
+    def __init__(self):
+        super().__init__()
+        self.symbols: dict[str, tuple[str, int]] = {}
+        self.sites: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self._read(record.getMessage())
+        return True
+
+    def _read(self, text: str) -> None:
+        if m := _CREATED.search(text):
+            self.symbols[m["sym"]] = (m["input"], int(m["axis"]))
+        elif (m := _GUARD.search(text)) and m["sym"] in self.symbols:  # the model's line is on the stack now
+            site = _user_frame()
+            if site is not None:
+                self.sites.setdefault(self.symbols[m["sym"]], site)
+
+
+def _user_frame() -> tuple[str, int] | None:
+    """The innermost frame of the model's code: not torch's, t2ir's or Python's own."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        library = name.startswith(_OURS) or (name.startswith(_STDLIB) and "site-packages" not in name)
+        if not library and os.path.isfile(name):
+            return portable_source_path(name), frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def pinning_sites_of(trace: Callable[[], object], error: BaseException) -> dict[tuple[str, int], tuple[str, int]]:
+    """When `error` (from `trace()`) says a dynamic axis was specialised: (forward argument name,
+    axis) -> (file, line) of the first guard that pinned that axis's size, found by tracing
+    again while listening (listening makes torch format every guard it adds: only on failure)."""
+    if "specialized it to be a constant" not in str(error):
+        return {}
+    with _listening() as sites:
+        try:
+            trace()
+        except Exception:
+            pass
+    return sites
+
+
+@contextlib.contextmanager
+def _listening() -> Iterator[dict[tuple[str, int], tuple[str, int]]]:
+    """The shape environment's INFO log goes to the listener only: torch's own handler on that
+    logger keeps its level."""
+    logger = logging.getLogger(_LOGGER)
+    listener, level, shown = _Listener(), logger.level, logger.getEffectiveLevel()
+    quiet = [(h, _AtLeast(shown)) for h in logger.handlers]
+    for handler, only in quiet:
+        handler.addFilter(only)
+    logger.addFilter(listener)
+    logger.setLevel(logging.INFO)
+    try:
+        yield listener.sites
+    finally:
+        logger.removeFilter(listener)
+        logger.setLevel(level)
+        for handler, only in quiet:
+            handler.removeFilter(only)
+
+
+class _AtLeast(logging.Filter):
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
