@@ -323,6 +323,10 @@ REDUCE = [
     c("cumsum_dim0", lambda a: torch.cumsum(a, 0), X("B", 3)),
     c("cumsum_int", lambda a: a.cumsum(1), Int("B", 4)),
     # through torch's decomposition: a product over a triangle of the axis (prims.prod)
+    # arithmetic on masks: * is and, + is or (tract has no Bool Mul or Add)
+    c("mask_times_mask", lambda a, b: ((a > 0) * (b < 0.5)).all(-1), X("B", 6), X("B", 6)),
+    c("mask_plus_mask", lambda a, b: (a > 0) + (b < 0), X("B", 6), X("B", 6)),
+    c("mask_max_scalar", lambda a: torch.maximum(a > 0, torch.tensor(False)), X("B", 6)),
     c("cumprod", lambda a: a.cumprod(1), Pos("B", 4)),
     c("cumprod_dynamic_axis", lambda a: a.cumprod(0), Pos("S", 3)),
     c("cumsum_bool", lambda m: m.cumsum(1), Mask("B", 4)),

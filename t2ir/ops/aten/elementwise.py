@@ -57,6 +57,9 @@ def arith(node: Node, ctx: LowerContext) -> Value:
     dtype = ctx.out.dtype
     if kind == "rsub":
         a, b, kind = b, a, "sub"
+    if dtype == DType.bool:  # mask arithmetic (mask_a * mask_b is `and`): tract has no Bool Mul or Add
+        counts = binary(ctx, _ARITH[kind], a, b, DType.u8, ctx.out.with_dtype(DType.u8))
+        return binary(ctx, "nnef.ne", counts, 0, DType.u8, ctx.out)
     alpha = ctx.arg("alpha", 1)
     if alpha != 1 and kind in ("add", "sub"):
         b = binary(ctx, "nnef.mul", b, alpha, dtype, ctx.out) if isinstance(b, Value) else b * alpha
