@@ -112,9 +112,13 @@ def tiny_config(model_type: str, num_layers: int | None = None, decoder: bool = 
     SMALL's, or those T2IR_TINY_SIZES names in SIZE_PROFILES."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    return shrunk_config(CONFIG_MAPPING[model_type](), num_layers, decoder)
+
+
+def shrunk_config(default, num_layers: int | None = None, decoder: bool = True):
+    """`default` (a config) with tiny_config's small sizes."""
     sizes, default_layers = SIZE_PROFILES[os.environ.get("T2IR_TINY_SIZES", "small")]
     num_layers = num_layers or default_layers
-    default = CONFIG_MAPPING[model_type]()
     d = default.to_dict()
     kw = {k: v for k, v in sizes.items() if isinstance(d.get(k), int) and not isinstance(d.get(k), bool) and d[k] > v}
     if "head_dim" in d and d["head_dim"] is None:
@@ -128,6 +132,10 @@ def tiny_config(model_type: str, num_layers: int | None = None, decoder: bool = 
     # layers that reuse an earlier layer's cache (Gemma 3n) come on top of one producer of each kind
     shared = sizes["num_kv_shared_layers"] if isinstance(d.get("num_kv_shared_layers"), int) and d["num_kv_shared_layers"] else 0
     layers = max(num_layers, min(len(kinds), 4) + shared)
+    # layers a head reads by index (BEiT's and DPT's out_indices) are kept
+    read = [i for key, v in d.items() if key.endswith("out_indices") and isinstance(v, (list, tuple))
+            for i in v if isinstance(i, int)]
+    layers = max([layers, *(i + 1 for i in read)])
     for key in NUM_LAYERS:
         if isinstance(d.get(key), int) and d[key] > layers:
             kw[key] = layers
@@ -208,7 +216,11 @@ def _derived_fields(config_class, d: dict, kw: dict) -> set[str]:
             continue
     else:
         return set()
-    return {k for k, v in probe.items() if k in d and k not in kw and v != d[k] and not isinstance(v, dict)}
+    try:  # the class's own defaults: a sub-config's values set by its parent (DETR's backbone name) are not derived
+        base = config_class().to_dict()
+    except Exception:
+        base = d
+    return {k for k, v in probe.items() if k in d and k not in kw and v != base.get(k, d[k]) and not isinstance(v, dict)}
 
 
 def build_model(config, attn: str = "auto", seed: int = 0, dtype: torch.dtype = torch.float32):
