@@ -233,6 +233,24 @@ def build_model(config, attn: str = "auto", seed: int = 0, dtype: torch.dtype = 
     return model.eval()
 
 
+class TooLarge(Exception):
+    pass
+
+
+def build_random_eager(make, config, max_parameters: int = MAX_PARAMETERS) -> torch.nn.Module:
+    """`make(config, **kwargs)` (a `from_config`) in eager attention with random weights, none of
+    them all zero; TooLarge when the shrunk config still has sizes the shrinking does not reach
+    (counted on meta, before anything is allocated)."""
+    with torch.device("meta"):
+        size = sum(p.numel() for p in make(config).parameters())
+    if size > max_parameters:
+        raise TooLarge(f"the shrunk config still has {size / 1e6:.0f} M parameters (sizes it does not shrink)")
+    torch.manual_seed(0)
+    model = make(config, attn_implementation="eager").eval()
+    randomize_zero_init(model, 0)
+    return model
+
+
 def randomize_zero_init(model: torch.nn.Module, seed: int) -> None:
     """Some weights start at zero (router biases, gates of zero-initialised branches) and would hide
     whole code paths from the check: give every all-zero float parameter small random values."""

@@ -13,30 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from architectures import MAX_PARAMETERS, randomize_zero_init, tiny_config
+from architectures import TooLarge, build_random_eager, tiny_config  # noqa: F401 (TooLarge: for callers)
 
 TOLERANCE = 1e-4
 SIZES = ((2, 7), (3, 5))  # (batch, sequence): the first is the traced example; the second pads a row
 
 
-class TooLarge(Exception):
-    pass
-
-
 def build_masked_lm(model_type: str):
-    """(model, config): a random tiny masked LM in eager attention; TooLarge when the shrunk
-    config still has sizes the shrinking does not reach."""
+    """(model, config): a random tiny masked LM in eager attention (TooLarge when still large)."""
     from transformers import AutoModelForMaskedLM
 
     config = tiny_config(model_type, decoder=False)
-    with torch.device("meta"):  # counted before anything is allocated
-        size = sum(p.numel() for p in AutoModelForMaskedLM.from_config(config).parameters())
-    if size > MAX_PARAMETERS:
-        raise TooLarge(f"the shrunk config still has {size / 1e6:.0f} M parameters (sizes it does not shrink)")
-    torch.manual_seed(0)
-    model = AutoModelForMaskedLM.from_config(config, attn_implementation="eager").eval()
-    randomize_zero_init(model, 0)
-    return model, config
+    return build_random_eager(AutoModelForMaskedLM.from_config, config), config
 
 
 def inputs(config, batch: int, seq: int, pad: bool):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from architectures import randomize_zero_init, shrunk_config
+from architectures import TooLarge, build_random_eager, shrunk_config  # noqa: F401 (TooLarge: for callers)
 
 # task -> transformers' auto mapping of its model classes
 TASKS = {
@@ -40,10 +40,6 @@ IMAGE_SIZES = (64, 320)  # when the config names none: small, then enough anchor
 # Backbones named by a pretrained checkpoint (DETR's timm ResNet-50) keep their size; on small
 # images they still run in seconds
 MAX_PARAMETERS = 40_000_000
-
-
-class TooLarge(Exception):
-    pass
 
 
 def task_types(task: str) -> list[str]:
@@ -110,15 +106,8 @@ def _tiny(config):
 def build_task_model(task: str, model_type: str):
     """(model, Example): a random tiny model for `task` in eager attention and the input it
     runs on; TooLarge when the shrunk config is still large."""
-    model_class = task_model_class(task, model_type)
     config = tiny_task_config(model_type)
-    with torch.device("meta"):
-        size = sum(p.numel() for p in model_class._from_config(config).parameters())
-    if size > MAX_PARAMETERS:
-        raise TooLarge(f"the shrunk config still has {size / 1e6:.0f} M parameters (sizes it does not shrink)")
-    torch.manual_seed(0)
-    model = model_class._from_config(config, attn_implementation="eager").eval()
-    randomize_zero_init(model, 0)
+    model = build_random_eager(task_model_class(task, model_type)._from_config, config, MAX_PARAMETERS)
     wrapped = TaskOutputs(model).eval()
     return wrapped, example_for(wrapped, config)
 
