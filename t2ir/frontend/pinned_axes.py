@@ -81,15 +81,18 @@ def _listening() -> Iterator[dict[tuple[str, int], tuple[str, int]]]:
     """The shape environment's INFO log goes to the listener only: torch's own handler on that
     logger keeps its level."""
     logger = logging.getLogger(_LOGGER)
-    listener, level, shown = _Listener(), logger.level, logger.getEffectiveLevel()
+    listener, level, disabled = _Listener(), logger.level, logging.root.manager.disable
+    shown = max(logger.getEffectiveLevel(), disabled + 1)  # what torch's handlers showed before
     quiet = [(h, _AtLeast(shown)) for h in logger.handlers]
     for handler, only in quiet:
         handler.addFilter(only)
     logger.addFilter(listener)
     logger.setLevel(logging.INFO)
+    logging.disable(logging.NOTSET)  # (a program that silenced logging still gets the line)
     try:
         yield listener.sites
     finally:
+        logging.disable(disabled)
         logger.removeFilter(listener)
         logger.setLevel(level)
         for handler, only in quiet:
