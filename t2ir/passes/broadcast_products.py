@@ -57,6 +57,8 @@ def product_of_a_broadcast(m: Match) -> Optional[Value]:
              for s, w, d in zip(source.shape[:-2], b.shape[:-2], m.out.shape[:-2])]
     product = m.op("nnef.matmul", [source, b], m.out.with_shape((*batch, source.shape[-2], m.out.shape[-1])),
                    name="product", **m.root.attrs)
+    if all(dims_equal(p, o) for p, o in zip(product.shape, m.out.shape)):
+        return product  # (w's batch axes already give the product its full shape)
     return m.op("tract_core.broadcast", [product], m.out, name="broadcast", shape=list(m.out.shape))
 
 
