@@ -54,7 +54,7 @@ def export_and_check(model: torch.nn.Module, config, out: Path) -> float:
     """Export with B and S dynamic, run in tract at both SIZES, return the largest |difference|
     of the logits at positions that are not padding."""
     import t2ir
-    from t2ir.tract_run import load_runnable
+    from t2ir.tract_run import load_runnable, run_tract
 
     wrapped = MaskedLMLogits(model).eval()
     t2ir.export(wrapped, inputs(config, *SIZES[0], pad=False), out, input_names=["input_ids", "attention_mask"],
@@ -65,7 +65,7 @@ def export_and_check(model: torch.nn.Module, config, out: Path) -> float:
         ids, mask = inputs(config, batch, seq, pad)
         with torch.no_grad():
             want = wrapped(ids, mask).numpy()
-        got = runnable.run([ids.numpy(), mask.numpy()])[0].to_numpy()
+        got = run_tract(runnable, [ids.numpy(), mask.numpy()])[0]
         kept = mask.numpy().astype(bool)  # logits at padding positions are not defined alike
         diffs.append(float(np.abs(got - want)[kept].max()))
     return max(diffs)

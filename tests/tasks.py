@@ -94,8 +94,6 @@ def _tiny(config):
     _shrunk_lists(config, default)
     if getattr(config, "use_pretrained_backbone", False):
         config.use_pretrained_backbone = False  # random weights, no download
-    if getattr(config, "use_timm_backbone", False):
-        config.use_timm_backbone = False  # transformers' own backbone class (DETR's ResNet)
     for name in vars(config):
         sub = getattr(config, name)
         if isinstance(sub, PretrainedConfig):
@@ -112,7 +110,7 @@ def build_task_model(task: str, model_type: str):
     return wrapped, example_for(wrapped, config)
 
 
-def with_vision_packages() -> bool:
+def with_vision_packages() -> None:
     """Put `.vision` (torchvision and timm, installed beside the venv as .ci/run does) on the
     path, torchvision imported through t2ir's compat import so that transformers still imports,
     for models with timm backbones (DETR's ResNet-50). Call it before transformers imports
@@ -122,7 +120,7 @@ def with_vision_packages() -> bool:
 
     vision = Path(__file__).resolve().parents[1] / ".vision"
     if importlib.util.find_spec("timm") is not None or not (vision / "timm").is_dir():
-        return False
+        return
     sys.path.append(str(vision))
     from t2ir.tools.torchvision_compat import import_torchvision
 
@@ -132,7 +130,6 @@ def with_vision_packages() -> bool:
     for checks in vars(import_utils).values():  # transformers caches what it found installed
         if callable(checks) and hasattr(checks, "cache_clear"):
             checks.cache_clear()
-    return importlib.util.find_spec("timm") is not None
 
 
 class TaskOutputs(torch.nn.Module):
@@ -198,8 +195,8 @@ def _candidates(model: TaskOutputs, config) -> list[tuple[tuple[int, ...], tuple
                                             "input_feat_per_channel", "num_features")]
     features = list(dict.fromkeys(f for f in features if isinstance(f, int)))
     fixed = [_field(config, "max_length")]
-    if _field(config, "max_source_positions"):
-        fixed.append(2 * _field(config, "max_source_positions"))  # Whisper: two frames per encoder position
+    if positions := _field(config, "max_source_positions"):
+        fixed.append(2 * positions)  # Whisper: two frames per encoder position
     f0, f1 = FEATURE_FRAMES
     for f in features:  # (B, frames, features) first: the conformer and CTC encoders' layout
         out += [((b0, f0, f), (b1, f1, f), {0: "B", 1: "T"}), ((b0, f, f0), (b1, f, f1), {0: "B", 2: "T"})]
@@ -232,7 +229,7 @@ def export_and_check(model: TaskOutputs, example: Example, out: Path) -> float:
     """Export with the example's dynamic axes, run in tract on both inputs, return the worst
     difference relative to each output's largest magnitude."""
     import t2ir
-    from t2ir.tract_run import load_runnable
+    from t2ir.tract_run import load_runnable, run_tract
 
     t2ir.export(model, (example.traced,), out, input_names=["input"], dynamic_axes={"input": example.dynamic_axes},
                 overwrite=True)
@@ -241,7 +238,7 @@ def export_and_check(model: TaskOutputs, example: Example, out: Path) -> float:
     for x in (example.traced, example.other):
         with torch.no_grad():
             want = [w.numpy() for w in model(x)]
-        got = [g.to_numpy() for g in runnable.run([x.numpy()])]
+        got = run_tract(runnable, [x.numpy()])
         if len(got) != len(want):
             raise AssertionError(f"tract gave {len(got)} outputs, PyTorch {len(want)}")
         for g, w in zip(got, want):
