@@ -445,6 +445,17 @@ def main() -> None:
     drive(args, sorted(causal_lm_types()), write_table, ROOT / "docs" / "architectures.md")
 
 
+def single_variant_main(doc: str, script: str, work: str, timeout: int, table: str, types, run, write) -> None:
+    """The command line of a one-variant sweep (sweep_encoders.py, sweep_vision_language.py,
+    sweep_tasks.py): `types()` lists what to sweep, `run(type, work)` checks one in a worker,
+    `write(work, out)` writes the table (default `table`, relative to the repository)."""
+    args = sweep_parser(doc, work, timeout, table).parse_args()
+    if args.serve:
+        serve(args.work, run)
+        return
+    drive(args, types(), write, ROOT / table, script, single_variant_summary)
+
+
 def drive(args: argparse.Namespace, types: list[str], write, default_table: Path, script: str = __file__,
           summarize=None) -> None:
     """A sweep's command line: the types (those of --only) into WORK/results.jsonl (forgotten

@@ -21,8 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_architectures import (ROOT, _line, checked, drive, serve, single_variant_summary,  # noqa: E402
-                                 single_variant_table, sweep_parser)
+from sweep_architectures import _line, checked, single_variant_main, single_variant_table  # noqa: E402
 
 
 def encoder_types() -> list[str]:
@@ -69,11 +68,7 @@ def write_table(work: Path, out: Path) -> None:
 
 
 def main() -> None:
-    args = sweep_parser(__doc__, "/tmp/t2ir-encoders", 300, "docs/encoders.md").parse_args()
-    if args.serve:
-        serve(args.work, run_one)
-        return
-    drive(args, encoder_types(), write_table, ROOT / "docs" / "encoders.md", __file__, single_variant_summary)
+    single_variant_main(__doc__, __file__, "/tmp/t2ir-encoders", 300, "docs/encoders.md", encoder_types, run_one, write_table)
 
 
 if __name__ == "__main__":

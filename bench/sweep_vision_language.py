@@ -21,8 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sweep_architectures import (ROOT, _line, checked, drive, serve, single_variant_summary,  # noqa: E402
-                                 single_variant_table, sweep_parser)
+from sweep_architectures import _line, checked, single_variant_main, single_variant_table  # noqa: E402
 
 
 def vision_language_types() -> list[str]:
@@ -75,11 +74,7 @@ def write_table(work: Path, out: Path) -> None:
 
 
 def main() -> None:
-    args = sweep_parser(__doc__, "/tmp/t2ir-vlm", 600, "docs/vision-language.md").parse_args()
-    if args.serve:
-        serve(args.work, run_one)
-        return
-    drive(args, vision_language_types(), write_table, ROOT / "docs" / "vision-language.md", __file__, single_variant_summary)
+    single_variant_main(__doc__, __file__, "/tmp/t2ir-vlm", 600, "docs/vision-language.md", vision_language_types, run_one, write_table)
 
 
 if __name__ == "__main__":
