@@ -182,6 +182,7 @@ ELEMENTWISE = [
     c("masked_fill_neg_inf", lambda a, m: a.masked_fill(_keep_first(m), float("-inf")).softmax(-1),
       X("B", 4), Mask("B", 4)),
     c("masked_fill_tensor", lambda a, m, v: a.masked_fill(m, v), X("B", 4), Mask("B", 4), X()),
+    c("masked_fill_broadcast_x", lambda a, m: a.masked_fill(m, 10.0), X(4), Mask("B", 4)),
     c("logical", lambda a, b: torch.stack([a & b, a | b, a ^ b, ~a, torch.logical_and(a, b),
                                            torch.logical_or(a, b), torch.logical_xor(a, b), torch.logical_not(b)]),
       Mask("B", 4), Mask("B", 4)),
@@ -211,6 +212,8 @@ ACTIVATIONS = [
     c("softmax_dim1", lambda a: F.softmax(a, 1), X("B", 3, 8)),
     c("log_softmax", lambda a: F.log_softmax(a, -1), X("B", 8), dtypes=F16),
     m("prelu", lambda: nn.PReLU(4), X("B", 4, 5)),
+    c("prelu_scalar", lambda a, w: F.prelu(a, w), X(), X(1)),
+    c("softmax_scalar", lambda a: (a.softmax(0), a.log_softmax(-1)), X()),
 ]
 
 def _windows_then_linear(x, w, b):
@@ -394,6 +397,7 @@ SHAPE = [
     c("index_tensor_dynamic", lambda a, i: a[i], X("S", 3), Idx("S", 4)),
     c("gather", lambda a, i: torch.gather(a, 1, i), X("B", 5), Idx(5, "B", 3)),
     c("gather_dim0", lambda a, i: a.gather(0, i), X(4, 3), Idx(4, "B", 3)),
+    c("gather_scalar", lambda a, i: (a.gather(0, i), a.gather(0, i[0])), X(), Idx(1, 1)),
     # torch.take_along_dim specialises its broadcast batch axes when traced: B stays static.
     c("take_along_dim", lambda a, i: torch.take_along_dim(a, i, -1), X("B", 5), Idx(5, "B", 3), static=("B",)),
     m("embedding", lambda: nn.Embedding(10, 4), Idx(10, "B", "S"), dtypes=F16),
@@ -404,6 +408,8 @@ SHAPE = [
     c("pad_reflect_2d", lambda a: F.pad(a, (1, 1, 2, 0), mode="reflect"), X("B", 2, 4, 5)),
     c("pad_replicate", lambda a: F.pad(a, (1, 2), mode="replicate"), X("B", 3, 4)),
     c("pad_circular", lambda a: F.pad(a, (2, 1), mode="circular"), X("B", 3, 5)),
+    # negative amounts crop first; the wrapped parts come from what is left
+    c("pad_circular_crop", lambda a: F.pad(a, (-1, 2, 1, -2), mode="circular"), X("B", 2, 4, 5)),
     c("pad_negative", lambda a: F.pad(a, (-1, 2)), X("B", 5)),
     c("pad_dynamic_axis", lambda a: F.pad(a, (0, 0, 1, 1)), X("S", 3)),
     c("flip", lambda a: a.flip(-1), X("B", 5)),
@@ -422,6 +428,8 @@ SHAPE = [
     # DPT's readout: tokens beside the class token broadcast to each, projected (products-of-broadcasts)
     m("readout_projection", lambda: _Readout(), X("B", 5, 8)),
     # a size divided and multiplied back through floors (SEW-D): B again, not a fraction over symbols
+    # len(x) is a plain int in torch.export's default mode (it pins B); strict mode keeps it symbolic
+    c("len_of_batch", lambda a: a.reshape(len(a), 2, -1) * len(a), X("B", 4)),
     c("reshape_through_floors", lambda a: _regroup(F.pad(a[:, ::2], (0, 0, 1, 0))), X("B", "L", 4)),
 ]
 

@@ -14,6 +14,7 @@ length (tract symbols B and T).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,9 +235,9 @@ def export_and_check(model: TaskOutputs, example: Example, out: Path) -> float:
     t2ir.export(model, (example.traced,), out, input_names=["input"], dynamic_axes={"input": example.dynamic_axes},
                 overwrite=True)
     runnable = load_runnable(out)
-    worst = 0.0
+    worst, ties = 0.0, []
     for x in (example.traced, example.other):
-        with torch.no_grad():
+        with torch.no_grad(), tied_topk(ties):
             want = [w.numpy() for w in model(x)]
         got = run_tract(runnable, [x.numpy()])
         if len(got) != len(want):
@@ -246,4 +247,38 @@ def export_and_check(model: TaskOutputs, example: Example, out: Path) -> float:
                 raise AssertionError(f"tract's output has shape {g.shape}, PyTorch's {w.shape}")
             scale = max(float(np.abs(w).max()), 1e-6)
             worst = max(worst, float(np.abs(g.astype(np.float64) - w).max()) / scale)
+    if worst > TOLERANCE and ties:
+        raise TiedTopK(f"max diff {worst:.3g} after a top-k over tied values ({ties[0]}): PyTorch and tract "
+                       "may select and order equal values differently, and what is gathered by their indices differs")
     return worst
+
+
+class TiedTopK(AssertionError):
+    """The outputs differ, and the model ran a top-k whose choice among equal values is arbitrary."""
+
+
+@contextlib.contextmanager
+def tied_topk(found: list[str]):
+    """Notes each top-k in eager PyTorch whose result depends on how ties are broken: the k-th
+    largest value also occurs outside the k chosen, or equal values among them (random weights
+    give equal scores to every zeroed position, as RT-DETR's invalid anchors)."""
+    plain = torch.topk
+
+    def topk(x, k, dim=-1, largest=True, sorted=True, **kw):
+        result = plain(x, k, dim, largest, sorted, **kw)
+        chosen = result.values.movedim(dim, -1)
+        kth = chosen[..., -1:] if sorted else (chosen.min(-1, keepdim=True).values if largest
+                                               else chosen.max(-1, keepdim=True).values)
+        beyond = int((x.movedim(dim, -1) == kth).sum()) - int((chosen == kth).sum())
+        repeated = any(len(set(row.tolist())) < row.numel() for row in chosen.reshape(-1, chosen.shape[-1]))
+        if beyond or repeated:
+            found.append(f"top-{k} of {x.shape[dim]} along axis {dim}: {beyond} values outside equal to the "
+                         f"k-th, repeated values {'among' if repeated else 'not among'} those chosen")
+        return result
+
+    method = torch.Tensor.topk
+    torch.topk, torch.Tensor.topk = topk, topk
+    try:
+        yield
+    finally:
+        torch.topk, torch.Tensor.topk = plain, method

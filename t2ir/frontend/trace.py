@@ -153,24 +153,46 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
              if isinstance(x, torch.Tensor) else None for i, x in enumerate(examples)]
     shapes = _dynamic_shapes(module, len(args), list(kwargs), specs)
     t_args, t_kwargs = tuple(traced[:len(args)]), dict(zip(kwargs, traced[len(args):]))
-    def trace():
+    def trace(strict: bool = False):
         with torch_output_held(), module_hooks(module):  # torch's partial-graph dump would bury our error
             fresh_compile_caches()
-            return torch.export.export(module, t_args, kwargs=t_kwargs, dynamic_shapes=shapes, strict=False)
+            return torch.export.export(module, t_args, kwargs=t_kwargs, dynamic_shapes=shapes, strict=strict)
 
     try:
         ep = trace()
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems
 
-        size_one = size_one_problem(examples, names, dims)
-        if size_one and not (_fails_eagerly(module, t_args, t_kwargs) and not _fails_eagerly(module, args, kwargs)):
-            size_one = []  # the expanded example is not what broke the trace
-        raise ExportError("torch.export could not trace the model:",
-                          size_one + trace_error_problems(e, pinning_sites_of(trace, e))) from None
+        if (ep := _traced_by_bytecode(trace, e, dims)) is None:
+            size_one = size_one_problem(examples, names, dims)
+            if size_one and not (_fails_eagerly(module, t_args, t_kwargs) and not _fails_eagerly(module, args, kwargs)):
+                size_one = []  # the expanded example is not what broke the trace
+            raise ExportError("torch.export could not trace the model:",
+                              size_one + trace_error_problems(e, pinning_sites_of(trace, e))) from None
+    if _pinned_axes(ep, dims):
+        ep = _traced_by_bytecode(trace, None, dims) or ep
     check_still_dynamic(ep, names, dims)
     check_pinned_broadcasts(ep, dims)
     return ep
+
+
+def _traced_by_bytecode(trace, error: BaseException | None, dims) -> torch.export.ExportedProgram | None:
+    """torch.export's strict mode (TorchDynamo), tried when the default mode pinned a dynamic axis
+    (`error` says so, or it is None and the program shows it). The default mode runs the model's
+    Python, where `len(x)` or `range(x.size(0))` must become a plain int; Dynamo reads the
+    bytecode and keeps such sizes symbolic (RT-DETR's `batch_size = len(features)`). None when
+    strict mode fails too or pins the axis as well: the caller reports the default mode's error."""
+    if error is not None and "specialized it to be a constant" not in str(error):
+        return None
+    try:
+        ep = trace(strict=True)
+    except Exception:
+        return None
+    return None if _pinned_axes(ep, dims) else ep
+
+
+def _pinned_axes(ep: torch.export.ExportedProgram, dims) -> bool:
+    return any(isinstance(size, int) for _, _, size in _traced_sizes(ep, dims))
 
 
 def _fails_eagerly(module, args: tuple, kwargs: dict) -> bool:

@@ -97,7 +97,9 @@ def prelu(node: Node, ctx: LowerContext) -> Value:
     x, w = ctx.args["self"], ctx.args["weight"]
     t = ctx.out
     w = ctx.cast(w, t.dtype)
-    if w.rank == 1 and x.rank >= 2 and w.shape[0] != 1:
+    if x.rank < 2 and w.rank == 1:  # no channel axis: one shared value, of x's rank
+        w = ctx.emit("nnef.reshape", [w], w.type.with_shape((1,) * x.rank), shape=[1] * x.rank)
+    elif w.rank == 1 and w.shape[0] != 1:
         shape = (1, w.shape[0]) + (1,) * (x.rank - 2)
         w = ctx.emit("nnef.reshape", [w], w.type.with_shape(shape), shape=list(shape))
     scaled = ctx.emit("nnef.mul", [x, unsqueeze_to_rank(ctx, w, x.rank)], t)

@@ -379,6 +379,7 @@ def masked_fill(node: Node, ctx: LowerContext) -> Value:
     x, mask, value = ctx.args["self"], ctx.args["mask"], ctx.args["value"]
     out = ctx.out
     mask = unsqueeze_to_rank(ctx, ctx.cast(mask, DType.bool), out.rank)
+    x = unsqueeze_to_rank(ctx, x, out.rank)  # a mask of higher rank broadcasts x (numpy-style)
     value = select_operand(ctx, value, out.dtype)
     if isinstance(value, Value):
         return ctx.emit("nnef.select", [mask, unsqueeze_to_rank(ctx, value, out.rank), x], out)

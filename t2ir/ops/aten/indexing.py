@@ -29,7 +29,7 @@ def gather(node: Node, ctx: LowerContext) -> Value:
     x, index = ctx.args["self"], ctx.args.get("index", ctx.args.get("indices"))
     index = ctx.cast(index, DType.i64)
     dim = ctx.args.get("dim")
-    if dim is None:  # take_along_dim without dim: along the flattened tensors
+    if dim is None or x.rank == 0:  # take_along_dim without dim, or a scalar: along the flattened tensors
         x, index = (_flat(ctx, v) for v in (x, index))
         dim = 0
     axis = norm_axis(dim, x.rank)
@@ -41,7 +41,10 @@ def gather(node: Node, ctx: LowerContext) -> Value:
     index_t = index.type.with_shape(tuple(index.shape[i] if i == axis else d for i, d in enumerate(out_shape)))
     if not all(dims_equal(a, b) for a, b in zip(index.shape, index_t.shape)):
         index = broadcast_to(ctx, index, index_t)
-    return ctx.emit("tract_core.gather_elements", [x, index], ctx.out.with_shape(tuple(index.shape)), axis=axis)
+    y = ctx.emit("tract_core.gather_elements", [x, index], ctx.out.with_shape(tuple(index.shape)), axis=axis)
+    if y.rank != ctx.out.rank:  # a scalar gathered from a flattened scalar
+        y = ctx.emit("nnef.reshape", [y], ctx.out, shape=list(ctx.out.shape))
+    return y
 
 
 def _flat(ctx: LowerContext, v: Value) -> Value:
@@ -265,9 +268,13 @@ def _crop(ctx: LowerContext, x: Value, pairs: list[list[Any]]) -> Value:
 
 
 def _circular_pad(ctx: LowerContext, x: Value, amounts: list[int]) -> Value:
-    """Wrap-around padding: the tail of the axis before it and its head after it."""
+    """Wrap-around padding: the tail of the axis before it and its head after it. Negative amounts
+    crop first, and the wrapped parts come from what is left (as torch's _pad_circular does)."""
     for k in range(len(amounts) // 2):
         axis, before, after = x.rank - 1 - k, amounts[2 * k], amounts[2 * k + 1]
+        if before < 0 or after < 0:
+            x = slice_axis(ctx, x, axis, max(-before, 0), x.shape[axis] - max(-after, 0))
+            before, after = max(before, 0), max(after, 0)
         n = x.shape[axis]
         parts = ([slice_axis(ctx, x, axis, n - before, n)] if before else []) + [x] + \
                 ([slice_axis(ctx, x, axis, 0, after)] if after else [])

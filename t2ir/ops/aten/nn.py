@@ -451,6 +451,8 @@ def group_norm(node: Node, ctx: LowerContext) -> Value:
 @builtin(*SOFTMAX)
 def softmax(node: Node, ctx: LowerContext) -> Value:
     x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    if x.rank == 0:  # exp(x - x): 1, or NaN for an infinite x, as torch gives
+        return ctx.emit("nnef.exp", [ctx.emit("nnef.sub", [x, x], x.type)], ctx.out)
     return ctx.emit("nnef.softmax", [x], ctx.out, axes=[norm_axis(ctx.args["dim"], x.rank)])
 
 
@@ -469,6 +471,8 @@ def safe_softmax(node: Node, ctx: LowerContext) -> Value:
 @builtin("aten.log_softmax.int", "aten._log_softmax")
 def log_softmax(node: Node, ctx: LowerContext) -> Value:
     x = ctx.cast(node.inputs[0], ctx.out.dtype)
+    if x.rank == 0:  # x - x: 0, or NaN for an infinite x, as torch gives (tract cannot reduce a scalar)
+        return ctx.emit("nnef.sub", [x, x], ctx.out)
     axis = norm_axis(ctx.args["dim"], x.rank)
     t = x.type
     red_t = t.with_shape(tuple(1 if i == axis else d for i, d in enumerate(t.shape)))
