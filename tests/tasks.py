@@ -99,7 +99,18 @@ def _tiny(config):
         sub = getattr(config, name)
         if isinstance(sub, PretrainedConfig):
             setattr(config, name, _tiny(sub))
+            _follow_sub_config(config, sub, getattr(config, name))
     return config
+
+
+def _follow_sub_config(config, before, after) -> None:
+    """A field of the parent that repeats a size of a sub-config (Depth Anything's
+    reassemble_hidden_size is its backbone's hidden_size) takes the sub-config's shrunk size."""
+    old, new = before.to_dict(), after.to_dict()
+    shrunk = {old[k]: new[k] for k in old if type(old[k]) is int and type(new.get(k)) is int and new[k] < old[k]}
+    for key, value in config.to_dict().items():
+        if type(value) is int and value in shrunk and not key.startswith(("num_", "max_")) and key != "vocab_size":
+            setattr(config, key, shrunk[value])
 
 
 def build_task_model(task: str, model_type: str):
