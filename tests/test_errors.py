@@ -202,6 +202,24 @@ def test_dynamic_axis_made_static(module, marker, tmp_path):
     assert f"{THIS}:{line_of(marker)}" in msg
 
 
+class BranchesOnRows(torch.nn.Module):
+    def forward(self, x):
+        if x.shape[0] == 6:  # rows-branch
+            return x * 2
+        return x
+
+
+@pytest.mark.parametrize("make,marker", [(lambda: torch.jit.trace(FixedView(), torch.randn(6, 4)), "fixed-view"),
+                                         (lambda: torch.jit.script(FixedView()), "fixed-view"),
+                                         (lambda: torch.jit.script(BranchesOnRows()), "rows-branch")])
+def test_dynamic_axis_made_static_in_torchscript(make, marker, tmp_path):
+    """The TorchScript frontend names the user's input and the line of the node that pinned it
+    (TorchScript's source range of the node being replayed)."""
+    msg = export_error(make(), (torch.randn(6, 4),), tmp_path, input_names=["rows"], dynamic_axes={"rows": {0: "B"}})
+    assert "dynamic axis 0 of input 'rows' was specialised to 6" in msg
+    assert f"{THIS}:{line_of(marker)}" in msg
+
+
 class IntMatmul(torch.nn.Module):
     def forward(self, a, b):
         return a @ b  # int-matmul

@@ -59,18 +59,23 @@ _DATA_DEPENDENT = ("GuardOnDataDependentSymNode", "DataDependentOutputException"
                    "data-dependent")
 
 
-_SPECIALISED = re.compile(r"marked L\['(?P<input>\w+)'\]\.size\(\)\[(?P<axis>\d+)\] as dynamic but your code "
+# L['x'].size()[0], or L['inputs'][0].size()[0] for a forward(*inputs) (the TorchScript frontend's)
+_SPECIALISED = re.compile(r"marked L\['(?P<input>\w+)'\](?P<index>\[\d+\])?\.size\(\)\[(?P<axis>\d+)\] as dynamic but your code "
                          r"specialized it to be a constant \((?P<size>\d+)\)")
 
 
-def trace_error_problems(e: BaseException, pinned: Optional[dict] = None) -> list[Problem]:
+def trace_error_problems(e: BaseException, pinned: Optional[dict] = None,
+                         names: Optional[dict[str, str]] = None) -> list[Problem]:
     """A torch.export failure as problems: what / where (the user's line) / what to do.
-    `pinned` (t2ir.frontend.pinned_axes) says which line fixed a dynamic axis."""
-    fixed = [Problem(f"dynamic axis {m['axis']} of input {m['input']!r} was specialised to {m['size']} by the "
-                     "model's code", "dynamic_axes", _pinning_loc(pinned, m["input"], int(m["axis"])),
+    `pinned` (t2ir.frontend.pinned_axes) says which line fixed a dynamic axis; `names` gives the
+    user's names of torch's inputs (`inputs[0]` -> `x`) where they differ."""
+    inputs = [(m, m["input"] + (m["index"] or "")) for m in _SPECIALISED.finditer(str(e))]
+    fixed = [Problem(f"dynamic axis {m['axis']} of input {(names or {}).get(key, key)!r} was "
+                     f"specialised to {m['size']} by the model's code", "dynamic_axes",
+                     _pinning_loc(pinned, key, int(m["axis"])),
                      hint="the model only works for that size on this axis (e.g. `len(x)` or `x.size(0)` used as a "
                      "Python number, or a view or reshape to a fixed size); make the axis static or change the model")
-             for m in _SPECIALISED.finditer(str(e))]
+             for m, key in inputs]
     return fixed or [_trace_error_problem(e)]
 
 

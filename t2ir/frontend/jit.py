@@ -15,11 +15,13 @@ exported and is reported with its TorchScript source line.
 from __future__ import annotations
 
 import operator
+import re
 from typing import Any
 
 import torch
 
 from t2ir.errors import ExportError, Problem
+from t2ir.paths import portable_source_path
 
 
 def _scalar_div(a, b, rounding_mode=None):
@@ -56,15 +58,28 @@ def script_arg_names(module: torch.jit.ScriptModule) -> list[str]:
     return [a.name for a in module.forward.schema.arguments[1:]]
 
 
-def _source_line(node: torch._C.Node) -> str:
-    """`file.py:12: if x.sum() > 0:` from TorchScript's source range text."""
-    import re
+# a scripted node's range: `File "m.py", line 12` then the code; a traced one's: the Python stack
+# at tracing time, innermost first, `m.py(12): forward`
+_WHERE = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+)')
+_TRACED_AT = re.compile(r"^(?P<file>[^\n]+?)\((?P<line>\d+)\): \w+$")
 
+
+def _source_file_line(node: torch._C.Node) -> tuple[str, int] | None:
+    """(file, line) of a node's source, from TorchScript's source range text."""
     lines = node.sourceRange().splitlines()
-    where = re.search(r'File "(?P<file>[^"]+)", line (?P<line>\d+)', lines[0]) if lines else None
+    where = (_WHERE.search(lines[0]) or _TRACED_AT.match(lines[0])) if lines else None
+    return (portable_source_path(where["file"]), int(where["line"])) if where else None
+
+
+def _source_line(node: torch._C.Node) -> str:
+    """`file.py:12: if x.sum() > 0:` from TorchScript's source range text (`file.py:12` when
+    the graph was traced: no code is kept)."""
+    lines = node.sourceRange().splitlines()
+    where = _WHERE.search(lines[0]) if lines else None
     marker = next((i for i, line in enumerate(lines) if "<--- HERE" in line), None)
     if where is None or marker is None or marker < 2:  # the range text holds the code, then a marker line
-        return " ".join(line.strip() for line in lines[1:2])[:160]
+        traced = _source_file_line(node)
+        return f"{traced[0]}:{traced[1]}" if traced else " ".join(line.strip() for line in lines[1:2])[:160]
     return f"{where['file']}:{where['line']}: {lines[marker - 1].strip()}"[:200]  # the line above the marker
 
 
@@ -107,6 +122,11 @@ class JitInterpreter(torch.nn.Module):
         super().__init__()
         self.root = root
         self._graph = graph
+        self._current: torch._C.Node | None = None
+
+    def source_of_current(self) -> tuple[str, int] | None:
+        """(file, line) of the model's source for the node being replayed, when TorchScript kept it."""
+        return _source_file_line(self._current) if self._current is not None else None
 
     def forward(self, *inputs):
         graph_inputs = list(self._graph.inputs())
@@ -122,6 +142,7 @@ class JitInterpreter(torch.nn.Module):
         return [env[v] for v in block.outputs()]
 
     def _run(self, node: torch._C.Node, env: dict) -> None:
+        self._current = node
         kind = node.kind()
         ins = [env[v] for v in node.inputs()]
         outs = list(node.outputs())
@@ -228,16 +249,22 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
     interp = JitInterpreter(_Mirror(scripted) if isinstance(module, torch.jit.ScriptModule) else module, graph)
     shapes = tuple({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None
                    for i in range(len(args)))
+    def replay():
+        return torch.export.export(interp, tuple(expand_sizes_of_one(args, dims)), dynamic_shapes={"inputs": shapes},
+                                   strict=False)
+
     try:
-        ep = torch.export.export(interp, tuple(expand_sizes_of_one(args, dims)), dynamic_shapes={"inputs": shapes},
-                                 strict=False)
+        ep = replay()
     except _Unsupported as e:
         raise ExportError("the TorchScript graph cannot be exported:", [e.problem]) from None
     except Exception as e:
         from t2ir.frontend.fx import trace_error_problems
+        from t2ir.frontend.pinned_axes import pinning_sites_of
 
+        names = {f"inputs[{i}]": name for i, name in enumerate(input_names)}
         raise ExportError("torch.export could not replay the TorchScript graph:",
-                          size_one_problem(args, input_names, dims) + trace_error_problems(e)) from None
+                          size_one_problem(args, input_names, dims) +
+                          trace_error_problems(e, pinning_sites_of(replay, e, interp.source_of_current), names)) from None
     check_still_dynamic(ep, input_names, dims)
     check_pinned_broadcasts(ep, dims)
     return _strip_root_prefix(ep)

@@ -21,7 +21,7 @@ import torch
 from t2ir.paths import portable_source_path
 
 _LOGGER = "torch.fx.experimental.symbolic_shapes"
-_CREATED = re.compile(r"create_symbol (?P<sym>s\d+) = \d+ for L\['(?P<input>\w+)'\]\.size\(\)\[(?P<axis>\d+)\]")
+_CREATED = re.compile(r"create_symbol (?P<sym>s\d+) = \d+ for L\['(?P<input>\w+)'\](?P<index>\[\d+\])?\.size\(\)\[(?P<axis>\d+)\]")
 # a size pinned to a number: Eq(s77, 2), Eq(4*s77, 24) (not Eq(Mod(s77, 2), 0), nor two sizes equal)
 _GUARD = re.compile(r"eval Eq\((?P<size>[-+*\d\s]*(?P<sym>s\d+)[-+*\d\s]*), -?\d+\) \[guard added\]")
 _OURS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -32,8 +32,9 @@ class _Listener(logging.Filter):
     """A filter on the logger itself, which sees each record before any handler (t2ir holds
     torch's handlers' output while tracing)."""
 
-    def __init__(self):
+    def __init__(self, where: Callable[[], tuple[str, int] | None] | None = None):
         super().__init__()
+        self.where = where
         self.symbols: dict[str, tuple[str, int]] = {}
         self.sites: dict[tuple[str, int], tuple[str, int]] = {}
 
@@ -43,9 +44,9 @@ class _Listener(logging.Filter):
 
     def _read(self, text: str) -> None:
         if m := _CREATED.search(text):
-            self.symbols[m["sym"]] = (m["input"], int(m["axis"]))
+            self.symbols[m["sym"]] = (m["input"] + (m["index"] or ""), int(m["axis"]))
         elif (m := _GUARD.search(text)) and m["sym"] in self.symbols:  # the model's line is on the stack now
-            site = _user_frame()
+            site = (self.where() if self.where else None) or _user_frame()
             if site is not None:
                 self.sites.setdefault(self.symbols[m["sym"]], site)
 
@@ -62,13 +63,16 @@ def _user_frame() -> tuple[str, int] | None:
     return None
 
 
-def pinning_sites_of(trace: Callable[[], object], error: BaseException) -> dict[tuple[str, int], tuple[str, int]]:
+def pinning_sites_of(trace: Callable[[], object], error: BaseException,
+                     where: Callable[[], tuple[str, int] | None] | None = None) -> dict[tuple[str, int], tuple[str, int]]:
     """When `error` (from `trace()`) says a dynamic axis was specialised: (forward argument name,
     axis) -> (file, line) of the first guard that pinned that axis's size, found by tracing
-    again while listening (listening makes torch format every guard it adds: only on failure)."""
+    again while listening (listening makes torch format every guard it adds: only on failure).
+    `where()`, when given, names the line instead of the Python stack, for models whose code is
+    not on it (a TorchScript graph replayed by t2ir's interpreter: the node being replayed)."""
     if "specialized it to be a constant" not in str(error):
         return {}
-    with _listening() as sites:
+    with _listening(where) as sites:
         try:
             trace()
         except Exception:
@@ -77,11 +81,11 @@ def pinning_sites_of(trace: Callable[[], object], error: BaseException) -> dict[
 
 
 @contextlib.contextmanager
-def _listening() -> Iterator[dict[tuple[str, int], tuple[str, int]]]:
+def _listening(where=None) -> Iterator[dict[tuple[str, int], tuple[str, int]]]:
     """The shape environment's INFO log goes to the listener only: torch's own handler on that
     logger keeps its level."""
     logger = logging.getLogger(_LOGGER)
-    listener, level, disabled = _Listener(), logger.level, logging.root.manager.disable
+    listener, level, disabled = _Listener(where), logger.level, logging.root.manager.disable
     shown = max(logger.getEffectiveLevel(), disabled + 1)  # what torch's handlers showed before
     quiet = [(h, _AtLeast(shown)) for h in logger.handlers]
     for handler, only in quiet:
