@@ -41,6 +41,7 @@ DOZEN = {
     "openai-gpt": "no KV cache at all: a graph of the whole sequence; its position bound tightened past a guard",
     "llama4_text": "complex-number rotary carried as real pairs; a size guard torch cannot prove, checked on sizes",
     "lfm3": "short-convolution layers: their fixed-size states carried as graph IO beside the key/value caches",
+    "modernbert-decoder": "get_decoder() returns a Linear (transformers' guess), not the decoder with its config",
 }
 SLOW = {"gpt_oss", "olmoe", "llama4_text"}
 

@@ -188,6 +188,8 @@ class CausalLMWithExplicitCache(torch.nn.Module):
         # in PaliGemma) whose attention modules say so too; a vision tower's attention does not count,
         # and a flag alone does not either (BigBird-Pegasus' modules say non-causal, its masks are causal)
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
+        if getattr(decoder, "config", None) is None:  # transformers' guess can miss (ModernBERT's decoder: a Linear)
+            decoder = model
         causal_flags = [m.is_causal for m in decoder.modules() if isinstance(getattr(m, "is_causal", None), bool)]
         self._bidirectional = bool(getattr(decoder.config, "use_bidirectional_attention", False)) and \
             bool(causal_flags) and not any(causal_flags)
