@@ -264,7 +264,7 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
         names = {f"inputs[{i}]": name for i, name in enumerate(input_names)}
         raise ExportError("torch.export could not replay the TorchScript graph:",
                           size_one_problem(args, input_names, dims) +
-                          trace_error_problems(e, pinning_sites_of(replay, e, interp.source_of_current), names)) from None
+                          trace_error_problems(e, pinning_sites_of(replay, e, interp.source_of_current).sites, names)) from None
     check_still_dynamic(ep, input_names, dims)
     check_pinned_broadcasts(ep, dims)
     return _strip_root_prefix(ep)

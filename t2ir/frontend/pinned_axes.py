@@ -14,6 +14,7 @@ import os
 import re
 import sys
 import sysconfig
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
@@ -36,7 +37,7 @@ class _Listener(logging.Filter):
         super().__init__()
         self.where = where
         self.symbols: dict[str, tuple[str, int]] = {}
-        self.sites: dict[tuple[str, int], tuple[str, int]] = {}
+        self.pins = Pins()
 
     def filter(self, record: logging.LogRecord) -> bool:
         self._read(record.getMessage())
@@ -48,7 +49,28 @@ class _Listener(logging.Filter):
         elif (m := _GUARD.search(text)) and m["sym"] in self.symbols:  # the model's line is on the stack now
             site = (self.where() if self.where else None) or _user_frame()
             if site is not None:
-                self.sites.setdefault(self.symbols[m["sym"]], site)
+                self.pins.sites.setdefault(self.symbols[m["sym"]], site)
+            self.pins.by_python_int |= _converting_to_int()
+
+
+@dataclass
+class Pins:
+    """Where the model's code pinned dynamic axes: (forward argument name, axis) -> (file, line),
+    and whether a pin came from a size turned into a Python int (`len(x)`, `range(x.size(0))`,
+    `int(n)`), which torch.export's strict mode can keep symbolic."""
+
+    sites: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    by_python_int: bool = False
+
+
+def _converting_to_int() -> bool:
+    """A SymInt's __index__ / __int__ is on the stack: Python asked for a plain int."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name in ("__index__", "__int__") and frame.f_code.co_filename.startswith(_OURS[0]):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _user_frame() -> tuple[str, int] | None:
@@ -64,24 +86,24 @@ def _user_frame() -> tuple[str, int] | None:
 
 
 def pinning_sites_of(trace: Callable[[], object], error: BaseException,
-                     where: Callable[[], tuple[str, int] | None] | None = None) -> dict[tuple[str, int], tuple[str, int]]:
-    """When `error` (from `trace()`) says a dynamic axis was specialised: (forward argument name,
-    axis) -> (file, line) of the first guard that pinned that axis's size, found by tracing
-    again while listening (listening makes torch format every guard it adds: only on failure).
+                     where: Callable[[], tuple[str, int] | None] | None = None) -> Pins:
+    """When `error` (from `trace()`) says a dynamic axis was specialised: for each pinned axis the
+    (file, line) of the first guard that pinned its size, found by tracing again while listening
+    (listening makes torch format every guard it adds: only on failure).
     `where()`, when given, names the line instead of the Python stack, for models whose code is
     not on it (a TorchScript graph replayed by t2ir's interpreter: the node being replayed)."""
     if "specialized it to be a constant" not in str(error):
-        return {}
-    with _listening(where) as sites:
+        return Pins()
+    with _listening(where) as pins:
         try:
             trace()
         except Exception:
             pass
-    return sites
+    return pins
 
 
 @contextlib.contextmanager
-def _listening(where=None) -> Iterator[dict[tuple[str, int], tuple[str, int]]]:
+def _listening(where=None) -> Iterator[Pins]:
     """The shape environment's INFO log goes to the listener only: torch's own handler on that
     logger keeps its level."""
     logger = logging.getLogger(_LOGGER)
@@ -94,7 +116,7 @@ def _listening(where=None) -> Iterator[dict[tuple[str, int], tuple[str, int]]]:
     logger.setLevel(logging.INFO)
     logging.disable(logging.NOTSET)  # (a program that silenced logging still gets the line)
     try:
-        yield listener.sites
+        yield listener.pins
     finally:
         logging.disable(disabled)
         logger.removeFilter(listener)

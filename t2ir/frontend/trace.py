@@ -163,27 +163,27 @@ def trace_with_torch_export(module, args, kwargs, names, dims) -> torch.export.E
     except Exception as e:  # torch's own messages are long: keep what, where and what to do
         from t2ir.frontend.fx import trace_error_problems
 
-        if (ep := _traced_by_bytecode(trace, e, dims)) is None:
+        pins = pinning_sites_of(trace, e)
+        if (ep := _traced_by_bytecode(trace, dims) if pins.by_python_int else None) is None:
             size_one = size_one_problem(examples, names, dims)
             if size_one and not (_fails_eagerly(module, t_args, t_kwargs) and not _fails_eagerly(module, args, kwargs)):
                 size_one = []  # the expanded example is not what broke the trace
             raise ExportError("torch.export could not trace the model:",
-                              size_one + trace_error_problems(e, pinning_sites_of(trace, e))) from None
+                              size_one + trace_error_problems(e, pins.sites)) from None
     if _pinned_axes(ep, dims):
-        ep = _traced_by_bytecode(trace, None, dims) or ep
+        ep = _traced_by_bytecode(trace, dims) or ep
     check_still_dynamic(ep, names, dims)
     check_pinned_broadcasts(ep, dims)
     return ep
 
 
-def _traced_by_bytecode(trace, error: BaseException | None, dims) -> torch.export.ExportedProgram | None:
+def _traced_by_bytecode(trace, dims) -> torch.export.ExportedProgram | None:
     """torch.export's strict mode (TorchDynamo), tried when the default mode pinned a dynamic axis
-    (`error` says so, or it is None and the program shows it). The default mode runs the model's
-    Python, where `len(x)` or `range(x.size(0))` must become a plain int; Dynamo reads the
-    bytecode and keeps such sizes symbolic (RT-DETR's `batch_size = len(features)`). None when
-    strict mode fails too or pins the axis as well: the caller reports the default mode's error."""
-    if error is not None and "specialized it to be a constant" not in str(error):
-        return None
+    by turning a size into a Python int (or pinned one without saying so). The default mode runs
+    the model's Python, where `len(x)` must become a plain int; Dynamo reads the bytecode and keeps
+    such sizes symbolic (RT-DETR's `batch_size = len(features)`). A view to a fixed size pins in
+    both modes, so it is not retried. None when strict mode fails too or pins the axis as well:
+    the caller reports the default mode's error."""
     try:
         ep = trace(strict=True)
     except Exception:
