@@ -249,6 +249,7 @@ def export_via_jit(module: torch.nn.Module, args: tuple, kwargs: dict, dims: dic
     interp = JitInterpreter(_Mirror(scripted) if isinstance(module, torch.jit.ScriptModule) else module, graph)
     shapes = tuple({axis: torch.export.Dim.DYNAMIC for (j, axis) in dims if j == i} or None
                    for i in range(len(args)))
+
     def replay():
         return torch.export.export(interp, tuple(expand_sizes_of_one(args, dims)), dynamic_shapes={"inputs": shapes},
                                    strict=False)
