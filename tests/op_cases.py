@@ -427,9 +427,9 @@ SHAPE = [
     c("relative_shift_dynamic", lambda a: _relative_shift(a @ torch.cat([a, a[1:]]).T), X("S", 4)),
     # DPT's readout: tokens beside the class token broadcast to each, projected (products-of-broadcasts)
     m("readout_projection", lambda: _Readout(), X("B", 5, 8)),
-    # a size divided and multiplied back through floors (SEW-D): B again, not a fraction over symbols
     # len(x) is a plain int in torch.export's default mode (it pins B); strict mode keeps it symbolic
     c("len_of_batch", lambda a: a.reshape(len(a), 2, -1) * len(a), X("B", 4)),
+    # a size divided and multiplied back through floors (SEW-D): B again, not a fraction over symbols
     c("reshape_through_floors", lambda a: _regroup(F.pad(a[:, ::2], (0, 0, 1, 0))), X("B", "L", 4)),
 ]
 

@@ -278,8 +278,7 @@ def tied_topk(found: list[str]):
     def topk(x, k, dim=-1, largest=True, sorted=True, **kw):
         result = plain(x, k, dim, largest, sorted, **kw)
         chosen = result.values.movedim(dim, -1)
-        kth = chosen[..., -1:] if sorted else (chosen.min(-1, keepdim=True).values if largest
-                                               else chosen.max(-1, keepdim=True).values)
+        kth = chosen.min(-1, keepdim=True).values if largest else chosen.max(-1, keepdim=True).values
         beyond = int((x.movedim(dim, -1) == kth).sum()) - int((chosen == kth).sum())
         repeated = any(len(set(row.tolist())) < row.numel() for row in chosen.reshape(-1, chosen.shape[-1]))
         if beyond or repeated:

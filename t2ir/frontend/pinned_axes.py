@@ -25,7 +25,8 @@ _LOGGER = "torch.fx.experimental.symbolic_shapes"
 _CREATED = re.compile(r"create_symbol (?P<sym>s\d+) = \d+ for L\['(?P<input>\w+)'\](?P<index>\[\d+\])?\.size\(\)\[(?P<axis>\d+)\]")
 # a size pinned to a number: Eq(s77, 2), Eq(4*s77, 24) (not Eq(Mod(s77, 2), 0), nor two sizes equal)
 _GUARD = re.compile(r"eval Eq\((?P<size>[-+*\d\s]*(?P<sym>s\d+)[-+*\d\s]*), -?\d+\) \[guard added\]")
-_OURS = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_TORCH = os.path.dirname(torch.__file__)
+_OURS = (_TORCH, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _STDLIB = sysconfig.get_paths()["stdlib"]
 
 
@@ -67,7 +68,7 @@ def _converting_to_int() -> bool:
     """A SymInt's __index__ / __int__ is on the stack: Python asked for a plain int."""
     frame = sys._getframe(1)
     while frame is not None:
-        if frame.f_code.co_name in ("__index__", "__int__") and frame.f_code.co_filename.startswith(_OURS[0]):
+        if frame.f_code.co_name in ("__index__", "__int__") and frame.f_code.co_filename.startswith(_TORCH):
             return True
         frame = frame.f_back
     return False
